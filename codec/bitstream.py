@@ -1,0 +1,325 @@
+"""The .codes container: a small header, then CRC-checked packets of bit-packed codes.
+
+    file    := header packet* [end]
+    header  := magic "GRVQ" (4 bytes) | version (1 byte) | model id (4 bytes)
+               | sample_rate | model_sample_rate | channels | hop_length | num_groups | levels
+               | bits | num_samples + 1 (0 = not known yet) | extra_len | extra (UTF-8 JSON)
+    packet  := num_frames (>= 1) | payload | crc32 (4 bytes, big-endian)
+    end     := 0 | num_samples | crc32 (4 bytes)
+
+Numbers without a stated width are unsigned LEB128 varints. The model id is the first 4 bytes of
+the model's weights sha256. `sample_rate`, `channels` and `num_samples` describe the input file, so
+decoding returns exactly its length, rate and channel layout; `model_sample_rate` and `hop_length`
+are the network's. `extra` is free JSON metadata, empty unless the writer asks for it.
+
+A payload holds `num_frames` frames; within a frame, channel by channel, the `levels * num_groups`
+codes in level-major order, each `bits` wide, most significant bit first; the payload is padded
+with zero bits to a whole byte. A packet's CRC32 covers its own bytes (the frame count and payload);
+the first packet's CRC also covers the header, so a damaged header is caught too.
+
+The header is binary rather than JSON so that a 10 s file at 1 kbps spends under 3% on overhead;
+streamed files, whose length is unknown when the header is written, end with an `end` record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import numpy as np
+
+from codec.errors import CodecError
+
+MAGIC = b"GRVQ"
+VERSION = 1
+CRC_BYTES = 4
+DEFAULT_PACKET_BYTES = 1024  # payload per packet when writing files: ~0.5% packet overhead
+
+
+# --- bit packing -------------------------------------------------------------------------------------
+def pack_bits(values: np.ndarray, bits: int) -> bytes:
+    """Pack non-negative integers, each `bits` wide, MSB first, zero-padded to a whole byte."""
+    values = np.asarray(values, dtype=np.uint64).ravel()
+    if values.size and int(values.max()) >> bits:
+        raise ValueError(f"a value does not fit in {bits} bits")
+    shifts = np.arange(bits - 1, -1, -1, dtype=np.uint64)
+    bit_matrix = ((values[:, None] >> shifts[None, :]) & np.uint64(1)).astype(np.uint8)
+    return np.packbits(bit_matrix.ravel()).tobytes()
+
+
+def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
+    """Inverse of `pack_bits`: `count` integers (int64) from `data`."""
+    needed = (count * bits + 7) // 8
+    if len(data) < needed:
+        raise ValueError(f"need {needed} bytes for {count} values of {bits} bits, got {len(data)}")
+    flat = np.unpackbits(np.frombuffer(data, dtype=np.uint8, count=needed))[: count * bits]
+    weights = (np.int64(1) << np.arange(bits - 1, -1, -1, dtype=np.int64))
+    return flat.reshape(count, bits).astype(np.int64) @ weights
+
+
+# --- varints -------------------------------------------------------------------------------------------
+def encode_varint(value: int) -> bytes:
+    if value < 0:
+        raise ValueError("varints are unsigned")
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+class _Truncated(Exception):
+    pass
+
+
+def _read_exact(stream: BinaryIO, n: int) -> bytes:
+    data = stream.read(n)
+    if len(data) < n:
+        raise _Truncated
+    return data
+
+
+def _read_varint(stream: BinaryIO) -> tuple[int, bytes]:
+    raw = bytearray()
+    value = shift = 0
+    while True:
+        byte = _read_exact(stream, 1)[0]
+        raw.append(byte)
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, bytes(raw)
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+# --- header -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CodesHeader:
+    model_id: str  # 8 hex digits
+    sample_rate: int  # of the input audio
+    model_sample_rate: int
+    channels: int
+    hop_length: int
+    num_groups: int
+    levels: int
+    bits: int
+    num_samples: int | None  # of the input audio, per channel; None until known (live streams)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_codebooks(self) -> int:
+        return self.levels * self.num_groups
+
+    @property
+    def frame_rate(self) -> float:
+        return self.model_sample_rate / self.hop_length
+
+    @property
+    def bits_per_frame(self) -> int:
+        return self.channels * self.num_codebooks * self.bits
+
+    @property
+    def bitrate(self) -> float:
+        """Payload bits per second of audio (all channels)."""
+        return self.frame_rate * self.bits_per_frame
+
+    def payload_bytes(self, frames: int) -> int:
+        return (frames * self.bits_per_frame + 7) // 8
+
+    def to_bytes(self) -> bytes:
+        extra = json.dumps(self.extra, separators=(",", ":")).encode() if self.extra else b""
+        numbers = (
+            self.sample_rate,
+            self.model_sample_rate,
+            self.channels,
+            self.hop_length,
+            self.num_groups,
+            self.levels,
+            self.bits,
+            0 if self.num_samples is None else self.num_samples + 1,
+            len(extra),
+        )
+        return MAGIC + bytes([VERSION]) + bytes.fromhex(self.model_id) + b"".join(map(encode_varint, numbers)) + extra
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def frames_per_packet(header: CodesHeader, target_bytes: int = DEFAULT_PACKET_BYTES) -> int:
+    """Frames that fill about `target_bytes` of payload (at least one)."""
+    return max(1, (target_bytes * 8) // header.bits_per_frame)
+
+
+def container_overhead(header: CodesHeader, frames: int, packet_frames: int) -> int:
+    """Bytes a file of `frames` frames spends beyond its payload."""
+    full, rest = divmod(frames, packet_frames)
+    sizes = [packet_frames] * full + ([rest] if rest else [])
+    payload = sum(header.payload_bytes(n) for n in sizes)
+    packets = sum(len(encode_varint(n)) + CRC_BYTES for n in sizes)
+    return len(header.to_bytes()) + packets + (payload - (frames * header.bits_per_frame + 7) // 8)
+
+
+# --- writing --------------------------------------------------------------------------------------------
+class CodesWriter:
+    """Write a header, then packets as frames arrive; `close()` writes the end record if the length was unknown."""
+
+    def __init__(self, stream: BinaryIO, header: CodesHeader) -> None:
+        self.stream, self.header = stream, header
+        self._pending_header: bytes | None = header.to_bytes()
+        self.frames_written = 0
+        self.stream.write(self._pending_header)
+
+    def write_packet(self, codes: np.ndarray) -> int:
+        """codes [frames, channels, levels * G] -> one packet; returns bytes written."""
+        h = self.header
+        codes = np.asarray(codes)
+        if codes.ndim != 3 or codes.shape[1:] != (h.channels, h.num_codebooks) or codes.shape[0] < 1:
+            raise ValueError(f"packet codes must be [frames >= 1, {h.channels}, {h.num_codebooks}], got {codes.shape}")
+        body = encode_varint(codes.shape[0]) + pack_bits(codes, h.bits)
+        crc = zlib.crc32(body, zlib.crc32(self._pending_header) if self._pending_header else 0)
+        self._pending_header = None
+        data = body + crc.to_bytes(CRC_BYTES, "big")
+        self.stream.write(data)
+        self.frames_written += codes.shape[0]
+        return len(data)
+
+    def write_end(self, num_samples: int) -> None:
+        body = encode_varint(0) + encode_varint(num_samples)
+        self.stream.write(body + zlib.crc32(body).to_bytes(CRC_BYTES, "big"))
+
+
+# --- reading --------------------------------------------------------------------------------------------
+@dataclass
+class Packet:
+    index: int
+    offset: int  # byte offset of the packet in the file
+    frames: int
+    codes: np.ndarray | None  # [frames, channels, levels * G]; None when damaged
+    error: str | None = None  # why the packet is unusable
+
+
+class CodesReader:
+    """Parse a .codes stream: the header on construction, then `packets()`.
+
+    Header problems raise `CodecError`. Damaged packets are yielded with `codes=None` and `error` set,
+    so the caller decides whether to stop or conceal; a truncated or unparseable tail ends the iteration
+    with one such packet. After iteration, `num_samples` holds the length from the header or end record.
+    """
+
+    def __init__(self, stream: BinaryIO, name: str = "input") -> None:
+        self.stream, self.name = stream, name
+        self._raw_header = b""
+        self.header = self._read_header()
+        self.num_samples = self.header.num_samples
+
+    def _read_header(self) -> CodesHeader:
+        recorder = _Recorder(self.stream)
+        try:
+            magic = _read_exact(recorder, 4)
+            if magic != MAGIC:
+                raise CodecError(f"{self.name} is not a .codes file (it does not start with {MAGIC!r})")
+            version = _read_exact(recorder, 1)[0]
+            if version != VERSION:
+                raise CodecError(
+                    f"{self.name} is .codes version {version}; this codec reads version {VERSION}: "
+                    + ("upgrade the codec package" if version > VERSION else "re-encode it with this codec")
+                )
+            model_id = _read_exact(recorder, 4).hex()
+            numbers = [_read_varint(recorder)[0] for _ in range(9)]
+            extra_raw = _read_exact(recorder, numbers[8])
+        except _Truncated:
+            if not recorder.data:
+                raise CodecError(f"{self.name} is empty; it is not a .codes file") from None
+            raise CodecError(f"{self.name} is truncated inside its header; the file is damaged") from None
+        except ValueError:
+            raise CodecError(f"{self.name} has a damaged header") from None
+        try:
+            extra = json.loads(extra_raw) if extra_raw else {}
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise CodecError(f"{self.name} has a damaged header (its metadata is not JSON)") from None
+        sample_rate, model_sr, channels, hop, groups, levels, bits, samples, _ = numbers
+        if min(sample_rate, model_sr, channels, hop, groups, levels, bits) < 1 or bits > 32:
+            raise CodecError(f"{self.name} has a damaged header (impossible stream parameters)")
+        self._raw_header = recorder.data
+        return CodesHeader(
+            model_id, sample_rate, model_sr, channels, hop, groups, levels, bits, samples - 1 if samples else None, extra
+        )
+
+    def packets(self) -> Iterator[Packet]:
+        h = self.header
+        index = 0
+        offset = len(self._raw_header)
+        seed = zlib.crc32(self._raw_header)
+        while True:
+            recorder = _Recorder(self.stream)
+            try:
+                first = recorder.read(1)
+                if not first:
+                    return
+                recorder.push_back(first)
+                frames, _ = _read_varint(recorder)
+                if frames == 0:
+                    self._read_end(recorder, index, offset)
+                    return
+                payload = _read_exact(recorder, h.payload_bytes(frames))
+                crc = int.from_bytes(_read_exact(recorder, CRC_BYTES), "big")
+            except _Truncated:
+                yield Packet(index, offset, 0, None, f"file ends in the middle of packet {index} (byte {offset})")
+                return
+            except ValueError:
+                yield Packet(index, offset, 0, None, f"packet {index} (byte {offset}) has a damaged frame count")
+                return
+            body = recorder.data[: -CRC_BYTES]
+            if zlib.crc32(body, seed if index == 0 else 0) != crc:
+                yield Packet(index, offset, frames, None, f"packet {index} (byte {offset}) fails its CRC check")
+            else:
+                codes = unpack_bits(payload, h.bits, frames * h.channels * h.num_codebooks)
+                yield Packet(index, offset, frames, codes.reshape(frames, h.channels, h.num_codebooks))
+            offset += len(recorder.data)
+            index += 1
+
+    def _read_end(self, recorder: _Recorder, index: int, offset: int) -> None:
+        try:
+            samples, _ = _read_varint(recorder)
+            crc = int.from_bytes(_read_exact(recorder, CRC_BYTES), "big")
+        except (_Truncated, ValueError):
+            raise CodecError(f"{self.name}: the end record at byte {offset} is truncated; the file is damaged") from None
+        if zlib.crc32(recorder.data[:-CRC_BYTES]) != crc:
+            raise CodecError(f"{self.name}: the end record at byte {offset} fails its CRC check; the file is damaged")
+        if self.stream.read(1):
+            raise CodecError(f"{self.name} has data after its end record at byte {offset}; the file is damaged")
+        self.num_samples = samples
+
+
+class _Recorder:
+    """A read-through wrapper that remembers the bytes read (to checksum them)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream, self.data, self._back = stream, b"", b""
+
+    def push_back(self, data: bytes) -> None:
+        self._back = data + self._back
+        self.data = self.data[: len(self.data) - len(data)]
+
+    def read(self, n: int) -> bytes:
+        out = self._back[:n]
+        self._back = self._back[n:]
+        if len(out) < n:
+            out += self.stream.read(n - len(out))
+        self.data += out
+        return out
+
+
+def read_header(data: bytes | BinaryIO, name: str = "input") -> CodesHeader:
+    stream = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
+    return CodesReader(stream, name).header

@@ -1,0 +1,61 @@
+"""What `codec info` reports about a model or a .codes file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from codec import bitstream
+from codec.errors import CodecError
+
+
+def model_info(name_or_path: str) -> dict:
+    from codec.checkpoint import FORMAT_VERSION, load_model
+    from codec.compress import model_id
+
+    model = load_model(name_or_path)
+    q = model.quantizer
+    return {
+        "name": model.name,
+        "file": model.source,
+        "model_id": model_id(model),
+        "format_version": FORMAT_VERSION,
+        "sample_rate": model.sample_rate,
+        "hop_length": model.hop_length,
+        "frame_rate": model.frame_rate,
+        "groups x levels": f"{model.num_groups} x {model.num_levels}",
+        "codebook_size": model.codebook_size,
+        "codebook_dim": q.codebook_dim,
+        "lookup": q.lookup,
+        "parameters": model.num_parameters(),
+        "bitrates_kbps": [round(b / 1000, 4) for b in model.supported_bitrates()],
+        "provenance": model.provenance,
+    }
+
+
+def codes_info(path: Path) -> dict:
+    if not path.is_file():
+        raise CodecError(f"input file {path} not found")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        reader = bitstream.CodesReader(f, str(path))
+        packets = damaged = frames = 0
+        for packet in reader.packets():
+            packets += 1
+            frames += packet.frames
+            damaged += packet.error is not None
+    h = reader.header
+    samples = reader.num_samples
+    seconds = samples / h.sample_rate if samples else frames / h.frame_rate
+    payload = (frames * h.bits_per_frame + 7) // 8
+    return {
+        "header": h.to_json(),
+        "file_bytes": size,
+        "packets": packets,
+        "damaged_packets": damaged,
+        "frames": frames,
+        "seconds": round(seconds, 4),
+        "payload_kbps": round(h.bitrate / 1000, 4),
+        "measured_kbps": round(size * 8 / seconds / 1000, 4) if seconds else None,
+        "overhead_bytes": size - payload,
+        "overhead_percent": round(100 * (size - payload) / payload, 3) if payload else None,
+    }

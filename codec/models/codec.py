@@ -1,0 +1,202 @@
+"""CodecModel: causal encoder -> GRVQ -> causal decoder, with run-time bitrate and streaming."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import functional as F
+
+from codec.config import ModelConfig
+from codec.errors import CodecError
+from codec.modules.seanet import SEANetDecoder, SEANetEncoder
+from codec.modules.streaming import State, StreamingModule
+from codec.quantization.grvq import GroupResidualVQ, QuantizerOutput
+
+
+class CodecModel(StreamingModule):
+    """A streaming neural audio codec.
+
+    Args:
+        encoder, decoder: waveform <-> latent networks (x [B, C, T] <-> z [B, D, F]).
+        quantizer: GRVQ over the latent.
+        sample_rate: audio rate the networks run at. hop_length: samples per frame.
+        name: model name recorded in model files and .codes headers.
+
+    Shapes: audio [B, C, T]; latent [B, D, F]; codes [B, levels * G, F], level-major.
+
+    Frame contract: a frame is `hop_length` samples. Offline `encode` pads the end of the input with
+    zeros up to a whole frame. While streaming (`with model.streaming(B):`), `encode` accepts chunks
+    of any length, buffers the samples that do not yet complete a frame and returns the codes of the
+    frames completed so far; `flush()` pads the last partial frame as offline encoding does. Offline
+    is exactly streaming from a fresh state, so both give identical codes.
+    """
+
+    def __init__(
+        self,
+        *,
+        encoder: SEANetEncoder,
+        decoder: SEANetDecoder,
+        quantizer: GroupResidualVQ,
+        sample_rate: int,
+        hop_length: int,
+        audio_channels: int = 1,
+        name: str = "grvq",
+    ) -> None:
+        super().__init__()
+        self.encoder, self.decoder, self.quantizer = encoder, decoder, quantizer
+        self.sample_rate, self.hop_length, self.audio_channels, self.name = sample_rate, hop_length, audio_channels, name
+        self.config: ModelConfig | None = None  # set by `build_model`; saved with the weights
+
+    # --- rate facts ---------------------------------------------------------------------------------
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
+    def num_groups(self) -> int:
+        return self.quantizer.num_groups
+
+    @property
+    def num_levels(self) -> int:
+        return self.quantizer.num_levels
+
+    @property
+    def codebook_size(self) -> int:
+        return self.quantizer.codebook_size
+
+    @property
+    def bits_per_code(self) -> int:
+        return int(math.log2(self.codebook_size))
+
+    def bitrate(self, levels: int) -> float:
+        """Bits per second when coding with the first `levels` levels."""
+        return self.frame_rate * levels * self.num_groups * self.bits_per_code
+
+    def supported_bitrates(self) -> list[float]:
+        """Bits per second for 1..num_levels levels."""
+        return [self.bitrate(n) for n in range(1, self.num_levels + 1)]
+
+    def levels_for(self, *, bitrate_kbps: float | None = None, levels: int | None = None) -> tuple[int, str | None]:
+        """Resolve a requested bitrate (kbps) or level count to a level count, plus a notice if rounded down.
+
+        A bitrate between two supported ones takes the one below; below the lowest or above the highest is
+        an error listing the valid ones. Neither given: all levels.
+        """
+        valid = ", ".join(f"{b / 1000:g}" for b in self.supported_bitrates())
+        if levels is not None:
+            if not 1 <= levels <= self.num_levels:
+                raise CodecError(f"--levels {levels} is out of range; this model has levels 1..{self.num_levels}")
+            return levels, None
+        if bitrate_kbps is None:
+            return self.num_levels, None
+        wanted = bitrate_kbps * 1000
+        rates = self.supported_bitrates()
+        tolerance = 1e-6 * rates[0]
+        if wanted < rates[0] - tolerance or wanted > rates[-1] + tolerance:
+            raise CodecError(f"bitrate {bitrate_kbps:g} kbps is not possible with {self.name}; valid kbps: {valid}")
+        n = max(i + 1 for i, r in enumerate(rates) if r <= wanted + tolerance)
+        if abs(rates[n - 1] - wanted) > tolerance:
+            return n, f"{bitrate_kbps:g} kbps is between supported bitrates; using {rates[n - 1] / 1000:g} kbps"
+        return n, None
+
+    # --- training path --------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, levels: int | None = None) -> tuple[torch.Tensor, QuantizerOutput]:
+        """Reconstruction [B, C, T'] and quantizer output for x [B, C, T] (T' = T rounded up to whole frames)."""
+        x = self._pad_to_frames(x)
+        q = self.quantizer(self.encoder(x), levels)
+        return self.decoder(q.quantized), q
+
+    # --- inference ------------------------------------------------------------------------------------
+    def _init_streaming_state(self, batch_size: int) -> State:
+        p = next(self.parameters())
+        return {
+            "pending": p.new_zeros(batch_size, self.audio_channels, 0),  # samples not yet making a frame
+        }
+
+    def _pad_to_frames(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, (0, -x.shape[-1] % self.hop_length))
+
+    def _check_audio(self, x: torch.Tensor) -> None:
+        if x.dim() != 3 or x.shape[1] != self.audio_channels:
+            raise ValueError(f"audio must be [B, {self.audio_channels}, T], got {tuple(x.shape)}")
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, levels: int | None = None) -> torch.Tensor:
+        """Codes [B, levels * G, F] for audio x [B, C, T] at `sample_rate` (see the frame contract above)."""
+        self._check_audio(x)
+        levels = levels or self.num_levels
+        if not self.is_streaming:
+            return self.quantizer.encode(self.encoder(self._pad_to_frames(x)), levels)
+        state = self._streaming_state
+        pending = torch.cat([state["pending"], x], dim=-1)
+        whole = pending.shape[-1] - pending.shape[-1] % self.hop_length
+        state["pending"] = pending[..., whole:]
+        return self.quantizer.encode(self.encoder(pending[..., :whole]), levels)
+
+    @torch.no_grad()
+    def flush(self, levels: int | None = None) -> torch.Tensor:
+        """While streaming: codes of the last partial frame, zero-padded (empty if nothing is pending)."""
+        state = self._streaming_state
+        if state is None:
+            raise RuntimeError("flush() is only meaningful inside `with model.streaming(...)`")
+        pending = state["pending"]
+        if pending.shape[-1] == 0:
+            B = pending.shape[0]
+            return torch.zeros(B, (levels or self.num_levels) * self.num_groups, 0, dtype=torch.long)
+        state["pending"] = pending[..., :0]
+        return self.quantizer.encode(self.encoder(self._pad_to_frames(pending)), levels or self.num_levels)
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Audio [B, C, F * hop_length] from codes [B, n * G, F] for any n in 1..num_levels."""
+        if codes.dim() != 3:
+            raise ValueError(f"codes must be [B, levels * G, F], got {tuple(codes.shape)}")
+        return self.decoder(self.quantizer.decode(codes))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def build_model(config: ModelConfig) -> CodecModel:
+    """The one place a config becomes modules."""
+    def side(c, cls):
+        return cls(
+            audio_channels=config.channels,
+            latent_dim=config.latent_dim,
+            channels=c.channels,
+            ratios=c.ratios,
+            kernel_size=c.kernel_size,
+            last_kernel_size=c.last_kernel_size,
+            residual_kernel_size=c.residual_kernel_size,
+            num_residual_layers=c.num_residual_layers,
+            dilation_base=c.dilation_base,
+            compress=c.compress,
+            lstm_layers=c.lstm_layers,
+            max_channels=c.max_channels,
+        )
+
+    q = config.quantizer
+    model = CodecModel(
+        encoder=side(config.encoder, SEANetEncoder),
+        decoder=side(config.decoder, SEANetDecoder),
+        quantizer=GroupResidualVQ(
+            dim=config.latent_dim,
+            num_groups=q.num_groups,
+            num_levels=q.num_levels,
+            codebook_size=q.codebook_size,
+            factorized=q.factorized,
+            codebook_dim=q.codebook_dim,
+            decay=q.decay,
+            epsilon=q.epsilon,
+            kmeans_iters=q.kmeans_iters,
+            dead_code_threshold=q.dead_code_threshold,
+            dropout=q.dropout,
+        ),
+        sample_rate=config.sample_rate,
+        hop_length=config.hop_length,
+        audio_channels=config.channels,
+        name=config.name,
+    )
+    model.config = config
+    return model

@@ -1,0 +1,136 @@
+"""SEANet-style causal encoder and decoder composed from streaming convolutions."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from codec.modules.conv import StreamingConv1d, StreamingConvTranspose1d, StreamingLSTM
+
+
+class ResidualUnit(nn.Module):
+    """ELU -> dilated conv (squeezing channels) -> ELU -> 1x1 conv, plus the identity.
+
+    Shapes: x [B, C, T] -> [B, C, T].
+    """
+
+    def __init__(self, channels: int, *, kernel_size: int, dilation: int, compress: int) -> None:
+        super().__init__()
+        hidden = max(channels // compress, 1)
+        self.block = nn.Sequential(
+            nn.ELU(),
+            StreamingConv1d(channels, hidden, kernel_size, dilation=dilation),
+            nn.ELU(),
+            StreamingConv1d(hidden, channels, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)
+
+
+def _residual_stack(channels: int, *, num_layers: int, kernel_size: int, dilation_base: int, compress: int) -> list:
+    return [
+        ResidualUnit(channels, kernel_size=kernel_size, dilation=dilation_base**j, compress=compress)
+        for j in range(num_layers)
+    ]
+
+
+class SEANetEncoder(nn.Module):
+    """Waveform to latent frames.
+
+    Args:
+        audio_channels: input channels C.
+        latent_dim: output dimension D.
+        channels: width after the first convolution, doubled at every downsampling (capped at max_channels).
+        ratios: downsampling strides in order; hop_length is their product.
+        kernel_size, last_kernel_size, residual_kernel_size, num_residual_layers, dilation_base, compress,
+        lstm_layers, max_channels: see `SEANetConfig`.
+
+    Shapes: x [B, C, T] -> [B, D, T // hop_length] from a fresh state.
+    """
+
+    def __init__(
+        self,
+        *,
+        audio_channels: int,
+        latent_dim: int,
+        channels: int,
+        ratios: tuple[int, ...],
+        kernel_size: int = 7,
+        last_kernel_size: int = 7,
+        residual_kernel_size: int = 3,
+        num_residual_layers: int = 1,
+        dilation_base: int = 2,
+        compress: int = 2,
+        lstm_layers: int = 0,
+        max_channels: int = 1024,
+    ) -> None:
+        super().__init__()
+        width = channels
+        layers: list[nn.Module] = [StreamingConv1d(audio_channels, width, kernel_size)]
+        for ratio in ratios:
+            layers += _residual_stack(
+                width,
+                num_layers=num_residual_layers,
+                kernel_size=residual_kernel_size,
+                dilation_base=dilation_base,
+                compress=compress,
+            )
+            wider = min(width * 2, max_channels)
+            layers += [nn.ELU(), StreamingConv1d(width, wider, 2 * ratio, stride=ratio)]
+            width = wider
+        if lstm_layers:
+            layers.append(StreamingLSTM(width, num_layers=lstm_layers))
+        layers += [nn.ELU(), StreamingConv1d(width, latent_dim, last_kernel_size)]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class SEANetDecoder(nn.Module):
+    """Latent frames to waveform; the mirror image of `SEANetEncoder`.
+
+    `ratios` are given in encoder order and applied reversed. Shapes: z [B, D, F] -> [B, C, F * hop_length].
+    """
+
+    def __init__(
+        self,
+        *,
+        audio_channels: int,
+        latent_dim: int,
+        channels: int,
+        ratios: tuple[int, ...],
+        kernel_size: int = 7,
+        last_kernel_size: int = 7,
+        residual_kernel_size: int = 3,
+        num_residual_layers: int = 1,
+        dilation_base: int = 2,
+        compress: int = 2,
+        lstm_layers: int = 0,
+        max_channels: int = 1024,
+    ) -> None:
+        super().__init__()
+        widths = [channels]
+        for _ in ratios:
+            widths.append(min(widths[-1] * 2, max_channels))
+        width = widths[-1]
+        layers: list[nn.Module] = [StreamingConv1d(latent_dim, width, kernel_size)]
+        if lstm_layers:
+            layers.append(StreamingLSTM(width, num_layers=lstm_layers))
+        for i, ratio in reversed(list(enumerate(ratios))):
+            narrower = widths[i]
+            layers += [nn.ELU(), StreamingConvTranspose1d(width, narrower, 2 * ratio, stride=ratio)]
+            width = narrower
+            layers += _residual_stack(
+                width,
+                num_layers=num_residual_layers,
+                kernel_size=residual_kernel_size,
+                dilation_base=dilation_base,
+                compress=compress,
+            )
+        layers += [nn.ELU(), StreamingConv1d(width, audio_channels, last_kernel_size)]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model(z)

@@ -1,0 +1,98 @@
+"""The streaming protocol shared by every stateful layer.
+
+A layer that carries context across calls subclasses `StreamingModule` and implements
+`_init_streaming_state(batch_size)`, returning a dict of tensors whose first dimension is the batch.
+`with model.streaming(batch_size):` gives every such layer a fresh state; outside the context each
+`forward` starts from a fresh state and throws it away, so offline processing *is* streaming over
+one chunk and the two cannot drift apart.
+
+State is plain tensors: it can be read (`get_streaming_state`), restored (`set_streaming_state`)
+and reset for chosen batch items (`reset_streaming(mask)`) with a branch-free `torch.where`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+State = dict[str, torch.Tensor]
+
+
+class StreamingModule(nn.Module):
+    """Base class for layers with streaming state. Containers need not subclass it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._streaming_state: State | None = None
+
+    def _init_streaming_state(self, batch_size: int) -> State:
+        """The state of a stream that has seen no input. Override in stateful layers."""
+        return {}
+
+    @property
+    def is_streaming(self) -> bool:
+        return self._streaming_state is not None
+
+    def _state(self, batch_size: int) -> State:
+        """The live state while streaming, else a fresh one that the caller may discard."""
+        if self._streaming_state is None:
+            return self._init_streaming_state(batch_size)
+        return self._streaming_state
+
+    def _stateful(self) -> Iterator[tuple[str, StreamingModule]]:
+        for name, module in self.named_modules():
+            if isinstance(module, StreamingModule):
+                yield name, module
+
+    @contextlib.contextmanager
+    def streaming(self, batch_size: int = 1) -> Iterator[None]:
+        """Keep state across `forward` calls for `batch_size` independent streams."""
+        if self.is_streaming:
+            raise RuntimeError("already streaming; leave the current `streaming()` context first")
+        modules = [m for _, m in self._stateful()]
+        for module in modules:
+            module._streaming_state = module._init_streaming_state(batch_size)
+        try:
+            yield
+        finally:
+            for module in modules:
+                module._streaming_state = None
+
+    def reset_streaming(self, mask: torch.Tensor | None = None) -> None:
+        """Return the streams selected by the boolean `mask` [B] (all if None) to a fresh state."""
+        for _, module in self._stateful():
+            state = module._streaming_state
+            if state is None:
+                raise RuntimeError("reset_streaming() called outside a `streaming()` context")
+            batch_size = next(iter(state.values())).shape[0] if state else 0
+            fresh = module._init_streaming_state(batch_size)
+            for key, value in state.items():
+                if mask is None:
+                    state[key] = fresh[key]
+                    continue
+                if fresh[key].shape != value.shape:
+                    raise RuntimeError(
+                        f"cannot reset part of a batch while layer state '{key}' holds a partial frame; "
+                        "reset at frame boundaries"
+                    )
+                m = mask.to(value.device).view(-1, *([1] * (value.dim() - 1)))
+                state[key] = torch.where(m, fresh[key], value)
+
+    def get_streaming_state(self) -> State:
+        """A flat copy of every layer's state, keyed `layer.path:key`."""
+        out = {}
+        for name, module in self._stateful():
+            for key, value in (module._streaming_state or {}).items():
+                out[f"{name}:{key}"] = value.clone()
+        return out
+
+    def set_streaming_state(self, state: State) -> None:
+        """Restore a state taken with `get_streaming_state` (inside a `streaming()` context)."""
+        for name, module in self._stateful():
+            if module._streaming_state is None:
+                raise RuntimeError("set_streaming_state() called outside a `streaming()` context")
+            for key in list(module._streaming_state):
+                module._streaming_state[key] = state[f"{name}:{key}"].clone()

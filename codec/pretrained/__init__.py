@@ -1,0 +1,36 @@
+"""Models that ship inside the package, listed in `registry.json` beside this file.
+
+Each entry: {"name", "file" (relative to this folder), "description", "default": bool}.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class ShippedModel:
+    name: str
+    path: Path
+    description: str
+    default: bool
+
+
+def shipped_models() -> list[ShippedModel]:
+    data = json.loads((HERE / "registry.json").read_text())
+    return [
+        ShippedModel(m["name"], HERE / m["file"], m.get("description", ""), bool(m.get("default", False)))
+        for m in data["models"]
+    ]
+
+
+def find(name: str) -> ShippedModel | None:
+    return next((m for m in shipped_models() if m.name == name), None)
+
+
+def default_model() -> ShippedModel | None:
+    return next((m for m in shipped_models() if m.default), None)

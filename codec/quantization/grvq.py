@@ -1,0 +1,231 @@
+"""Group-residual vector quantization (GRVQ); plain RVQ is the one-group case.
+
+The latent [B, D, F] is split along D into G groups; each group is quantized by its own residual
+stack of L codebooks. Codes are laid out level-major, [B, L * G, F] with index l * G + g, so the
+codes of the first n levels are a prefix and a lower bitrate is a truncation.
+
+Codebooks learn by exponential moving averages of the residuals assigned to them (not by
+gradients), start from k-means on the first training batch, and codes that fall out of use are
+restarted from random residuals of the current batch. Gradients reach the encoder through the
+straight-through estimator. With `dropout`, each training item keeps a random prefix of levels, so
+every prefix learns to decode on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+
+from codec.quantization.codebook import all_reduce_, broadcast_, kmeans, perplexity
+from codec.quantization.search import dequantize, rvq_search
+
+
+@dataclass
+class QuantizerOutput:
+    quantized: torch.Tensor  # [B, D, F], straight-through in training
+    codes: torch.Tensor  # [B, L * G, F], level-major
+    commitment_loss: torch.Tensor  # scalar: mean squared distance of residuals to their codewords
+    levels: torch.Tensor  # [B] levels each item used (all of them unless quantizer dropout chose fewer)
+
+
+class GroupResidualVQ(nn.Module):
+    """Args:
+        dim: latent dimension D (divisible by num_groups).
+        num_groups: G. num_levels: L. codebook_size: K.
+        factorized: project each group to `codebook_dim` and look codes up by cosine similarity.
+        decay, epsilon: EMA decay and Laplace smoothing of cluster sizes.
+        kmeans_iters: k-means iterations at initialisation (0 = random codewords from the batch).
+        dead_code_threshold: a code whose EMA cluster size falls below this is restarted.
+        dropout: probability that a training item keeps only a random prefix of levels.
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        num_groups: int,
+        num_levels: int,
+        codebook_size: int,
+        factorized: bool = False,
+        codebook_dim: int = 8,
+        decay: float = 0.99,
+        epsilon: float = 1e-5,
+        kmeans_iters: int = 10,
+        dead_code_threshold: float = 2.0,
+        dropout: float = 1.0,
+    ) -> None:
+        super().__init__()
+        G, L, K = num_groups, num_levels, codebook_size
+        group_dim = dim // G
+        d = codebook_dim if factorized else group_dim
+        self.dim, self.num_groups, self.num_levels, self.codebook_size, self.codebook_dim = dim, G, L, K, d
+        self.lookup = "cosine" if factorized else "euclidean"
+        self.decay, self.epsilon, self.kmeans_iters = decay, epsilon, kmeans_iters
+        self.dead_code_threshold, self.dropout = dead_code_threshold, dropout
+        if factorized:
+            self.in_proj = weight_norm(nn.Conv1d(dim, G * d, 1, groups=G))
+            self.out_proj = weight_norm(nn.Conv1d(G * d, dim, 1, groups=G))
+        else:
+            self.in_proj = self.out_proj = nn.Identity()
+        self.register_buffer("codebooks", torch.randn(G, L, K, d))
+        self.register_buffer("cluster_size", torch.zeros(G, L, K))
+        # Sums of assigned residuals. Not saved: codebooks * smoothed cluster sizes gives it back on load.
+        self.register_buffer("embed_sum", torch.zeros(G, L, K, d), persistent=False)
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        with torch.no_grad():
+            self.embed_sum.copy_(self.codebooks * self._smoothed_sizes()[..., None])
+
+    def _smoothed_sizes(self) -> torch.Tensor:
+        """Laplace-smoothed cluster sizes [G, L, K]: the divisor that turns embed_sum into codebooks."""
+        total = self.cluster_size.sum(-1, keepdim=True)
+        K = self.codebook_size
+        return ((self.cluster_size + self.epsilon) / (total + K * self.epsilon) * total).clamp_min(self.epsilon)
+
+    # --- layout helpers -------------------------------------------------------------------------
+    def _frames(self, z: torch.Tensor) -> torch.Tensor:
+        """[B, D, F] latent -> [B * F, G, d] projected frames (fp32: the quantizer stays in full precision)."""
+        x = self.in_proj(z).float()
+        B, _, F = x.shape
+        return x.view(B, self.num_groups, self.codebook_dim, F).permute(0, 3, 1, 2).reshape(B * F, self.num_groups, self.codebook_dim)
+
+    def _latent(self, frames: torch.Tensor, B: int) -> torch.Tensor:
+        """[B * F, G, d] -> [B, D, F] through the output projection."""
+        F = frames.shape[0] // B
+        x = frames.view(B, F, -1).transpose(1, 2)
+        return self.out_proj(x)
+
+    @staticmethod
+    def _pack_codes(codes: torch.Tensor, B: int) -> torch.Tensor:
+        """[B * F, levels, G] -> level-major [B, levels * G, F]."""
+        N, levels, G = codes.shape
+        return codes.view(B, N // B, levels * G).transpose(1, 2)
+
+    def _unpack_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Level-major [B, levels * G, F] -> [B * F, levels, G]."""
+        B, NC, F = codes.shape
+        if NC % self.num_groups or not 1 <= NC // self.num_groups <= self.num_levels:
+            raise ValueError(
+                f"got {NC} codebooks; expected a multiple of {self.num_groups} up to {self.num_groups * self.num_levels}"
+            )
+        return codes.transpose(1, 2).reshape(B * F, NC // self.num_groups, self.num_groups)
+
+    # --- inference --------------------------------------------------------------------------------
+    def encode(self, z: torch.Tensor, levels: int | None = None) -> torch.Tensor:
+        """Codes [B, levels * G, F] for latent z [B, D, F]."""
+        codes, _ = rvq_search(self._frames(z), self.codebooks, levels or self.num_levels, lookup=self.lookup)
+        return self._pack_codes(codes, z.shape[0])
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Latent [B, D, F] from level-major codes [B, n * G, F] (any prefix of levels)."""
+        if codes.numel() and (codes.min() < 0 or codes.max() >= self.codebook_size):
+            raise ValueError(f"codes must lie in [0, {self.codebook_size})")
+        frames = dequantize(self._unpack_codes(codes.long()), self.codebooks)
+        return self._latent(frames, codes.shape[0])
+
+    # --- training ---------------------------------------------------------------------------------
+    def forward(self, z: torch.Tensor, levels: int | None = None) -> QuantizerOutput:
+        """Quantize z [B, D, F]; in training mode also update the codebooks and apply level dropout."""
+        B, _, F = z.shape
+        L = levels or self.num_levels
+        x = self._frames(z)  # [N, G, d]
+        if self.training and not bool(self.initialized):
+            self._init_kmeans(x.detach())
+        codes, _ = rvq_search(x.detach(), self.codebooks, L, lookup=self.lookup, backend="torch")  # [N, L, G]
+        level_index = torch.arange(L, device=z.device)[None, :, None]
+        group_index = torch.arange(self.num_groups, device=z.device)[None, None, :]
+        chosen = self.codebooks[group_index, level_index, codes]  # [N, L, G, d]
+        before = chosen.cumsum(1) - chosen  # sum of the levels before each level (codebooks carry no gradient)
+        residuals = x.detach()[:, None] - before  # what enters each level [N, L, G, d]
+        keep = self._level_mask(B, L, z.device)  # [B, L]
+        keep_frames = keep.repeat_interleave(F, dim=0)  # [N, L]
+        per_level = ((x[:, None] - before - chosen) ** 2).mean(-1)  # [N, L, G]; gradient reaches the encoder
+        commitment = (per_level * keep_frames[..., None]).sum(1).mean()
+        q_sum = (chosen * keep_frames[..., None, None]).sum(1)  # [N, G, d]
+        quantized = x + (q_sum - x).detach()
+        if self.training:
+            self._ema_update(residuals, codes)
+        return QuantizerOutput(
+            quantized=self._latent(quantized, B),
+            codes=self._pack_codes(codes, B),
+            commitment_loss=commitment,
+            levels=keep.sum(1),
+        )
+
+    def _level_mask(self, B: int, L: int, device: torch.device) -> torch.Tensor:
+        keep = torch.ones(B, L, device=device)
+        if self.training and self.dropout > 0 and L > 1:
+            n = torch.randint(1, L + 1, (B,), device=device)
+            drop = torch.rand(B, device=device) < self.dropout
+            n = torch.where(drop, n, torch.full_like(n, L))
+            keep = (torch.arange(L, device=device)[None] < n[:, None]).float()
+        return keep
+
+    @torch.no_grad()
+    def _init_kmeans(self, x: torch.Tensor) -> None:
+        """Initialise every level's codebooks by k-means on the residuals of the levels before it (rank 0)."""
+        x = x[torch.randperm(x.shape[0], device=x.device)[:65536]]
+        residual = x.clone()
+        for level in range(self.num_levels):
+            for g in range(self.num_groups):
+                centroids, counts = kmeans(residual[:, g], self.codebook_size, self.kmeans_iters)
+                self.codebooks[g, level] = centroids
+                self.cluster_size[g, level] = counts
+            _, q = rvq_search(residual, self.codebooks[:, level : level + 1], 1, lookup=self.lookup, backend="torch")
+            residual = residual - q
+        for buffer in (self.codebooks, self.cluster_size):
+            broadcast_(buffer)
+        self.embed_sum.copy_(self.codebooks * self._smoothed_sizes()[..., None])
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def _ema_update(self, residuals: torch.Tensor, codes: torch.Tensor) -> None:
+        """EMA of cluster sizes and sums from residuals [N, L, G, d] and codes [N, L, G], summed over ranks."""
+        G, K, d = self.num_groups, self.codebook_size, self.codebook_dim
+        L = codes.shape[1]
+        slot = (torch.arange(G, device=codes.device) * self.num_levels)[None, None, :]
+        slot = (slot + torch.arange(L, device=codes.device)[None, :, None]) * K + codes  # [N, L, G]
+        counts = torch.zeros(G * self.num_levels * K, device=codes.device)
+        counts.index_add_(0, slot.flatten(), torch.ones(slot.numel(), device=codes.device))
+        sums = torch.zeros(G * self.num_levels * K, d, device=codes.device)
+        sums.index_add_(0, slot.flatten(), residuals.reshape(-1, d))
+        all_reduce_(counts)
+        all_reduce_(sums)
+        counts = counts.view(G, self.num_levels, K)[:, :L]
+        sums = sums.view(G, self.num_levels, K, d)[:, :L]
+        self.cluster_size[:, :L].mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.embed_sum[:, :L].mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        self.codebooks.copy_(self.embed_sum / self._smoothed_sizes()[..., None])
+        self._restart_dead(residuals)
+
+    @torch.no_grad()
+    def _restart_dead(self, residuals: torch.Tensor) -> None:
+        """Replace codes used less than `dead_code_threshold` by random residuals of their own level."""
+        L = residuals.shape[1]
+        dead = self.cluster_size[:, :L] < self.dead_code_threshold  # identical on all ranks (reduced stats)
+        if not bool(dead.any()):
+            return
+        G, K = self.num_groups, self.codebook_size
+        pick = torch.randint(residuals.shape[0], (G, L, K), device=residuals.device)
+        level_index = torch.arange(L, device=residuals.device)[None, :, None]
+        group_index = torch.arange(G, device=residuals.device)[:, None, None]
+        fresh = residuals[pick, level_index, group_index].contiguous()  # [G, L, K, d]
+        broadcast_(fresh)
+        self.codebooks[:, :L] = torch.where(dead[..., None], fresh, self.codebooks[:, :L])
+        self.cluster_size[:, :L].masked_fill_(dead, self.dead_code_threshold)
+        self.embed_sum.copy_(self.codebooks * self._smoothed_sizes()[..., None])
+
+    # --- statistics -------------------------------------------------------------------------------
+    def codebook_stats(self) -> dict[str, torch.Tensor]:
+        """Per codebook [G, L]: perplexity of EMA usage, dead codes; and the usage distribution [G, L, K]."""
+        usage = self.cluster_size / self.cluster_size.sum(-1, keepdim=True).clamp_min(1e-12)
+        return {
+            "usage": usage,
+            "perplexity": perplexity(self.cluster_size),
+            "dead_codes": (self.cluster_size < self.dead_code_threshold).sum(-1),
+        }
