@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny models and generated audio (the suite never reads ../shared/data)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from codec.checkpoint import save_model
+from codec.config import builtin_config_path, load_config
+from codec.models.codec import build_model
+
+torch.set_num_threads(1)
+
+
+def make_tiny(**overrides) -> torch.nn.Module:
+    """A tiny random model (8 kHz, hop 12, 2 groups x 4 levels of 16 codes); `overrides` are dotted config keys."""
+    items = [f"model.{k}={v}" for k, v in overrides.items()]
+    torch.manual_seed(0)
+    return build_model(load_config(builtin_config_path("tiny"), items).model).eval()
+
+
+def tone(seconds: float, sample_rate: int, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """A speech-like test signal [C, T]: harmonic tones with vibrato plus a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    out = []
+    for c in range(channels):
+        f0 = 140 + 40 * c + 20 * np.sin(2 * np.pi * 3 * t)
+        phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+        x = sum(np.sin(k * phase) / k for k in range(1, 6)) * (0.5 + 0.5 * np.sin(2 * np.pi * 1.5 * t) ** 2)
+        out.append(0.3 * x + 0.01 * rng.standard_normal(t.size))
+    return np.stack(out).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    return make_tiny()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_file(tmp_path_factory, tiny_model):
+    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
+    save_model(tiny_model, path, {"recipe": "tests (random init)"})
+    return path
+
+
+@pytest.fixture
+def wav_file(tmp_path):
+    """A 1.3 s mono 8 kHz wav."""
+    path = tmp_path / "in.wav"
+    sf.write(path, tone(1.3, 8000).T, 8000)
+    return path
