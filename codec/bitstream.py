@@ -58,7 +58,7 @@ def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
     if len(data) < needed:
         raise ValueError(f"need {needed} bytes for {count} values of {bits} bits, got {len(data)}")
     flat = np.unpackbits(np.frombuffer(data, dtype=np.uint8, count=needed))[: count * bits]
-    weights = (np.int64(1) << np.arange(bits - 1, -1, -1, dtype=np.int64))
+    weights = np.int64(1) << np.arange(bits - 1, -1, -1, dtype=np.int64)
     return flat.reshape(count, bits).astype(np.int64) @ weights
 
 
@@ -132,6 +132,14 @@ class CodesHeader:
     def bitrate(self) -> float:
         """Payload bits per second of audio (all channels)."""
         return self.frame_rate * self.bits_per_frame
+
+    @property
+    def expected_frames(self) -> int | None:
+        """Frames a complete file holds: the input's length at the model rate, in whole frames."""
+        if self.num_samples is None:
+            return None
+        at_model_rate = -(-self.num_samples * self.model_sample_rate // self.sample_rate)
+        return -(-at_model_rate // self.hop_length)
 
     def payload_bytes(self, frames: int) -> int:
         return (frames * self.bits_per_frame + 7) // 8
@@ -252,7 +260,16 @@ class CodesReader:
             raise CodecError(f"{self.name} has a damaged header (impossible stream parameters)")
         self._raw_header = recorder.data
         return CodesHeader(
-            model_id, sample_rate, model_sr, channels, hop, groups, levels, bits, samples - 1 if samples else None, extra
+            model_id,
+            sample_rate,
+            model_sr,
+            channels,
+            hop,
+            groups,
+            levels,
+            bits,
+            samples - 1 if samples else None,
+            extra,
         )
 
     def packets(self) -> Iterator[Packet]:
@@ -279,7 +296,7 @@ class CodesReader:
             except ValueError:
                 yield Packet(index, offset, 0, None, f"packet {index} (byte {offset}) has a damaged frame count")
                 return
-            body = recorder.data[: -CRC_BYTES]
+            body = recorder.data[:-CRC_BYTES]
             if zlib.crc32(body, seed if index == 0 else 0) != crc:
                 yield Packet(index, offset, frames, None, f"packet {index} (byte {offset}) fails its CRC check")
             else:
@@ -293,7 +310,9 @@ class CodesReader:
             samples, _ = _read_varint(recorder)
             crc = int.from_bytes(_read_exact(recorder, CRC_BYTES), "big")
         except (_Truncated, ValueError):
-            raise CodecError(f"{self.name}: the end record at byte {offset} is truncated; the file is damaged") from None
+            raise CodecError(
+                f"{self.name}: the end record at byte {offset} is truncated; the file is damaged"
+            ) from None
         if zlib.crc32(recorder.data[:-CRC_BYTES]) != crc:
             raise CodecError(f"{self.name}: the end record at byte {offset} fails its CRC check; the file is damaged")
         if self.stream.read(1):

@@ -133,8 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     def rate_options(p):
         g = p.add_mutually_exclusive_group()
-        g.add_argument("--bitrate", "-b", type=float, default=None, metavar="KBPS",
-                       help="bitrate in kbps; one between supported ones is rounded down (default: the highest)")
+        g.add_argument(
+            "--bitrate",
+            "-b",
+            type=float,
+            default=None,
+            metavar="KBPS",
+            help="bitrate in kbps; one between supported ones is rounded down (default: the highest)",
+        )
         g.add_argument("--levels", "-l", type=int, default=None, metavar="N", help="residual levels to use")
 
     p = sub.add_parser("encode", help="compress an audio file into a .codes file")
@@ -142,18 +148,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="output .codes file")
     model_option(p)
     rate_options(p)
-    p.add_argument("--packet-bytes", type=int, default=1024,
-                   help="payload bytes per packet: smaller loses less to a damaged packet, larger costs less overhead")
+    p.add_argument(
+        "--packet-bytes",
+        type=int,
+        default=1024,
+        help="payload bytes per packet: smaller loses less to a damaged packet, larger costs less overhead",
+    )
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("decode", help="decompress a .codes file into audio")
     p.add_argument("input", help=".codes file")
     p.add_argument("output", help="output audio file (.wav, .flac or .ogg)")
-    p.add_argument("--model", "-m", default=None,
-                   help="model that encoded the file (default: the shipped model named in the file, else the default)")
-    p.add_argument("--on-corrupt", choices=["error", "silence"], default="error",
-                   help="damaged or missing packets: stop with an error, or decode the rest with silence in their place")
+    p.add_argument(
+        "--model",
+        "-m",
+        default=None,
+        help="model that encoded the file (default: the shipped model named in the file, else the default)",
+    )
+    p.add_argument(
+        "--on-corrupt",
+        choices=["error", "silence"],
+        default="error",
+        help="damaged or missing packets: stop with an error, or decode the rest with silence in their place",
+    )
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=cmd_decode)
 

@@ -7,6 +7,7 @@ written as they are completed.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -56,7 +57,7 @@ def encode_audio(
     if T == 0:
         raise CodecError("cannot encode empty audio")
     x = resample(audio, sample_rate, model.sample_rate)
-    x = fit_length(x, max(x.shape[-1], resampled_length(T, sample_rate, model.sample_rate)))
+    x = fit_length(x, resampled_length(T, sample_rate, model.sample_rate))  # as CodesHeader.expected_frames assumes
     header = CodesHeader(
         model_id=model_id(model),
         sample_rate=sample_rate,
@@ -160,6 +161,12 @@ def decode_stream(
             pieces.append(model.decode(codes)[:, 0].cpu().numpy())
             last = codes[..., -1:]
             report.frames += packet.frames
+    expected = dataclasses.replace(h, num_samples=reader.num_samples).expected_frames  # end record may add it
+    if expected is not None and report.frames < expected:
+        missing = f"{name} ends after {report.frames} of {expected} frames: the file was cut short"
+        if not conceal:
+            raise CodecError(f"{missing}; pass --on-corrupt silence to decode what is there")
+        report.damaged.append(missing)
     audio = np.concatenate(pieces, axis=-1) if pieces else np.zeros((h.channels, 0), dtype=np.float32)
     audio = resample(audio, h.model_sample_rate, h.sample_rate)
     length = reader.num_samples

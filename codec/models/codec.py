@@ -45,7 +45,12 @@ class CodecModel(StreamingModule):
     ) -> None:
         super().__init__()
         self.encoder, self.decoder, self.quantizer = encoder, decoder, quantizer
-        self.sample_rate, self.hop_length, self.audio_channels, self.name = sample_rate, hop_length, audio_channels, name
+        self.sample_rate, self.hop_length, self.audio_channels, self.name = (
+            sample_rate,
+            hop_length,
+            audio_channels,
+            name,
+        )
         self.config: ModelConfig | None = None  # set by `build_model`; saved with the weights
 
     # --- rate facts ---------------------------------------------------------------------------------
@@ -102,10 +107,10 @@ class CodecModel(StreamingModule):
 
     # --- training path --------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, levels: int | None = None) -> tuple[torch.Tensor, QuantizerOutput]:
-        """Reconstruction [B, C, T'] and quantizer output for x [B, C, T] (T' = T rounded up to whole frames)."""
-        x = self._pad_to_frames(x)
-        q = self.quantizer(self.encoder(x), levels)
-        return self.decoder(q.quantized), q
+        """Reconstruction [B, C, T] and quantizer output for x [B, C, T] (the last partial frame is zero-padded)."""
+        T = x.shape[-1]
+        q = self.quantizer(self.encoder(self._pad_to_frames(x)), levels)
+        return self.decoder(q.quantized)[..., :T], q
 
     # --- inference ------------------------------------------------------------------------------------
     def _init_streaming_state(self, batch_size: int) -> State:
@@ -160,6 +165,7 @@ class CodecModel(StreamingModule):
 
 def build_model(config: ModelConfig) -> CodecModel:
     """The one place a config becomes modules."""
+
     def side(c, cls):
         return cls(
             audio_channels=config.channels,

@@ -62,7 +62,9 @@ class StreamingConv1d(StreamingModule):
     ) -> None:
         super().__init__()
         self.conv = _norm(
-            nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, dilation=dilation, groups=groups, bias=bias),
+            nn.Conv1d(
+                in_channels, out_channels, kernel_size, stride=stride, dilation=dilation, groups=groups, bias=bias
+            ),
             norm,
         )
         self.in_channels = in_channels

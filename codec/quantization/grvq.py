@@ -33,13 +33,13 @@ class QuantizerOutput:
 
 class GroupResidualVQ(nn.Module):
     """Args:
-        dim: latent dimension D (divisible by num_groups).
-        num_groups: G. num_levels: L. codebook_size: K.
-        factorized: project each group to `codebook_dim` and look codes up by cosine similarity.
-        decay, epsilon: EMA decay and Laplace smoothing of cluster sizes.
-        kmeans_iters: k-means iterations at initialisation (0 = random codewords from the batch).
-        dead_code_threshold: a code whose EMA cluster size falls below this is restarted.
-        dropout: probability that a training item keeps only a random prefix of levels.
+    dim: latent dimension D (divisible by num_groups).
+    num_groups: G. num_levels: L. codebook_size: K.
+    factorized: project each group to `codebook_dim` and look codes up by cosine similarity.
+    decay, epsilon: EMA decay and Laplace smoothing of cluster sizes.
+    kmeans_iters: k-means iterations at initialisation (0 = random codewords from the batch).
+    dead_code_threshold: a code whose EMA cluster size falls below this is restarted.
+    dropout: probability that a training item keeps only a random prefix of levels.
     """
 
     def __init__(
@@ -92,7 +92,11 @@ class GroupResidualVQ(nn.Module):
         """[B, D, F] latent -> [B * F, G, d] projected frames (fp32: the quantizer stays in full precision)."""
         x = self.in_proj(z).float()
         B, _, F = x.shape
-        return x.view(B, self.num_groups, self.codebook_dim, F).permute(0, 3, 1, 2).reshape(B * F, self.num_groups, self.codebook_dim)
+        return (
+            x.view(B, self.num_groups, self.codebook_dim, F)
+            .permute(0, 3, 1, 2)
+            .reshape(B * F, self.num_groups, self.codebook_dim)
+        )
 
     def _latent(self, frames: torch.Tensor, B: int) -> torch.Tensor:
         """[B * F, G, d] -> [B, D, F] through the output projection."""
@@ -109,10 +113,9 @@ class GroupResidualVQ(nn.Module):
     def _unpack_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """Level-major [B, levels * G, F] -> [B * F, levels, G]."""
         B, NC, F = codes.shape
-        if NC % self.num_groups or not 1 <= NC // self.num_groups <= self.num_levels:
-            raise ValueError(
-                f"got {NC} codebooks; expected a multiple of {self.num_groups} up to {self.num_groups * self.num_levels}"
-            )
+        G, L = self.num_groups, self.num_levels
+        if NC % G or not 1 <= NC // G <= L:
+            raise ValueError(f"got {NC} codebooks; expected a multiple of {G} up to {G * L}")
         return codes.transpose(1, 2).reshape(B * F, NC // self.num_groups, self.num_groups)
 
     # --- inference --------------------------------------------------------------------------------

@@ -1,0 +1,181 @@
+"""Model properties users rely on: level prefixes, causality, streaming equals offline, configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from codec.config import builtin_config_path, load_config
+from codec.errors import CodecError
+from codec.models.codec import build_model
+from tests.conftest import make_tiny, tone
+
+HOP = 12  # tiny.yaml
+
+
+def _audio(batch: int = 2, seconds: float = 0.5, seed: int = 0) -> torch.Tensor:
+    return torch.from_numpy(tone(seconds, 8000, channels=batch, seed=seed))[:, None, :]
+
+
+def test_level_prefix_property(tiny_model):
+    x = _audio()
+    full = tiny_model.encode(x)
+    G = tiny_model.num_groups
+    assert full.shape == (2, tiny_model.num_levels * G, -(-x.shape[-1] // HOP))
+    for n in range(1, tiny_model.num_levels + 1):
+        assert torch.equal(tiny_model.encode(x, levels=n), full[:, : n * G])
+
+
+def test_decoding_a_prefix_matches_decoding_an_n_level_encode(tiny_model):
+    x = _audio()
+    full = tiny_model.encode(x)
+    y = tiny_model.decode(full[:, :4])
+    assert torch.allclose(y, tiny_model.decode(tiny_model.encode(x, levels=2)))
+
+
+def test_appending_input_never_changes_earlier_codes(tiny_model):
+    x = _audio(seconds=0.6)
+    full = tiny_model.encode(x)
+    for frames in [1, 5, 17, 33]:
+        prefix = tiny_model.encode(x[..., : frames * HOP])
+        assert torch.equal(prefix, full[..., :frames])
+    # a partial last frame may change once it is completed, but no whole frame before it does
+    partial = tiny_model.encode(x[..., : 10 * HOP + 5])
+    assert torch.equal(partial[..., :10], full[..., :10])
+
+
+def test_decoder_is_causal(tiny_model):
+    codes = tiny_model.encode(_audio())
+    y = tiny_model.decode(codes)
+    assert torch.allclose(tiny_model.decode(codes[..., :7]), y[..., : 7 * HOP], atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 13, HOP // 2, HOP + HOP // 2, 10_000])
+def test_streaming_encode_equals_offline(tiny_model, chunk):
+    x = _audio(batch=3, seconds=0.4)
+    offline = tiny_model.encode(x)
+    with tiny_model.streaming(3):
+        parts = [tiny_model.encode(x[..., i : i + chunk]) for i in range(0, x.shape[-1], chunk)]
+        parts.append(tiny_model.flush())
+    assert torch.equal(torch.cat(parts, -1), offline)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5, 1000])
+def test_streaming_decode_equals_offline(tiny_model, chunk):
+    codes = tiny_model.encode(_audio(batch=2, seconds=0.4))
+    offline = tiny_model.decode(codes)
+    with tiny_model.streaming(2):
+        audio = torch.cat([tiny_model.decode(codes[..., i : i + chunk]) for i in range(0, codes.shape[-1], chunk)], -1)
+    assert torch.allclose(audio, offline, atol=1e-5)
+
+
+def test_per_item_reset_starts_that_stream_afresh(tiny_model):
+    a, b = _audio(batch=1, seed=1), _audio(batch=1, seed=2)
+    with tiny_model.streaming(2):
+        tiny_model.encode(torch.cat([a, a])[..., : 20 * HOP])
+        tiny_model.reset_streaming(torch.tensor([False, True]))
+        codes = tiny_model.encode(torch.cat([a[..., 20 * HOP : 320 * HOP], b[..., : 300 * HOP]]))
+    assert torch.equal(codes[1:], tiny_model.encode(b[..., : 300 * HOP]))
+    assert torch.equal(codes[:1], tiny_model.encode(a)[..., 20:320])
+
+
+def test_streaming_state_is_plain_tensors_and_restorable(tiny_model):
+    x = _audio(batch=1)
+    with tiny_model.streaming(1):
+        tiny_model.encode(x[..., :100])
+        saved = tiny_model.get_streaming_state()
+        first = tiny_model.encode(x[..., 100:])
+        tiny_model.set_streaming_state(saved)
+        again = tiny_model.encode(x[..., 100:])
+    assert all(isinstance(v, torch.Tensor) for v in saved.values())
+    assert torch.equal(first, again)
+
+
+def test_factorized_codes_use_cosine_lookup_and_round_trip():
+    model = make_tiny(**{"quantizer.factorized": "true", "quantizer.codebook_dim": 3})
+    assert model.quantizer.lookup == "cosine" and model.quantizer.codebooks.shape[-1] == 3
+    x = _audio()
+    codes = model.encode(x)
+    assert model.decode(codes).shape == (2, 1, codes.shape[-1] * HOP)
+
+
+def test_training_forward_initialises_codebooks_and_passes_gradients():
+    model = make_tiny().train()
+    x = _audio(batch=4)
+    y, q = model(x)
+    assert bool(model.quantizer.initialized)
+    assert y.shape == x.shape and torch.isfinite(q.commitment_loss)
+    ((y - x) ** 2).mean().add(q.commitment_loss).backward()
+    first = model.encoder.model[0].conv.parametrizations.weight.original1
+    assert first.grad is not None and first.grad.abs().sum() > 0
+    stats = model.quantizer.codebook_stats()
+    assert stats["perplexity"].shape == (2, 4) and torch.all(stats["perplexity"] >= 1)
+
+
+def test_quantizer_dropout_keeps_random_prefixes():
+    model = make_tiny().train()
+    torch.manual_seed(3)
+    _, q = model(_audio(batch=64, seconds=0.1))
+    assert set(q.levels.tolist()) == {1, 2, 3, 4}
+    model.eval()
+    _, q = model(_audio(batch=4, seconds=0.1))
+    assert set(q.levels.tolist()) == {4}
+
+
+def test_ema_moves_codebooks_towards_the_data():
+    torch.manual_seed(0)
+    model = make_tiny(**{"quantizer.dropout": 0.0}).train()
+    x = _audio(batch=8)
+    model(x)
+    z = model.encoder(x)
+
+    def error():
+        q = model.quantizer.decode(model.quantizer.encode(z))
+        return ((q - z) ** 2).mean().item()
+
+    before = error()
+    for _ in range(20):
+        model(x)
+    assert error() < before
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "codec" / "configs").glob("*.yaml")))
+def test_every_shipped_config_builds(path):
+    model = build_model(load_config(path).model)
+    assert model.hop_length == model.config.hop_length
+    assert model.supported_bitrates()[0] > 0
+
+
+def test_bitrate_selection(tiny_model):
+    rates = tiny_model.supported_bitrates()  # 8000/12 frames/s x 2 groups x 4 bits per level
+    assert rates[0] == pytest.approx(8000 / 12 * 8)
+    assert tiny_model.levels_for(bitrate_kbps=rates[1] / 1000) == (2, None)
+    levels, notice = tiny_model.levels_for(bitrate_kbps=(rates[1] + rates[2]) / 2000)
+    assert levels == 2 and "using" in notice
+    with pytest.raises(CodecError, match="valid kbps"):
+        tiny_model.levels_for(bitrate_kbps=rates[0] / 2000)
+    with pytest.raises(CodecError, match="valid kbps"):
+        tiny_model.levels_for(bitrate_kbps=rates[-1] * 2 / 1000)
+    with pytest.raises(CodecError, match="levels 1..4"):
+        tiny_model.levels_for(levels=5)
+
+
+def test_config_is_strict_and_names_valid_keys(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  encoder:\n    chanels: 3\n")
+    with pytest.raises(CodecError, match=r"model\.encoder\.chanels.*valid keys.*channels"):
+        load_config(bad)
+    with pytest.raises(CodecError, match="must be int"):
+        load_config(builtin_config_path("tiny"), ["model.latent_dim=eight"])
+    with pytest.raises(CodecError, match="power of two"):
+        load_config(builtin_config_path("tiny"), ["model.quantizer.codebook_size=10"])
+
+
+def test_config_includes_and_overrides(tmp_path):
+    child = tmp_path / "child.yaml"
+    child.write_text(f"include: {builtin_config_path('tiny')}\nmodel:\n  name: child\n")
+    config = load_config(child, ["model.encoder.channels=6"])
+    assert config.model.name == "child" and config.model.encoder.channels == 6
+    assert config.model.sample_rate == 8000 and config.model.encoder.ratios == (3, 4)
