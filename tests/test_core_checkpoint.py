@@ -73,7 +73,7 @@ def test_older_format_version_goes_through_the_migration_hook(tiny_model_file, t
 
 def test_damaged_weights_are_detected(tiny_model_file, tmp_path):
     path = tmp_path / "bad.safetensors"
-    key = "decoder.model.0.conv.bias"
+    key = "decoder.model.0.bias"
     tensors = load_file(str(tiny_model_file))
     _rewrite(tiny_model_file, path, tensors_update={key: tensors[key] + 1})
     with pytest.raises(CodecError, match="corrupt"):

@@ -108,7 +108,7 @@ def test_training_forward_initialises_codebooks_and_passes_gradients():
     assert bool(model.quantizer.initialized)
     assert y.shape == x.shape and torch.isfinite(q.commitment_loss)
     ((y - x) ** 2).mean().add(q.commitment_loss).backward()
-    first = model.encoder.model[0].conv.parametrizations.weight.original1
+    first = model.encoder.model[0].weight.v
     assert first.grad is not None and first.grad.abs().sum() > 0
     stats = model.quantizer.codebook_stats()
     assert stats["perplexity"].shape == (2, 4) and torch.all(stats["perplexity"] >= 1)

@@ -24,17 +24,41 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.nn.utils.parametrizations import weight_norm
 
 from codec.modules.streaming import State, StreamingModule
 
 
-def _norm(module: nn.Module, norm: str) -> nn.Module:
-    if norm == "weight_norm":
-        return weight_norm(module)
-    if norm == "none":
-        return module
-    raise ValueError(f"unknown norm '{norm}' (use 'weight_norm' or 'none')")
+class NormedWeight(nn.Module):
+    """A convolution weight, optionally weight-normalised (w = g * v / |v|, norm over all but dim 0).
+
+    In inference (no autograd), the normalised weight is cached and recomputed only when a parameter
+    changes (their version counters move on every in-place update: optimizer steps, load_state_dict),
+    so frame-by-frame streaming does not pay for the normalisation on every call.
+    """
+
+    def __init__(self, weight: torch.Tensor, norm: str) -> None:
+        super().__init__()
+        if norm not in ("weight_norm", "none"):
+            raise ValueError(f"unknown norm '{norm}' (use 'weight_norm' or 'none')")
+        self.normalized = norm == "weight_norm"
+        self.v = nn.Parameter(weight)
+        if self.normalized:
+            self.g = nn.Parameter(weight.norm(dim=tuple(range(1, weight.dim())), keepdim=True))
+        self._cache: tuple[tuple, torch.Tensor] | None = None
+
+    def forward(self) -> torch.Tensor:
+        if not self.normalized:
+            return self.v
+        if torch.is_grad_enabled():
+            self._cache = None
+            return self._compute()
+        key = (self.g._version, self.v._version, self.g.data_ptr(), self.v.data_ptr(), self.v.device)
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, self._compute())
+        return self._cache[1]
+
+    def _compute(self) -> torch.Tensor:
+        return self.g * self.v / self.v.norm(dim=tuple(range(1, self.v.dim())), keepdim=True).clamp_min(1e-12)
 
 
 class StreamingConv1d(StreamingModule):
@@ -61,22 +85,34 @@ class StreamingConv1d(StreamingModule):
         norm: str = "weight_norm",
     ) -> None:
         super().__init__()
-        self.conv = _norm(
-            nn.Conv1d(
-                in_channels, out_channels, kernel_size, stride=stride, dilation=dilation, groups=groups, bias=bias
-            ),
-            norm,
-        )
-        self.in_channels = in_channels
-        self.stride = stride
+        init = nn.Conv1d(in_channels, out_channels, kernel_size, groups=groups)  # for PyTorch's default init
+        self.weight = NormedWeight(init.weight.data, norm)
+        self.bias = nn.Parameter(init.bias.data) if bias else None
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.dilation, self.groups = kernel_size, stride, dilation, groups
         self.window = (kernel_size - 1) * dilation + 1
         self.context = self.window - stride
         if self.context < 0:
             raise ValueError(f"kernel span {self.window} is shorter than stride {stride}: samples would be skipped")
 
     def _init_streaming_state(self, batch_size: int) -> State:
-        weight = self.conv.weight
-        return {"buffer": weight.new_zeros(batch_size, self.in_channels, self.context)}
+        return {"buffer": self.weight.v.new_zeros(batch_size, self.in_channels, self.context)}
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight()
+        if self.stride == 1 or self.groups != 1:
+            return F.conv1d(x, weight, self.bias, stride=self.stride, dilation=self.dilation, groups=self.groups)
+        # Strided convolutions as one matmul over unfolded windows: PyTorch's CPU conv1d takes a slow path
+        # for large strided kernels (10x slower for a single frame), and the matmul is as fast offline.
+        B = x.shape[0]
+        windows = x.unfold(-1, self.window, self.stride)  # [B, C_in, T_out, window]
+        if self.dilation > 1:
+            windows = windows[..., :: self.dilation]
+        columns = windows.transpose(1, 2).reshape(B, windows.shape[2], -1)  # [B, T_out, C_in * k]
+        y = columns @ weight.reshape(self.out_channels, -1).t()
+        if self.bias is not None:
+            y = y + self.bias
+        return y.transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B = x.shape[0]
@@ -84,9 +120,9 @@ class StreamingConv1d(StreamingModule):
         x = torch.cat([state["buffer"], x], dim=-1)
         frames = (x.shape[-1] - self.window) // self.stride + 1 if x.shape[-1] >= self.window else 0
         if frames > 0:
-            y = self.conv(x[..., : (frames - 1) * self.stride + self.window])
+            y = self._conv(x[..., : (frames - 1) * self.stride + self.window])
         else:
-            y = x.new_zeros(B, self.conv.out_channels, 0)
+            y = x.new_zeros(B, self.out_channels, 0)
         if self.is_streaming:
             state["buffer"] = x[..., frames * self.stride :]
         return y
@@ -106,27 +142,43 @@ class StreamingConvTranspose1d(StreamingModule):
         super().__init__()
         if kernel_size < stride:
             raise ValueError(f"kernel_size {kernel_size} must be at least stride {stride}")
-        self.convtr = _norm(nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride=stride), norm)
+        init = nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride=stride)
+        self.weight = NormedWeight(init.weight.data, norm)
+        self.bias = nn.Parameter(init.bias.data)
         self.out_channels = out_channels
         self.stride = stride
         self.overlap = kernel_size - stride
 
     def _init_streaming_state(self, batch_size: int) -> State:
-        weight = self.convtr.weight
-        return {"partial": weight.new_zeros(batch_size, self.out_channels, self.overlap)}
+        return {"partial": self.weight.v.new_zeros(batch_size, self.out_channels, self.overlap)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, _, frames = x.shape
         state = self._state(B)
         if frames == 0:
             return x.new_zeros(B, self.out_channels, 0)
-        y = F.conv_transpose1d(x, self.convtr.weight, None, stride=self.stride)
-        y = torch.cat([y[..., : self.overlap] + state["partial"], y[..., self.overlap :]], dim=-1)
-        out = y[..., : frames * self.stride]
+        weight = self.weight()
+        if self.overlap == self.stride:
+            out, partial = self._two_phase(x, weight, state["partial"])
+        else:
+            y = F.conv_transpose1d(x, weight, None, stride=self.stride)
+            y = torch.cat([y[..., : self.overlap] + state["partial"], y[..., self.overlap :]], dim=-1)
+            out, partial = y[..., : frames * self.stride], y[..., frames * self.stride :]
         if self.is_streaming:
-            state["partial"] = y[..., frames * self.stride :]
-        bias = self.convtr.bias
-        return out if bias is None else out + bias[:, None]
+            state["partial"] = partial
+        return out + self.bias[:, None]
+
+    def _two_phase(self, x: torch.Tensor, weight: torch.Tensor, partial: torch.Tensor):
+        """kernel_size == 2 * stride: every output sample is the first half of its own frame's spread plus the
+        second half of the previous frame's, so one matmul and one shifted add replace PyTorch's CPU transposed
+        convolution, which takes a slow path (several times slower per frame)."""
+        B, C_in, frames = x.shape
+        s = self.stride
+        spread = (x.transpose(1, 2) @ weight.reshape(C_in, -1)).view(B, frames, self.out_channels, 2, s)
+        first, second = spread[..., 0, :], spread[..., 1, :]  # [B, F, C_out, s]
+        carried = torch.cat([partial.view(B, 1, self.out_channels, s), second[:, :-1]], dim=1)
+        out = (first + carried).permute(0, 2, 1, 3).reshape(B, self.out_channels, frames * s)
+        return out, second[:, -1]
 
 
 class StreamingLSTM(StreamingModule):
