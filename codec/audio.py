@@ -67,3 +67,23 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
     clipped = np.clip(audio, -1.0, 1.0).T
     with atomic_output(path) as tmp:
         sf.write(str(tmp), clipped, sample_rate, format=fmt[0], subtype=fmt[1])
+
+
+def open_audio(path: str | Path) -> sf.SoundFile:
+    """Open an audio file for block-wise reading, with the same clear errors as `read_audio`."""
+    path = Path(path)
+    if not path.exists():
+        raise CodecError(f"input file {path} not found")
+    if path.is_dir():
+        raise CodecError(f"input {path} is a directory; pass an audio file")
+    try:
+        f = sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        reason = str(e).split(":")[-1].strip() or "unknown format"
+        raise CodecError(
+            f"cannot read {path} as audio ({reason}); use wav, flac, ogg or mp3 (convert with ffmpeg or sox)"
+        ) from None
+    if f.frames == 0:
+        f.close()
+        raise CodecError(f"{path} holds no audio samples")
+    return f

@@ -214,6 +214,7 @@ class Packet:
     frames: int
     codes: np.ndarray | None  # [frames, channels, levels * G]; None when damaged
     error: str | None = None  # why the packet is unusable
+    size: int = 0  # bytes the packet takes in the stream
 
 
 class CodesReader:
@@ -229,6 +230,8 @@ class CodesReader:
         self._raw_header = b""
         self.header = self._read_header()
         self.num_samples = self.header.num_samples
+        self.ended = False  # an end record was read
+        self._index, self._offset = 0, len(self._raw_header)
 
     def _read_header(self) -> CodesHeader:
         recorder = _Recorder(self.stream)
@@ -272,40 +275,51 @@ class CodesReader:
             extra,
         )
 
-    def packets(self) -> Iterator[Packet]:
-        h = self.header
-        index = 0
-        offset = len(self._raw_header)
-        seed = zlib.crc32(self._raw_header)
-        while True:
-            recorder = _Recorder(self.stream)
-            try:
-                first = recorder.read(1)
-                if not first:
-                    return
-                recorder.push_back(first)
-                frames, _ = _read_varint(recorder)
-                if frames == 0:
-                    self._read_end(recorder, index, offset)
-                    return
-                payload = _read_exact(recorder, h.payload_bytes(frames))
-                crc = int.from_bytes(_read_exact(recorder, CRC_BYTES), "big")
-            except _Truncated:
-                yield Packet(index, offset, 0, None, f"file ends in the middle of packet {index} (byte {offset})")
-                return
-            except ValueError:
-                yield Packet(index, offset, 0, None, f"packet {index} (byte {offset}) has a damaged frame count")
-                return
-            body = recorder.data[:-CRC_BYTES]
-            if zlib.crc32(body, seed if index == 0 else 0) != crc:
-                yield Packet(index, offset, frames, None, f"packet {index} (byte {offset}) fails its CRC check")
-            else:
-                codes = unpack_bits(payload, h.bits, frames * h.channels * h.num_codebooks)
-                yield Packet(index, offset, frames, codes.reshape(frames, h.channels, h.num_codebooks))
-            offset += len(recorder.data)
-            index += 1
+    @property
+    def header_size(self) -> int:
+        """Bytes the header takes at the start of the stream."""
+        return len(self._raw_header)
 
-    def _read_end(self, recorder: _Recorder, index: int, offset: int) -> None:
+    def packets(self) -> Iterator[Packet]:
+        """Every packet until the end of the stream (or the end record)."""
+        while (packet := self.read_packet()) is not None:
+            yield packet
+            if packet.error is not None and packet.frames == 0:
+                return  # the rest of the stream cannot be framed
+
+    def read_packet(self) -> Packet | None:
+        """The next packet from `self.stream`, or None at the end of the stream or after the end record.
+
+        The reader keeps its place (packet index and byte offset), so `stream` may be swapped for the next
+        piece of a file as it arrives (one packet per WebSocket message, say).
+        """
+        h = self.header
+        index, offset = self._index, self._offset
+        recorder = _Recorder(self.stream)
+        try:
+            first = recorder.read(1)
+            if not first:
+                return None
+            recorder.push_back(first)
+            frames, _ = _read_varint(recorder)
+            if frames == 0:
+                self._read_end(recorder, offset)
+                return None
+            payload = _read_exact(recorder, h.payload_bytes(frames))
+            crc = int.from_bytes(_read_exact(recorder, CRC_BYTES), "big")
+        except _Truncated:
+            return Packet(index, offset, 0, None, f"file ends in the middle of packet {index} (byte {offset})")
+        except ValueError:
+            return Packet(index, offset, 0, None, f"packet {index} (byte {offset}) has a damaged frame count")
+        size = len(recorder.data)
+        self._index, self._offset = index + 1, offset + size
+        body = recorder.data[:-CRC_BYTES]
+        if zlib.crc32(body, zlib.crc32(self._raw_header) if index == 0 else 0) != crc:
+            return Packet(index, offset, frames, None, f"packet {index} (byte {offset}) fails its CRC check", size)
+        codes = unpack_bits(payload, h.bits, frames * h.channels * h.num_codebooks)
+        return Packet(index, offset, frames, codes.reshape(frames, h.channels, h.num_codebooks), None, size)
+
+    def _read_end(self, recorder: _Recorder, offset: int) -> None:
         try:
             samples, _ = _read_varint(recorder)
             crc = int.from_bytes(_read_exact(recorder, CRC_BYTES), "big")
@@ -318,6 +332,7 @@ class CodesReader:
         if self.stream.read(1):
             raise CodecError(f"{self.name} has data after its end record at byte {offset}; the file is damaged")
         self.num_samples = samples
+        self.ended = True
 
 
 class _Recorder:

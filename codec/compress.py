@@ -1,28 +1,30 @@
-"""Audio <-> .codes: the library functions behind `codec encode` and `codec decode`.
+"""Audio <-> .codes: the library functions behind `codec encode`, `codec decode` and the pipe verbs.
 
-Every input channel is coded as its own stream (batch item) by a mono network. Audio runs through
-the model's streaming path chunk by chunk, so codes equal whole-file encoding and packets can be
-written as they are completed.
+Every input channel is coded as its own stream by a mono network. Audio always goes through the
+streaming encoder and decoder in blocks, so memory stays bounded for files of any length, packets are
+written as they complete, and the codes equal whole-file encoding.
 """
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+import soundfile as sf
 import torch
 
 from codec import bitstream
 from codec.atomic import atomic_output
-from codec.audio import fit_length, read_audio, resample, resampled_length, write_audio
+from codec.audio import WRITE_FORMATS, open_audio
 from codec.bitstream import CodesHeader, CodesReader, CodesWriter
 from codec.errors import CodecError
 from codec.models.codec import CodecModel
+from codec.streaming import StreamingDecoder, StreamingEncoder
 
-CHUNK_FRAMES = 500  # frames pushed through the model per call (bounded memory for long files)
+BLOCK_SECONDS = 10.0  # audio read, encoded or decoded per step: bounds memory for long files
 
 
 def model_id(model: CodecModel) -> str:
@@ -42,6 +44,76 @@ def _check_mono_network(model: CodecModel) -> None:
         )
 
 
+class Packetizer:
+    """Collect codes as frames complete and write them as packets of `frames_per_packet` frames."""
+
+    def __init__(self, writer: CodesWriter, frames_per_packet: int, flush=None) -> None:
+        self.writer, self.frames_per_packet, self._flush = writer, frames_per_packet, flush
+        self._pending = np.zeros((0, writer.header.channels, writer.header.num_codebooks), dtype=np.int64)
+
+    def add(self, codes: torch.Tensor, final: bool = False) -> None:
+        """codes [C, levels * G, F]; `final` writes a short last packet too."""
+        if codes.shape[-1]:
+            self._pending = np.concatenate([self._pending, codes.permute(2, 0, 1).numpy()])
+        while len(self._pending) >= self.frames_per_packet or (final and len(self._pending)):
+            take = min(self.frames_per_packet, len(self._pending))
+            self.writer.write_packet(self._pending[:take])
+            self._pending = self._pending[take:]
+            if self._flush is not None:
+                self._flush()
+
+
+def new_header(model: CodecModel, *, sample_rate: int, channels: int, levels: int, num_samples: int | None):
+    _check_mono_network(model)
+    return CodesHeader(
+        model_id=model_id(model),
+        sample_rate=sample_rate,
+        model_sample_rate=model.sample_rate,
+        channels=channels,
+        hop_length=model.hop_length,
+        num_groups=model.num_groups,
+        levels=levels,
+        bits=model.bits_per_code,
+        num_samples=num_samples,
+    )
+
+
+def encode_blocks(
+    model: CodecModel,
+    blocks: Iterable[np.ndarray],
+    stream: BinaryIO,
+    *,
+    sample_rate: int,
+    channels: int,
+    levels: int,
+    num_samples: int | None,
+    packet_frames: int | None = None,
+    packet_bytes: int = bitstream.DEFAULT_PACKET_BYTES,
+    flush=None,
+) -> CodesHeader:
+    """Encode float blocks [C, n] into `stream`. With `num_samples` None the length goes in an end record."""
+    header = new_header(model, sample_rate=sample_rate, channels=channels, levels=levels, num_samples=num_samples)
+    writer = CodesWriter(stream, header)
+    packets = Packetizer(writer, packet_frames or bitstream.frames_per_packet(header, packet_bytes), flush)
+    encoder = StreamingEncoder(model, levels=levels, batch_size=channels, sample_rate=sample_rate)
+    total = 0
+    for block in blocks:
+        if not np.isfinite(block).all():
+            raise CodecError("the input contains NaN or infinite samples; repair or re-export it")
+        total += block.shape[1]
+        packets.add(encoder.push(block))
+    if total == 0:
+        raise CodecError("the input holds no audio samples")
+    if num_samples is not None and total != num_samples:
+        raise CodecError(f"the input ended after {total} of the {num_samples} samples it announced")
+    packets.add(encoder.flush(), final=True)
+    if num_samples is None:
+        writer.write_end(total)
+        if flush is not None:
+            flush()
+    return header
+
+
 def encode_audio(
     model: CodecModel,
     audio: np.ndarray,
@@ -52,55 +124,41 @@ def encode_audio(
     packet_bytes: int = bitstream.DEFAULT_PACKET_BYTES,
 ) -> CodesHeader:
     """Encode float audio [C, T] at `sample_rate` into `stream` as a .codes file; returns its header."""
-    _check_mono_network(model)
     C, T = audio.shape
-    if T == 0:
-        raise CodecError("cannot encode empty audio")
-    x = resample(audio, sample_rate, model.sample_rate)
-    x = fit_length(x, resampled_length(T, sample_rate, model.sample_rate))  # as CodesHeader.expected_frames assumes
-    header = CodesHeader(
-        model_id=model_id(model),
-        sample_rate=sample_rate,
-        model_sample_rate=model.sample_rate,
-        channels=C,
-        hop_length=model.hop_length,
-        num_groups=model.num_groups,
-        levels=levels,
-        bits=model.bits_per_code,
-        num_samples=T,
-    )
-    writer = CodesWriter(stream, header)
-    per_packet = bitstream.frames_per_packet(header, packet_bytes)
-    device = next(model.parameters()).device
-    pending: list[np.ndarray] = []  # [frames, C, N] pieces not yet written
-    waiting = 0
+    step = int(BLOCK_SECONDS * sample_rate)
+    blocks = (audio[:, i : i + step] for i in range(0, T, step))
+    return encode_blocks(
+        model, blocks, stream, sample_rate=sample_rate, channels=C, levels=levels, num_samples=T,
+        packet_bytes=packet_bytes,
+    )  # fmt: skip
 
-    def emit(codes: torch.Tensor, final: bool) -> None:
-        nonlocal waiting
-        if codes.shape[-1]:
-            pending.append(codes.permute(2, 0, 1).cpu().numpy())
-            waiting += codes.shape[-1]
-        while waiting >= per_packet or (final and waiting):
-            frames = np.concatenate(pending, axis=0)
-            take = min(per_packet, waiting)
-            writer.write_packet(frames[:take])
-            pending[:] = [frames[take:]]
-            waiting -= take
 
-    chunk = CHUNK_FRAMES * model.hop_length
-    with model.streaming(C):
-        for start in range(0, x.shape[-1], chunk):
-            piece = torch.from_numpy(np.ascontiguousarray(x[:, None, start : start + chunk])).to(device)
-            emit(model.encode(piece, levels), final=False)
-        emit(model.flush(levels), final=True)
-    return header
+def encode_file(
+    model: CodecModel,
+    input_path: str | Path,
+    output_path: str | Path,
+    *,
+    levels: int,
+    packet_bytes: int = bitstream.DEFAULT_PACKET_BYTES,
+) -> CodesHeader:
+    """Encode an audio file block by block (memory bounded by one block whatever the file's length)."""
+    with open_audio(input_path) as f:
+        step = int(BLOCK_SECONDS * f.samplerate)
+        blocks = (block.T for block in f.blocks(blocksize=step, dtype="float32", always_2d=True))
+        num_samples = f.frames if f.frames > 0 else None
+        with atomic_output(output_path) as tmp, open(tmp, "wb") as out:
+            return encode_blocks(
+                model, blocks, out, sample_rate=f.samplerate, channels=f.channels, levels=levels,
+                num_samples=num_samples, packet_bytes=packet_bytes,
+            )  # fmt: skip
 
 
 @dataclass
 class DecodeReport:
     header: CodesHeader
     frames: int = 0
-    damaged: list[str] = field(default_factory=list)  # one message per concealed packet
+    samples: int = 0  # per channel, written out
+    damaged: list[str] = field(default_factory=list)  # one message per concealed problem
 
 
 def check_compatible(model: CodecModel, header: CodesHeader, name: str) -> None:
@@ -129,81 +187,134 @@ def check_compatible(model: CodecModel, header: CodesHeader, name: str) -> None:
         raise CodecError(f"{name} uses {header.levels} levels but model {model.name} has {model.num_levels}")
 
 
-def decode_stream(
-    model: CodecModel, stream: BinaryIO, *, name: str = "input", conceal: bool = False
-) -> tuple[np.ndarray, int, DecodeReport]:
-    """Decode a .codes stream to float audio [C, T] at the input's original rate and length.
+class _Trim:
+    """Emit decoded audio up to the input's length, which may only be known at the end (end record).
 
-    A damaged packet is an error, or with `conceal` its frames become silence (the decoder keeps running
-    on the last good codes so the audio after the damage starts cleanly).
+    With an unknown length, the last `hold` samples are held back until the end: a decoded stream is
+    longer than its input by less than one frame of zero padding.
     """
-    reader = CodesReader(stream, name)
+
+    def __init__(self, length: int | None, hold: int) -> None:
+        self.length, self.hold, self.emitted = length, hold, 0
+        self._held: np.ndarray | None = None
+
+    def feed(self, audio: np.ndarray) -> Iterator[np.ndarray]:
+        if self.length is not None:
+            audio = audio[:, : max(self.length - self.emitted, 0)]
+        else:
+            if self._held is not None:
+                audio = np.concatenate([self._held, audio], axis=1)
+            cut = max(audio.shape[1] - self.hold, 0)
+            audio, self._held = audio[:, :cut], audio[:, cut:]
+        if audio.shape[1]:
+            self.emitted += audio.shape[1]
+            yield audio
+
+    def finish(self, length: int | None, channels: int) -> Iterator[np.ndarray]:
+        rest = self._held if self._held is not None else np.zeros((channels, 0), np.float32)
+        self._held = None
+        target = length if length is not None else self.length
+        if target is None:
+            target = self.emitted + rest.shape[1]
+        rest = rest[:, : max(target - self.emitted, 0)]
+        if rest.shape[1] < target - self.emitted:
+            rest = np.pad(rest, ((0, 0), (0, target - self.emitted - rest.shape[1])))
+        if rest.shape[1]:
+            self.emitted += rest.shape[1]
+            yield rest
+
+
+def decode_blocks(
+    model: CodecModel, reader: CodesReader, *, conceal: bool = False, hold_back: bool = True
+) -> Iterator[np.ndarray]:
+    """Decode packets as they arrive, yielding float blocks [C, n] at the input's rate; exact total length.
+
+    A damaged packet is an error, or with `conceal` its frames become silence (the decoder keeps running on
+    the last good codes so that the audio after the damage starts cleanly). The generator's return value
+    (`StopIteration.value`) is the `DecodeReport`. `hold_back=False` emits every sample at once when the
+    length is not known in advance (live pipes), at the cost of up to a frame of trailing padding.
+    """
     h = reader.header
+    name = reader.name
     check_compatible(model, h, name)
     report = DecodeReport(h)
-    device = next(model.parameters()).device
-    pieces: list[np.ndarray] = []
-    last = torch.zeros(h.channels, h.num_codebooks, 1, dtype=torch.long, device=device)
-    with model.streaming(h.channels):
-        for packet in reader.packets():
-            if packet.error is not None:
-                if not conceal:
-                    raise CodecError(
-                        f"{name}: {packet.error}; the file is damaged (pass --on-corrupt silence to decode the rest)"
-                    )
-                report.damaged.append(packet.error)
-                if packet.frames:  # frames known: keep the decoder's state moving, output silence
-                    model.decode(last.expand(-1, -1, packet.frames))
-                    pieces.append(np.zeros((h.channels, packet.frames * h.hop_length), dtype=np.float32))
-                    report.frames += packet.frames
-                continue
-            codes = torch.from_numpy(packet.codes).permute(1, 2, 0).to(device)  # [C, N, frames]
-            pieces.append(model.decode(codes)[:, 0].cpu().numpy())
-            last = codes[..., -1:]
-            report.frames += packet.frames
-    expected = dataclasses.replace(h, num_samples=reader.num_samples).expected_frames  # end record may add it
+    decoder = StreamingDecoder(model, batch_size=h.channels, sample_rate=h.sample_rate)
+    hold = -(-h.hop_length * h.sample_rate // h.model_sample_rate) + 64 if hold_back else 0
+    trim = _Trim(h.num_samples, hold)
+    last = torch.zeros(h.channels, h.num_codebooks, 1, dtype=torch.long)
+    for packet in reader.packets():
+        if packet.error is not None:
+            if not conceal:
+                raise CodecError(
+                    f"{name}: {packet.error}; the file is damaged (pass --on-corrupt silence to decode the rest)"
+                )
+            report.damaged.append(packet.error)
+            if packet.frames:  # frames known: keep the decoder's state moving, output silence
+                audio = np.zeros_like(decoder.push(last.expand(-1, -1, packet.frames)))
+                report.frames += packet.frames
+                yield from trim.feed(audio)
+            continue
+        codes = torch.from_numpy(packet.codes).permute(1, 2, 0)  # [C, N, frames]
+        last = codes[..., -1:]
+        report.frames += packet.frames
+        yield from trim.feed(decoder.push(codes))
+    yield from trim.feed(decoder.flush())
+    length = reader.num_samples
+    expected = CodesHeader(**{**h.__dict__, "num_samples": length}).expected_frames if length is not None else None
     if expected is not None and report.frames < expected:
         missing = f"{name} ends after {report.frames} of {expected} frames: the file was cut short"
         if not conceal:
             raise CodecError(f"{missing}; pass --on-corrupt silence to decode what is there")
         report.damaged.append(missing)
-    audio = np.concatenate(pieces, axis=-1) if pieces else np.zeros((h.channels, 0), dtype=np.float32)
-    audio = resample(audio, h.model_sample_rate, h.sample_rate)
-    length = reader.num_samples
-    if length is None:
-        length = (report.frames * h.hop_length * h.sample_rate) // h.model_sample_rate
-    return fit_length(audio, length), h.sample_rate, report
+    yield from trim.finish(length, h.channels)
+    report.samples = trim.emitted
+    return report
 
 
-def encode_file(
-    model: CodecModel,
-    input_path: str | Path,
-    output_path: str | Path,
-    *,
-    levels: int,
-    packet_bytes: int = bitstream.DEFAULT_PACKET_BYTES,
-) -> CodesHeader:
-    audio, sample_rate = read_audio(input_path)
-    with atomic_output(output_path) as tmp, open(tmp, "wb") as f:
-        return encode_audio(model, audio, sample_rate, f, levels=levels, packet_bytes=packet_bytes)
+def decode_stream(
+    model: CodecModel, stream: BinaryIO, *, name: str = "input", conceal: bool = False
+) -> tuple[np.ndarray, int, DecodeReport]:
+    """Decode a whole .codes stream into memory: float audio [C, T] at the input's rate and length."""
+    reader = CodesReader(stream, name)
+    blocks = decode_blocks(model, reader, conceal=conceal)
+    pieces = []
+    while True:
+        try:
+            pieces.append(next(blocks))
+        except StopIteration as stop:
+            report = stop.value
+            break
+    audio = np.concatenate(pieces, axis=1) if pieces else np.zeros((reader.header.channels, 0), np.float32)
+    return audio, reader.header.sample_rate, report
 
 
 def decode_file(
     model: CodecModel, input_path: str | Path, output_path: str | Path, *, conceal: bool = False
 ) -> DecodeReport:
-    input_path = Path(input_path)
+    """Decode a .codes file to an audio file, block by block, through a temporary file."""
+    input_path, output_path = Path(input_path), Path(output_path)
+    fmt = WRITE_FORMATS.get(output_path.suffix.lower())
+    if fmt is None:
+        raise CodecError(f"cannot write {output_path}: unsupported extension; use one of {', '.join(WRITE_FORMATS)}")
     if not input_path.is_file():
         raise CodecError(f"input file {input_path} not found")
     with open(input_path, "rb") as f:
-        audio, sample_rate, report = decode_stream(model, f, name=str(input_path), conceal=conceal)
-    write_audio(output_path, audio, sample_rate)
-    return report
+        reader = CodesReader(f, str(input_path))
+        h = reader.header
+        blocks = decode_blocks(model, reader, conceal=conceal)
+        with atomic_output(output_path) as tmp, sf.SoundFile(
+            str(tmp), "w", samplerate=h.sample_rate, channels=h.channels, format=fmt[0], subtype=fmt[1]
+        ) as out:
+            while True:
+                try:
+                    out.write(np.clip(next(blocks), -1.0, 1.0).T)
+                except StopIteration as stop:
+                    return stop.value
 
 
 def model_for_codes(input_path: str | Path, model: str | None):
     """The model to decode a file with: the one named, else the shipped model that made it, else the default."""
-    from codec import pretrained
-    from codec.checkpoint import load_model, shipped_model_for_id
+    from codec.checkpoint import load_model
 
     if model is not None:
         return load_model(model)
@@ -212,13 +323,20 @@ def model_for_codes(input_path: str | Path, model: str | None):
         raise CodecError(f"input file {input_path} not found")
     with open(input_path, "rb") as f:
         header = bitstream.read_header(f, str(input_path))
+    return model_for_header(header, str(input_path))
+
+
+def model_for_header(header: CodesHeader, name: str):
+    from codec import pretrained
+    from codec.checkpoint import load_model, shipped_model_for_id
+
     known = shipped_model_for_id(header.model_id)
     if known:
         return load_model(known)
     default = pretrained.default_model()
     if default is None:
         raise CodecError(
-            f"{input_path} was made by model id {header.model_id}, which does not ship with this version; "
+            f"{name} was made by model id {header.model_id}, which does not ship with this version; "
             "pass --model PATH with the model that encoded it"
         )
     return load_model(default.name)

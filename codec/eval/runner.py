@@ -1,0 +1,288 @@
+"""`codec eval`: code a set of clips with the model at several bitrates and with classical baselines, score
+every result with the same metrics, and write the reports (see `codec.eval.report`).
+
+Clips come from a directory (searched recursively for audio files, or its `wav.scp` if it has one) or a
+Kaldi `wav.scp` (`utt-id path` per line). Every clip is mixed to mono and each system codes it at its own
+rate; each metric then resamples reference and output to the rate it needs. Content type decides the
+speech-only metrics and the Opus mode: with `content="auto"` the nearest path component (file name first,
+then its folders upward) containing "music" or "speech" decides, and a clip matching neither counts as speech.
+
+A clip that cannot be read, or a system that fails on it, becomes a CSV row with its reason; the run goes on.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from codec.audio import read_audio
+from codec.errors import CodecError
+from codec.eval import metrics as M
+from codec.eval.baselines import Codec2, Coded, Opus, make_baselines
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+CONTENT_TYPES = ("speech", "music")
+
+
+@dataclass(frozen=True)
+class Clip:
+    id: str
+    path: Path
+    content: str  # "speech" or "music"
+
+
+def content_of(path: str | Path, default: str = "speech") -> str:
+    """'music' or 'speech' from the nearest path component naming one (file name first), else `default`."""
+    for part in reversed(Path(path).parts):
+        part = part.lower()
+        if "music" in part:
+            return "music"
+        if "speech" in part:
+            return "speech"
+    return default
+
+
+def list_clips(data: str | Path, content: str = "auto") -> list[Clip]:
+    """Clips of a directory (its wav.scp if present, else its audio files, recursively, sorted) or a wav.scp."""
+    if content not in ("auto", *CONTENT_TYPES):
+        raise CodecError(f"--content {content} is not one of auto, {', '.join(CONTENT_TYPES)}")
+    data = Path(data)
+    if data.is_dir() and (data / "wav.scp").is_file():
+        data = data / "wav.scp"
+    if data.is_dir():
+        files = sorted(p for p in data.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+        entries = [(p.relative_to(data).with_suffix("").as_posix(), p) for p in files]
+    elif data.is_file():
+        entries = _read_scp(data)
+    else:
+        raise CodecError(f"--data {data} not found; pass a directory of audio files or a Kaldi wav.scp")
+    if not entries:
+        raise CodecError(f"no clips in {data}: expected audio files ({', '.join(AUDIO_SUFFIXES)}) or wav.scp lines")
+    return [Clip(i, p, content_of(p) if content == "auto" else content) for i, p in entries]
+
+
+def _read_scp(path: Path) -> list[tuple[str, Path]]:
+    entries = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split(maxsplit=1)
+        if len(fields) != 2:
+            raise CodecError(f"{path}:{number}: expected 'utt-id path', got {line.strip()!r}")
+        utt, where = fields[0], Path(fields[1].strip())
+        if not where.is_absolute() and not where.exists() and (path.parent / where).exists():
+            where = path.parent / where  # Kaldi paths are relative to the recipe; also accept the scp's folder
+        entries.append((utt, where))  # a pipe ("cmd |") fails to read and is reported for that clip
+    return entries
+
+
+class ModelSystem:
+    """The model at one level count, through the real .codes path (encode_audio -> bytes -> decode_stream)."""
+
+    system_kind = "model"
+
+    def __init__(self, model, levels: int) -> None:
+        self.model, self.levels = model, levels
+        self.system = model.name
+        self.kbps = model.bitrate(levels) / 1000
+
+    @property
+    def label(self) -> str:
+        return f"{self.system} {round(self.kbps, 2):g} kbps"
+
+    def describe(self, sample_rate: int = 0, content: str = "") -> str:
+        return (
+            f"codec.compress.encode_audio/decode_stream with model {self.model.name}, {self.levels} of "
+            f"{self.model.num_levels} levels ({self.kbps:g} kbps payload); bits = the whole .codes file"
+        )
+
+    def run(self, audio: np.ndarray, sample_rate: int, content: str) -> Coded:
+        from codec.bitstream import CodesReader
+        from codec.compress import decode_stream, encode_audio
+
+        buffer = io.BytesIO()
+        encode_audio(self.model, audio[None], sample_rate, buffer, levels=self.levels)
+        data = buffer.getvalue()
+        decoded, _, _ = decode_stream(self.model, io.BytesIO(data), name="codes")
+        codes = np.concatenate([p.codes[:, 0] for p in CodesReader(io.BytesIO(data)).packets()])
+        return Coded(decoded[0], len(data) * 8, self.describe(), codes)
+
+
+def parse_bitrates(model, text: str | None, log: Callable[[str], None]) -> list[int]:
+    """Level counts for comma-separated kbps ('all' or None: every supported bitrate)."""
+    if text is None or text.strip() in ("", "all"):
+        return list(range(1, model.num_levels + 1))
+    levels = []
+    for item in text.split(","):
+        try:
+            kbps = float(item)
+        except ValueError:
+            raise CodecError(f"--bitrates takes kbps separated by commas (like 1,2,4), not {item!r}") from None
+        n, notice = model.levels_for(bitrate_kbps=kbps)
+        if notice:
+            log(f"note: {notice}")
+        levels.append(n)
+    return sorted(set(levels))
+
+
+def _listening_choice(clips: list[Clip], count: int) -> set[str]:
+    """Up to `count` clip ids for the listening page, alternating content types so each is heard."""
+    queues = {c: [clip.id for clip in clips if clip.content == c] for c in CONTENT_TYPES}
+    chosen: list[str] = []
+    while len(chosen) < count and any(queues.values()):
+        for queue in queues.values():
+            if queue and len(chosen) < count:
+                chosen.append(queue.pop(0))
+    return set(chosen)
+
+
+def run_eval(
+    *,
+    data: str | Path,
+    out_dir: str | Path,
+    model=None,
+    bitrates: str | None = None,
+    baselines: str | None = "opus,codec2",
+    metrics: str | None = "all",
+    content: str = "auto",
+    limit: int | None = None,
+    listen_clips: int = 6,
+    listen_seconds: float = 10.0,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Run the evaluation and write the reports into `out_dir`; returns the summary (as in summary.json)."""
+    from tqdm import tqdm
+
+    from codec.eval import report
+
+    log = log or (lambda message: print(f"codec: {message}", file=sys.stderr))
+    started = time.time()
+    chosen_metrics = M.select_metrics(metrics)
+    M.check_available(chosen_metrics)
+    systems: list = [ModelSystem(model, n) for n in parse_bitrates(model, bitrates, log)] if model is not None else []
+    systems += make_baselines(baselines)
+    if not systems:
+        raise CodecError("nothing to evaluate: pass --model and/or --baselines")
+    clips = list_clips(data, content)[:limit] if limit else list_clips(data, content)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    listen_ids = _listening_choice(clips, listen_clips)
+
+    rows: list[dict] = []
+    counts: dict[str, np.ndarray] = {}  # system label -> codebook histogram [N, K]
+    how: dict[str, set[str]] = {}
+    listening: list[dict] = []
+    bar = tqdm(clips, desc="eval", unit="clip", disable=not progress, file=sys.stderr)
+    for clip in bar:
+        bar.set_postfix_str(clip.id[-40:], refresh=False)
+        base = {"clip": clip.id, "path": str(clip.path), "content": clip.content}
+        try:
+            audio, sample_rate = read_audio(clip.path)
+        except CodecError as e:
+            rows.append({**base, "system": "original", "label": "original", "error": str(e)})
+            continue
+        except Exception as e:  # noqa: BLE001 - an unreadable clip is recorded, never fatal
+            rows.append({**base, "system": "original", "label": "original", "error": f"{type(e).__name__}: {e}"})
+            continue
+        mono = audio.mean(axis=0).astype(np.float32)
+        base.update(seconds=round(mono.size / sample_rate, 4), sample_rate=sample_rate)
+        values, skipped = M.score(mono, None, sample_rate, chosen_metrics, content=clip.content)
+        rows.append({**base, "system": "original", "label": "original", **values, "skipped": _skips(skipped)})
+        heard = [("original", mono)] if clip.id in listen_ids else None
+        for system in systems:
+            row = {**base, "system": system.system, "label": system.label, "target_kbps": system.kbps}
+            try:
+                tick = time.perf_counter()
+                coded = system.run(mono, sample_rate, clip.content)
+                row["coding_seconds"] = round(time.perf_counter() - tick, 4)
+                row["kbps"] = round(M.bitrate_spent(coded.num_bits // 8, mono.size / sample_rate) / 1000, 4)
+                how.setdefault(system.label, set()).add(coded.how)
+                values, skipped = M.score(mono, coded.audio, sample_rate, chosen_metrics, content=clip.content)
+                row.update(values, skipped=_skips(skipped))
+                if coded.codes is not None:
+                    hist = M.codebook_counts(coded.codes, system.model.codebook_size)
+                    counts[system.label] = counts.get(system.label, 0) + hist
+                if heard is not None:
+                    heard.append((system.label, coded.audio))
+            except Exception as e:  # noqa: BLE001 - one system failing on one clip is recorded, never fatal
+                row["error"] = str(e) if isinstance(e, CodecError) else f"{type(e).__name__}: {e}"
+            rows.append(row)
+        if heard is not None:
+            keep = int(listen_seconds * sample_rate)
+            listening.append(
+                {
+                    "clip": clip.id,
+                    "content": clip.content,
+                    "sample_rate": sample_rate,
+                    "seconds": mono.size / sample_rate,
+                    "players": [(label, x[:keep]) for label, x in heard],
+                }
+            )
+    bar.close()
+
+    codebooks = {}
+    for system in systems:
+        if isinstance(system, ModelSystem) and system.label in counts:
+            codebooks[system.label] = M.codebook_usage(counts[system.label], system.model.frame_rate)
+    run_info = _run_info(model, data, clips, systems, chosen_metrics, how, content, started)
+    return report.write_reports(out_dir, rows, run_info, chosen_metrics, codebooks, listening)
+
+
+def _skips(skipped: dict[str, str]) -> str:
+    return "; ".join(f"{name}: {reason}" for name, reason in skipped.items())
+
+
+def _run_info(model, data, clips, systems, metrics, how, content, started) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from codec import __version__
+
+    versions = {"codec": __version__}
+    for package in ("pesq", "pystoi", "speechmos", "onnxruntime", "librosa", "pycodec2", "torch"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    if any(isinstance(s, Opus) for s in systems):
+        versions["opus-tools"] = Opus.version()
+    info = {
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "data": str(data),
+        "clips": len(clips),
+        "content": {c: sum(clip.content == c for clip in clips) for c in CONTENT_TYPES},
+        "content_rule": "forced by --content"
+        if content != "auto"
+        else ("nearest path component naming 'music' or 'speech' (file name first); neither = speech"),
+        "systems": [
+            {
+                "label": s.label,
+                "system": s.system,
+                "target_kbps": s.kbps,
+                "how": sorted(how.get(s.label, {s.describe()})),
+            }
+            for s in systems
+        ],
+        "metrics": [m.name for m in metrics],
+        "versions": versions,
+        "seconds": round(time.time() - started, 1),
+    }
+    if model is not None:
+        from codec.compress import model_id
+
+        info["model"] = {
+            "name": model.name,
+            "file": getattr(model, "source", None),
+            "id": model_id(model),
+            "sample_rate": model.sample_rate,
+            "provenance": getattr(model, "provenance", {}),
+        }
+    if any(isinstance(s, Codec2) for s in systems):
+        info["codec2_note"] = "Codec2 is a speech codec; on music its figures show what it does to music"
+    return info

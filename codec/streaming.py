@@ -1,0 +1,151 @@
+"""Frame-by-frame compression of live audio: `StreamingEncoder` and `StreamingDecoder`.
+
+Each object owns the streaming state of its streams (plain tensors), so any number of them can share
+one model: on every call the state is loaded into the model's layers, the new input is processed and
+the state is taken back out. Codes equal offline encoding of the whole signal, for any chunking.
+
+Frame contract: the model consumes `hop_length` samples per frame at `model.sample_rate`. Push any number
+of samples; samples that do not complete a frame wait inside the encoder, and `flush()` pads the last
+partial frame with zeros as offline encoding does. When the input rate differs from the model's, a
+streaming soxr resampler (identical output to one-shot resampling) sits in front of the encoder and
+behind the decoder, adding its filter delay to the latency.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import soxr
+import torch
+
+from codec.audio import resampled_length
+from codec.models.codec import CodecModel
+from codec.modules.streaming import State
+
+
+class _Streams:
+    """Shared plumbing: a model, B streams, their saved state, and an optional resampler."""
+
+    def __init__(self, model: CodecModel, batch_size: int, from_rate: int, to_rate: int) -> None:
+        if model.audio_channels != 1:
+            raise ValueError("streaming codes one mono stream per batch item; this model takes multichannel audio")
+        self.model, self.batch_size = model, batch_size
+        self._state: State | None = None
+        self._device = next(model.parameters()).device
+        self._resampler = (
+            soxr.ResampleStream(from_rate, to_rate, batch_size, dtype="float32", quality="HQ")
+            if from_rate != to_rate
+            else None
+        )
+
+    def _run(self, fn):
+        """Call fn() with this object's state loaded into the model's layers."""
+        with self.model.streaming(self.batch_size):
+            if self._state is not None:
+                self.model.set_streaming_state(self._state)
+            out = fn()
+            self._state = self.model.get_streaming_state()
+        return out
+
+    def _resample(self, pcm: np.ndarray, last: bool = False) -> np.ndarray:
+        if self._resampler is None:
+            return pcm
+        out = self._resampler.resample_chunk(np.ascontiguousarray(pcm.T), last=last)
+        return np.ascontiguousarray(np.asarray(out, dtype=np.float32).reshape(-1, self.batch_size).T)
+
+    def reset(self, mask: torch.Tensor | np.ndarray | None = None) -> None:
+        """Start the streams selected by boolean `mask` [B] (all if None) afresh, at a frame boundary."""
+        if mask is None:
+            self._state = None
+            if self._resampler is not None:
+                self._resampler.clear()
+            return
+        if self._resampler is not None:
+            raise ValueError("per-stream reset needs input at the model's sample rate (no resampler in front)")
+        mask = torch.as_tensor(mask, dtype=torch.bool)
+        self._run(lambda: self.model.reset_streaming(mask))
+
+
+def _as_batch(pcm, batch_size: int) -> np.ndarray:
+    array = pcm.detach().cpu().numpy() if isinstance(pcm, torch.Tensor) else np.asarray(pcm)
+    array = array.astype(np.float32, copy=False)
+    if array.ndim == 1 and batch_size == 1:
+        array = array[None]
+    if array.ndim == 3 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 2 or array.shape[0] != batch_size:
+        raise ValueError(f"pcm must be [{batch_size}, T] (one row per stream), got {array.shape}")
+    return array
+
+
+class StreamingEncoder(_Streams):
+    """Encode `batch_size` live streams of float PCM.
+
+    Args:
+        model: the codec. levels / bitrate_kbps: run-time bitrate (as `CodecModel.levels_for`).
+        batch_size: number of independent streams pushed together. sample_rate: rate of the pushed PCM
+        (default: the model's).
+
+    `push(pcm [B, T]) -> codes [B, levels * G, F]` for the frames completed by this chunk (F may be 0);
+    `flush() -> codes` of the last partial frame. `notice` holds a message if the bitrate was rounded down.
+    """
+
+    def __init__(
+        self,
+        model: CodecModel,
+        *,
+        levels: int | None = None,
+        bitrate_kbps: float | None = None,
+        batch_size: int = 1,
+        sample_rate: int | None = None,
+    ) -> None:
+        self.sample_rate = sample_rate or model.sample_rate
+        super().__init__(model, batch_size, self.sample_rate, model.sample_rate)
+        self.levels, self.notice = model.levels_for(bitrate_kbps=bitrate_kbps, levels=levels)
+        self.samples_in = 0  # per stream, at the input rate
+        self._model_samples = 0  # per stream, fed to the model
+
+    def push(self, pcm) -> torch.Tensor:
+        pcm = _as_batch(pcm, self.batch_size)
+        self.samples_in += pcm.shape[1]
+        return self._encode(self._resample(pcm))
+
+    def flush(self) -> torch.Tensor:
+        """Codes for whatever is left, the last partial frame zero-padded; the streams then start afresh."""
+        tail = self._resample(np.zeros((self.batch_size, 0), np.float32), last=True)
+        total = resampled_length(self.samples_in, self.sample_rate, self.model.sample_rate)
+        missing = total - self._model_samples - tail.shape[1]
+        if missing > 0:  # soxr may emit a sample less than the rounded-up length the offline path pads to
+            tail = np.pad(tail, ((0, 0), (0, missing)))
+        codes = torch.cat([self._encode(tail), self._run(lambda: self.model.flush(self.levels))], dim=-1)
+        self._state, self.samples_in, self._model_samples = None, 0, 0
+        if self._resampler is not None:
+            self._resampler.clear()
+        return codes
+
+    def _encode(self, x: np.ndarray) -> torch.Tensor:
+        self._model_samples += x.shape[1]
+        tensor = torch.from_numpy(np.ascontiguousarray(x))[:, None].to(self._device)
+        return self._run(lambda: self.model.encode(tensor, self.levels)).cpu()
+
+
+class StreamingDecoder(_Streams):
+    """Decode `batch_size` live streams of codes back to float PCM.
+
+    `push(codes [B, n * G, F]) -> pcm [B, T]` at `sample_rate` (default: the model's): F * hop_length
+    samples at the model rate, fewer or more while a resampler is filling or draining; `flush()` returns
+    the resampler's tail (empty at the model rate).
+    """
+
+    def __init__(self, model: CodecModel, *, batch_size: int = 1, sample_rate: int | None = None) -> None:
+        self.sample_rate = sample_rate or model.sample_rate
+        super().__init__(model, batch_size, model.sample_rate, self.sample_rate)
+
+    def push(self, codes) -> np.ndarray:
+        codes = torch.as_tensor(codes, dtype=torch.long).to(self._device)
+        if codes.dim() != 3 or codes.shape[0] != self.batch_size:
+            raise ValueError(f"codes must be [{self.batch_size}, levels * G, F], got {tuple(codes.shape)}")
+        audio = self._run(lambda: self.model.decode(codes))[:, 0].cpu().numpy()
+        return self._resample(audio)
+
+    def flush(self) -> np.ndarray:
+        return self._resample(np.zeros((self.batch_size, 0), np.float32), last=True)
