@@ -10,11 +10,27 @@ subtracts it. "Nearest" is squared euclidean distance, or, with lookup='cosine',
 similarity (the l2-normalised lookup of factorized codes); in both cases the codeword itself is
 subtracted. Ties go to the lowest index.
 
-Backends: 'torch' (this file, the reference). `CODEC_RVQ_BACKEND` forces one by name.
+Backends: 'torch' (this file, the reference); 'numba' (CPU: groups and levels fused, frames in
+parallel; codec/kernels/numba_search.py); 'cuda' (one kernel launch for all groups and levels,
+built on first use and cached; codec/kernels/cuda_search.py). `select_backend` picks 'cuda' for
+CUDA tensors when the kernel builds, else 'numba' on CPU when numba imports, else 'torch';
+`CODEC_RVQ_BACKEND` forces one by name (a CodecError if it cannot run here).
+
+Near-ties. The backends add the same fp32 numbers in different orders (BLAS blocking, SIMD lanes,
+GPU tiles), so when two codewords score almost the same, the winner may differ. The policy: every
+backend returns the reference's codes, except where, at the first level on which a frame's codes
+differ, the reference's code and the backend's code score within
+    TIE_RTOL x scale,   scale = |r|^2 + max(|c_ref|^2, |c_other|^2)  (euclidean),  |r|  (cosine)
+of each other (in float64, from the fp32 residual r that entered that level). That
+bounds the gap between the reference's best and second-best scores by the same amount. The
+levels after such a tie search a different residual and are not compared with the reference;
+instead, every code a backend returns must be the best for its own residual up to the same
+tolerance. tests/test_search.py checks both.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 
@@ -23,6 +39,7 @@ import torch
 from codec.errors import CodecError
 
 LOOKUPS = ("euclidean", "cosine")
+TIE_RTOL = 1e-5  # about 100 fp32 ulps of the score's scale; see "Near-ties" above
 
 SearchFn = Callable[[torch.Tensor, torch.Tensor, int, str], tuple[torch.Tensor, torch.Tensor]]
 
@@ -49,26 +66,69 @@ def search_torch(
     return codes.permute(2, 0, 1), quantized
 
 
+def _load_numba() -> SearchFn:
+    try:
+        from codec.kernels.numba_search import search_numba
+    except ImportError as e:
+        raise CodecError(f"the numba backend needs numba ({e}); install it with `pip install numba`") from e
+    return search_numba
+
+
+def _load_cuda() -> SearchFn:
+    from codec.kernels.cuda_search import load_search
+
+    return load_search()  # builds (or loads the cached build of) the extension; CodecError if it cannot
+
+
 _BACKENDS: dict[str, SearchFn] = {"torch": search_torch}
+_LOADERS: dict[str, Callable[[], SearchFn]] = {"numba": _load_numba, "cuda": _load_cuda}
+_UNAVAILABLE: dict[str, str] = {}  # backend name -> why it cannot run here (tried once per process)
+_NOTIFIED: set[str] = set()  # backends whose fallback notice was given
+_log = logging.getLogger(__name__)
+
+
+def _backend(name: str) -> SearchFn | None:
+    """The backend's function, loading it on first use; None (with the reason kept) if it cannot run here."""
+    if name not in _BACKENDS and name in _LOADERS and name not in _UNAVAILABLE:
+        try:
+            _BACKENDS[name] = _LOADERS[name]()
+        except CodecError as e:
+            _UNAVAILABLE[name] = str(e)
+    return _BACKENDS.get(name)
 
 
 def available_backends() -> list[str]:
-    return list(_BACKENDS)
+    """Backends that run here (loading, and for 'cuda' building, the compiled ones)."""
+    return [name for name in [*_BACKENDS, *_LOADERS] if _backend(name) is not None]
 
 
 def register_backend(name: str, fn: SearchFn) -> None:
     _BACKENDS[name] = fn
+    _UNAVAILABLE.pop(name, None)
 
 
 def select_backend(device: torch.device) -> str:
     """The backend to use on `device`: `CODEC_RVQ_BACKEND` if set, else the fastest available."""
+    device = torch.device(device)
     forced = os.environ.get("CODEC_RVQ_BACKEND")
     if forced:
-        if forced not in _BACKENDS:
-            raise CodecError(
-                f"CODEC_RVQ_BACKEND={forced} is not available here; choose one of: {', '.join(_BACKENDS)}"
-            )
+        known = sorted({*_BACKENDS, *_LOADERS})
+        if forced not in known:
+            raise CodecError(f"CODEC_RVQ_BACKEND={forced} is not a search backend; choose one of: {', '.join(known)}")
+        if forced == "cuda" and device.type != "cuda":
+            raise CodecError(f"CODEC_RVQ_BACKEND=cuda needs CUDA tensors, got {device.type}; unset it or run on cuda")
+        if _backend(forced) is None:
+            raise CodecError(f"CODEC_RVQ_BACKEND={forced} cannot run here: {_UNAVAILABLE[forced]}; unset it")
         return forced
+    if device.type == "cuda":
+        if _backend("cuda") is not None:
+            return "cuda"
+        if "cuda" not in _NOTIFIED:  # one line per process, not per call
+            _NOTIFIED.add("cuda")
+            _log.warning("codec: CUDA residual search unavailable (%s); using torch", _UNAVAILABLE["cuda"])
+        return "torch"
+    if device.type == "cpu" and _backend("numba") is not None:
+        return "numba"
     return "torch"
 
 
@@ -93,8 +153,12 @@ def rvq_search(
     name = backend or select_backend(residual.device)
     if residual.shape[0] == 0:
         return residual.new_zeros(0, levels, residual.shape[1], dtype=torch.long), torch.zeros_like(residual)
+    fn = _backend(name)
+    if fn is None:
+        reason = _UNAVAILABLE.get(name, f"choose one of: {', '.join(available_backends())}")
+        raise CodecError(f"residual-search backend {name!r} cannot run here: {reason}")
     with torch.no_grad():
-        return _BACKENDS[name](residual.float(), codebooks.float(), levels, lookup)
+        return fn(residual.float(), codebooks.float(), levels, lookup)
 
 
 def dequantize(codes: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
