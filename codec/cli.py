@@ -17,7 +17,7 @@ NO_DEFAULT = (
 )
 
 
-def _load(model: str | None):
+def _load(model: str | None, device: str = "cpu"):
     from codec import pretrained
     from codec.checkpoint import load_model
 
@@ -26,7 +26,18 @@ def _load(model: str | None):
         if default is None:
             raise CodecError(NO_DEFAULT)
         model = default.name
-    return load_model(model)
+    return load_model(model, device=_device(device))
+
+
+def _device(name: str):
+    import torch
+
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CodecError(f"--device {name}: no CUDA device is available here; use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise CodecError(f"--device {name} is not a device torch knows (use cpu, cuda or cuda:N)") from None
 
 
 def _levels(model, args) -> int:
@@ -43,7 +54,7 @@ def _human(n: int) -> str:
 def cmd_encode(args) -> None:
     from codec.compress import encode_file
 
-    model = _load(args.model)
+    model = _load(args.model, args.device)
     levels = _levels(model, args)
     header = encode_file(model, args.input, args.output, levels=levels, packet_bytes=args.packet_bytes)
     if not args.quiet:
@@ -58,7 +69,7 @@ def cmd_encode(args) -> None:
 def cmd_decode(args) -> None:
     from codec.compress import decode_file, model_for_codes
 
-    model = model_for_codes(args.input, args.model)
+    model = model_for_codes(args.input, args.model, device=_device(args.device))
     report = decode_file(model, args.input, args.output, conceal=args.on_corrupt == "silence")
     for problem in report.damaged:
         print(f"codec: warning: {problem}; replaced by silence", file=sys.stderr)
@@ -102,7 +113,7 @@ def cmd_demo(args) -> None:
     from codec.compress import decode_file, encode_file
 
     clip = Path(__file__).parent / "assets" / "speech_en.flac"
-    model = _load(args.model)
+    model = _load(args.model, args.device)
     out_dir = Path(args.out_dir) if args.out_dir else Path(tempfile.mkdtemp(prefix="codec-demo-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     wanted = [args.levels] if args.levels else sorted({1, (model.num_levels + 1) // 2, model.num_levels})
@@ -121,6 +132,271 @@ def cmd_demo(args) -> None:
         )
 
 
+def _add_eval_commands(sub) -> None:
+    """`codec eval`: rate-quality evaluation against classical codecs (imports codec.eval only when run)."""
+
+    def cmd_eval(args) -> None:
+        from codec.eval.runner import run_eval
+
+        model = _load(args.model) if args.model != "none" else None
+        result = run_eval(
+            data=args.data, out_dir=args.out, model=model, bitrates=args.bitrates, baselines=args.baselines,
+            metrics=args.metrics, content=args.content, limit=args.limit, listen_clips=args.listen_clips,
+            listen_seconds=args.listen_seconds, progress=not args.quiet,
+        )
+        failed = len(result["failures"])
+        print(f"{args.out}: results.csv, summary.json, summary.md, plots/, listen.html "
+              f"({result['run']['clips']} clips, {failed} failed, {result['run']['seconds']} s)")
+
+    p = sub.add_parser("eval", help="score the model at several bitrates against Opus and Codec2 on a set of clips")
+    p.add_argument("--data", required=True, help="folder of audio files (searched recursively) or a Kaldi wav.scp")
+    p.add_argument("--out", required=True, help="output folder for the CSV, JSON, Markdown, plots and listening page")
+    p.add_argument("--model", "-m", default=None,
+                   help="model name or file (default: the shipped default); 'none' to score only the baselines")
+    p.add_argument("--bitrates", default="all", help="model bitrates in kbps, comma-separated (default: all)")
+    p.add_argument("--baselines", default="opus,codec2", help="comma-separated: opus, codec2; or none")
+    p.add_argument("--metrics", default="all",
+                   help="comma-separated: pesq_wb, pesq_nb, stoi, estoi, si_sdr, mel_distance, stft_distance, dnsmos")
+    p.add_argument("--content", choices=["auto", "speech", "music"], default="auto",
+                   help="content type of every clip; auto: from a 'speech' or 'music' path component (else speech)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N clips")
+    p.add_argument("--listen-clips", type=int, default=6, help="clips with players on the listening page")
+    p.add_argument("--listen-seconds", type=float, default=10.0, help="seconds of each clip on the listening page")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval)
+
+
+def _add_training_commands(sub) -> None:
+    """`codec train` and `codec export` (import codec.train only when run; inference never loads it)."""
+
+    def cmd_train(args) -> None:
+        from codec.train.trainer import train_from_cli
+
+        train_from_cli(args.config, args.overrides, resume=args.resume, resume_from=args.resume_from)
+
+    def cmd_export(args) -> None:
+        from codec.train.export import export_model
+
+        info = export_model(args.checkpoint, args.output, use_ema=not args.no_ema, name=args.name)
+        print(
+            f"{info['output']}: step {info['steps']} {'generator EMA' if info['ema'] else 'generator'} "
+            f"from {info['checkpoint']} (weights {info['hash'][:12]})"
+        )
+
+    p = sub.add_parser(
+        "train",
+        help="train a codec from a config (one process, or one per GPU under torchrun)",
+        description="Train a codec. Multi-GPU / multi-node: torchrun --nproc_per_node N -m codec train ...",
+    )
+    p.add_argument("--config", "-c", required=True, help="YAML config file, or a built-in config name (e.g. grvq16k)")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="dotted config overrides, e.g. data.train_dir=data/train train.batch_size=8",
+    )
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in train.output_dir")
+    p.add_argument("--resume-from", default=None, metavar="CHECKPOINT", help="continue from this step_*.pt file")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="write the inference model file of a training checkpoint")
+    p.add_argument("checkpoint", help="training checkpoint (step_*.pt) or training output dir (its newest checkpoint)")
+    p.add_argument("output", help="model file to write (.safetensors)")
+    p.add_argument("--no-ema", action="store_true", help="export the raw generator even if the run kept an EMA")
+    p.add_argument("--name", default=None, help="model name recorded in the file (default: model.name of the config)")
+    p.set_defaults(func=cmd_export)
+
+
+def _add_streaming_commands(sub, model_option, rate_options) -> None:
+    """Pipes (`stream-encode`, `stream-decode`), the WebSocket server and its client, and `bench`."""
+
+    def cmd_stream_encode(args) -> None:
+        from codec.compress import encode_blocks
+        from codec.pcmio import FrameReader, PcmFormat, check_format, read_wav_header
+
+        model = _load(args.model, args.device)
+        levels = _levels(model, args)
+        stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+        if args.rate is not None:
+            fmt, frames = PcmFormat(args.rate, args.channels, check_format(args.format)), None
+        else:
+            fmt, frames = read_wav_header(stdin)
+        reader = FrameReader(stdin, fmt, limit_frames=frames)
+        blocks = reader.blocks(fmt.frame_bytes * max(1, fmt.sample_rate // 100))
+        encode_blocks(
+            model, blocks, stdout, sample_rate=fmt.sample_rate, channels=fmt.channels, levels=levels,
+            num_samples=frames, packet_frames=args.packet_frames, flush=stdout.flush,
+        )  # fmt: skip
+        stdout.flush()
+
+    def cmd_stream_decode(args) -> None:
+        from codec.bitstream import CodesReader
+        from codec.compress import decode_blocks, model_for_header
+        from codec.pcmio import PcmFormat, check_format, wav_header
+
+        stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+        reader = CodesReader(stdin, "stdin")
+        h = reader.header
+        device = _device(args.device)
+        model = _load(args.model, args.device) if args.model else model_for_header(h, "stdin", device=device)
+        fmt = PcmFormat(h.sample_rate, h.channels, check_format(args.format))
+        if args.wav:
+            stdout.write(wav_header(fmt, h.num_samples))
+        for block in decode_blocks(model, reader, conceal=args.on_corrupt == "silence", hold_back=False):
+            stdout.write(fmt.encode(block))
+            stdout.flush()
+
+    def cmd_serve(args) -> None:
+        import asyncio
+        import logging
+
+        from codec.serve import serve
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        model = _load(args.model, args.device)
+        try:
+            asyncio.run(serve(model, args.host, args.port))
+        except OSError as e:
+            where = f"{args.host}:{args.port}"
+            raise CodecError(f"cannot listen on {where} ({e.strerror}); choose another --port") from None
+
+    def cmd_stream_client(args) -> None:
+        import asyncio
+
+        from codec.atomic import atomic_output
+        from codec.audio import read_audio, write_audio
+        from codec.serve import decode_remote, encode_remote
+
+        try:
+            if args.mode == "encode":
+                audio, rate = read_audio(args.input)
+                data = asyncio.run(
+                    encode_remote(args.url, audio, rate, bitrate=args.bitrate, levels=args.levels,
+                                  realtime=args.realtime)
+                )  # fmt: skip
+                with atomic_output(args.output) as tmp:
+                    tmp.write_bytes(data)
+                print(f"{args.output}: {len(data)} bytes from {args.url}")
+            else:
+                data = Path(args.input).read_bytes() if Path(args.input).is_file() else None
+                if data is None:
+                    raise CodecError(f"input file {args.input} not found")
+                audio, rate = asyncio.run(decode_remote(args.url, data))
+                write_audio(args.output, audio, rate)
+                print(f"{args.output}: {audio.shape[1]} samples x {audio.shape[0]} channel(s) at {rate} Hz")
+        except OSError as e:
+            raise CodecError(f"cannot reach {args.url} ({e}); is `codec serve` running there?") from None
+
+    def cmd_bench(args) -> None:
+        import torch
+
+        from codec import bench
+        from codec.config import builtin_config_path, load_config
+        from codec.models.codec import build_model
+
+        if args.model:
+            model = _load(args.model, args.device)
+        else:
+            path = Path(args.config) if Path(args.config).is_file() else builtin_config_path(args.config)
+            torch.manual_seed(0)
+            model = build_model(load_config(path).model).eval()
+        bench.describe(model)
+        if args.streaming:
+            bench.streaming(model, frames=args.frames)
+        else:
+            bench.offline(model, seconds=args.seconds, repeats=args.repeats)
+
+    formats = "s16le, s32le or f32le"
+    p = sub.add_parser("stream-encode", help="encode PCM or WAV from stdin to .codes packets on stdout, as it arrives")
+    model_option(p)
+    rate_options(p)
+    p.add_argument("--rate", type=int, default=None, help="raw PCM input at this sample rate (default: expect WAV)")
+    p.add_argument("--channels", type=int, default=1, help="channels of raw PCM input")
+    p.add_argument("--format", default="s16le", help=f"raw PCM sample format: {formats}")
+    p.add_argument("--packet-frames", type=int, default=1, help="frames per packet (1 = lowest latency)")
+    p.set_defaults(func=cmd_stream_encode)
+
+    p = sub.add_parser("stream-decode", help="decode .codes packets from stdin to raw PCM (or WAV) on stdout")
+    p.add_argument("--model", "-m", default=None, help="model that encoded the stream (default: as `codec decode`)")
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--format", default="s16le", help=f"output sample format: {formats}")
+    p.add_argument("--wav", action="store_true", help="write a WAV header first (length unknown if the stream's is)")
+    p.add_argument("--on-corrupt", choices=["error", "silence"], default="error")
+    p.set_defaults(func=cmd_stream_decode)
+
+    p = sub.add_parser("serve", help="serve streaming encode/decode over WebSockets (protocol: docs/STREAMING.md)")
+    model_option(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("stream-client", help="stream a file through a `codec serve` server")
+    p.add_argument("mode", choices=["encode", "decode"], help="encode: audio -> .codes; decode: .codes -> audio")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--url", default="ws://127.0.0.1:8765")
+    rate_options(p)
+    p.add_argument("--realtime", action="store_true", help="send audio no faster than real time (20 ms chunks)")
+    p.set_defaults(func=cmd_stream_client)
+
+    p = sub.add_parser("bench", help="speed figures as JSON lines: real-time factors, overhead, streaming latency")
+    model_option(p)
+    p.add_argument("--config", default="grvq16k", help="built-in config or YAML to benchmark (random weights)")
+    p.add_argument("--streaming", action="store_true", help="per-frame streaming compute time instead")
+    p.add_argument("--seconds", type=float, default=10.0, help="audio length for the offline figures")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--frames", type=int, default=500, help="frames for the streaming figures")
+    p.set_defaults(func=cmd_bench)
+
+
+def _add_tokens_commands(sub) -> None:
+    """`codec tokens`: corpus -> LM token shards (imports codec.tokens only when run); works under torchrun."""
+
+    def cmd_tokens(args) -> None:
+        from codec.tokens.extract import extract_tokens
+
+        model = _load(args.model, args.device)
+        levels = _levels(model, args)
+        summary = extract_tokens(
+            model, args.data, args.out, levels=levels, fmt=args.format, pattern=args.pattern, offsets=args.offsets,
+            batch_size=args.batch_size, max_batch_seconds=args.max_batch_seconds, num_workers=args.num_workers,
+            device=args.device, min_frames=args.min_frames, progress=not args.quiet,
+        )  # fmt: skip
+        if "rank" in summary:  # torchrun: rank 0 reports for everyone
+            return
+        run = summary.get("this_run", {})
+        speed = f", {run['audio_hours_per_hour']:.1f} audio-hours/hour" if run.get("utterances") else ""
+        state = " (already up to date)" if summary.get("up_to_date") else ""
+        print(
+            f"{args.out}: {summary['extracted']} of {summary['utterances']} utterances, {summary['frames']} frames, "
+            f"{summary['audio_hours']:.3f} h{state}; failed {summary['failed']}, empty {summary['skipped_empty']}, "
+            f"too short {summary['skipped_short']} (see failed.list){speed}"
+        )
+
+    p = sub.add_parser(
+        "tokens",
+        help="extract codec tokens of a corpus for language models (resumable; torchrun for many processes)",
+        description="Extract tokens. Many GPUs or processes: torchrun --nproc_per_node N -m codec tokens ...",
+    )
+    p.add_argument("--data", required=True, help="Kaldi data dir, wav.scp, or folder of audio files")
+    p.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
+    p.add_argument("--model", "-m", default=None, help="model name (see `codec models`) or path to a model file")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--bitrate", "-b", type=float, metavar="KBPS", help="bitrate in kbps, rounded down (default: highest)")
+    g.add_argument("--levels", "-l", type=int, default=None, metavar="N", help="residual levels to use")
+    p.add_argument("--format", choices=["npy", "ark", "packed"], default="npy", help="see docs/TOKENS.md")
+    patterns = ["parallel", "flatten", "delay", "stack-delay", "coarse-first"]
+    p.add_argument("--pattern", choices=patterns, default="parallel", help="codebook interleaving (docs/TOKENS.md)")
+    p.add_argument("--offsets", action="store_true", help="shift codebook n by n*K: one shared vocabulary")
+    p.add_argument("--batch-size", type=int, default=16, help="utterances per batch (length-bucketed)")
+    p.add_argument("--max-batch-seconds", type=float, default=320.0, help="cap on count x longest in a batch")
+    p.add_argument("--num-workers", type=int, default=2, help="DataLoader processes reading and resampling audio")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)")
+    p.add_argument("--min-frames", type=int, default=1, help="list shorter audio in failed.list instead")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_tokens)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="codec", description="Streaming neural audio codec (GRVQ).")
     parser.add_argument("--version", action="version", version=f"codec {__version__}")
@@ -130,6 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     def model_option(p):
         p.add_argument("--model", "-m", default=None, help="model name (see `codec models`) or path to a model file")
+        device_option(p)
+
+    def device_option(p):
+        p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda or cuda:N (default: cpu)")
 
     def rate_options(p):
         g = p.add_mutually_exclusive_group()
@@ -172,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="error",
         help="damaged or missing packets: stop with an error, or decode the rest with silence in their place",
     )
+    device_option(p)
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=cmd_decode)
 
@@ -189,6 +470,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--levels", "-l", type=int, default=None, help="one level count (default: lowest, middle, highest)")
     p.add_argument("--out-dir", default=None, help="where to write the outputs (default: a new temporary folder)")
     p.set_defaults(func=cmd_demo)
+    _add_streaming_commands(sub, model_option, rate_options)
+    _add_eval_commands(sub)
+    _add_training_commands(sub)
+    _add_tokens_commands(sub)
     return parser
 
 

@@ -24,7 +24,7 @@ from codec.errors import CodecError
 from codec.models.codec import CodecModel
 from codec.streaming import StreamingDecoder, StreamingEncoder
 
-BLOCK_SECONDS = 10.0  # audio read, encoded or decoded per step: bounds memory for long files
+BLOCK_SECONDS = 2.0  # audio read, encoded or decoded per step: bounds memory for long files
 
 
 def model_id(model: CodecModel) -> str:
@@ -312,31 +312,31 @@ def decode_file(
                     return stop.value
 
 
-def model_for_codes(input_path: str | Path, model: str | None):
+def model_for_codes(input_path: str | Path, model: str | None, device: str | torch.device = "cpu"):
     """The model to decode a file with: the one named, else the shipped model that made it, else the default."""
     from codec.checkpoint import load_model
 
     if model is not None:
-        return load_model(model)
+        return load_model(model, device=device)
     input_path = Path(input_path)
     if not input_path.is_file():
         raise CodecError(f"input file {input_path} not found")
     with open(input_path, "rb") as f:
         header = bitstream.read_header(f, str(input_path))
-    return model_for_header(header, str(input_path))
+    return model_for_header(header, str(input_path), device=device)
 
 
-def model_for_header(header: CodesHeader, name: str):
+def model_for_header(header: CodesHeader, name: str, device: str | torch.device = "cpu"):
     from codec import pretrained
     from codec.checkpoint import load_model, shipped_model_for_id
 
     known = shipped_model_for_id(header.model_id)
     if known:
-        return load_model(known)
+        return load_model(known, device=device)
     default = pretrained.default_model()
     if default is None:
         raise CodecError(
             f"{name} was made by model id {header.model_id}, which does not ship with this version; "
             "pass --model PATH with the model that encoded it"
         )
-    return load_model(default.name)
+    return load_model(default.name, device=device)
