@@ -134,6 +134,9 @@ class GroupResidualVQ(nn.Module):
     # --- training ---------------------------------------------------------------------------------
     def forward(self, z: torch.Tensor, levels: int | None = None) -> QuantizerOutput:
         """Quantize z [B, D, F]; in training mode also update the codebooks and apply level dropout."""
+        if torch.is_autocast_enabled(z.device.type):  # codebook search and EMA statistics stay in fp32
+            with torch.autocast(z.device.type, enabled=False):
+                return self.forward(z.float(), levels)
         B, _, F = z.shape
         L = levels or self.num_levels
         x = self._frames(z)  # [N, G, d]

@@ -1,0 +1,94 @@
+"""Loss terms: multi-scale mel reconstruction, waveform L1, adversarial (hinge or least squares) and
+feature matching. The commitment loss comes from the quantizer itself (`QuantizerOutput`).
+
+Mel filters are librosa's (Slaney-normalised, as DAC and EnCodec use); spectrograms are torch.stft
+in fp32 whatever the autocast context.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class MelLoss(nn.Module):
+    """Mean over window sizes of L1(log10 mel) + L1(mel), for audio [B, C, T] pairs.
+
+    Args:
+        sample_rate: audio rate. windows: STFT window sizes (hop = window / 4). bins: mel bands per window.
+        clamp: floor of mel magnitudes before the log.
+    """
+
+    def __init__(
+        self, *, sample_rate: int, windows: tuple[int, ...], bins: tuple[int, ...], clamp: float = 1e-5
+    ) -> None:
+        super().__init__()
+        from librosa.filters import mel  # training-only dependency, imported on use
+
+        self.windows, self.clamp = tuple(windows), clamp
+        for n_fft, n_mels in zip(windows, bins, strict=True):
+            filters = torch.from_numpy(mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=0.0, fmax=sample_rate / 2))
+            self.register_buffer(f"mel_{n_fft}", filters.float(), persistent=False)
+            self.register_buffer(f"window_{n_fft}", torch.hann_window(n_fft), persistent=False)
+
+    def spectrogram(self, x: torch.Tensor, n_fft: int) -> torch.Tensor:
+        """Mel magnitudes [B * C, n_mels, frames] of x [B, C, T]."""
+        x = x.reshape(-1, x.shape[-1]).float()
+        spec = torch.stft(
+            x, n_fft, hop_length=n_fft // 4, window=getattr(self, f"window_{n_fft}"), center=True, return_complex=True
+        ).abs()
+        return getattr(self, f"mel_{n_fft}") @ spec
+
+    def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(y.device.type, enabled=False):
+            total = y.new_zeros((), dtype=torch.float32)
+            for n_fft in self.windows:
+                a, b = self.spectrogram(y_hat, n_fft), self.spectrogram(y, n_fft)
+                log_a, log_b = a.clamp_min(self.clamp).log10(), b.clamp_min(self.clamp).log10()
+                total = total + F.l1_loss(log_a, log_b) + F.l1_loss(a, b)
+            return total / len(self.windows)
+
+
+def waveform_l1(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.l1_loss(y_hat.float(), y.float())
+
+
+def generator_adversarial(fake_logits: list[torch.Tensor], kind: str) -> torch.Tensor:
+    """Mean over critics of hinge max(0, 1 - D(G(x))) or least squares (1 - D(G(x)))^2."""
+    losses = [F.relu(1 - f.float()).mean() if kind == "hinge" else ((1 - f.float()) ** 2).mean() for f in fake_logits]
+    return torch.stack(losses).mean()
+
+
+def discriminator_adversarial(
+    real_logits: list[torch.Tensor], fake_logits: list[torch.Tensor], kind: str
+) -> torch.Tensor:
+    """Mean over critics of hinge max(0, 1 - D(x)) + max(0, 1 + D(G(x))) or (1 - D(x))^2 + D(G(x))^2."""
+    losses = []
+    for r, f in zip(real_logits, fake_logits, strict=True):
+        r, f = r.float(), f.float()
+        if kind == "hinge":
+            losses.append(F.relu(1 - r).mean() + F.relu(1 + f).mean())
+        else:
+            losses.append(((1 - r) ** 2).mean() + (f**2).mean())
+    return torch.stack(losses).mean()
+
+
+def feature_matching(real_features: list[list[torch.Tensor]], fake_features: list[list[torch.Tensor]]) -> torch.Tensor:
+    """Mean over critics and layers of L1 between features of real (held fixed) and generated audio."""
+    losses = [
+        F.l1_loss(f.float(), r.detach().float())
+        for rs, fs in zip(real_features, fake_features, strict=True)
+        for r, f in zip(rs, fs, strict=True)
+    ]
+    return torch.stack(losses).mean()
+
+
+def si_sdr(estimate: torch.Tensor, reference: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Scale-invariant SDR in dB per item for [..., T] signals (mean removed)."""
+    estimate = estimate.double() - estimate.double().mean(-1, keepdim=True)
+    reference = reference.double() - reference.double().mean(-1, keepdim=True)
+    scale = (estimate * reference).sum(-1, keepdim=True) / ((reference**2).sum(-1, keepdim=True) + eps)
+    target = scale * reference
+    noise = estimate - target
+    return (10 * torch.log10(((target**2).sum(-1) + eps) / ((noise**2).sum(-1) + eps))).float()
