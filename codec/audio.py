@@ -19,18 +19,9 @@ WRITE_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg":
 
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """Read any format libsndfile knows (wav, flac, ogg, mp3, ...): float32 [C, T] and its sample rate."""
-    path = Path(path)
-    if not path.exists():
-        raise CodecError(f"input file {path} not found")
-    if path.is_dir():
-        raise CodecError(f"input {path} is a directory; pass an audio file")
-    try:
-        data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        reason = str(e).split(":")[-1].strip() or "unknown format"
-        raise CodecError(
-            f"cannot read {path} as audio ({reason}); use wav, flac, ogg or mp3 (convert with ffmpeg or sox)"
-        ) from None
+    with open_audio(path) as f:
+        data = f.read(dtype="float32", always_2d=True)
+        sample_rate = f.samplerate
     if data.shape[0] == 0:
         raise CodecError(f"{path} holds no audio samples")
     if not np.isfinite(data).all():

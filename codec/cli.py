@@ -355,7 +355,7 @@ def _add_tokens_commands(sub) -> None:
     def cmd_tokens(args) -> None:
         from codec.tokens.extract import extract_tokens
 
-        model = _load(args.model, args.device)
+        model = _load(args.model, "cpu")  # extract_tokens moves it to --device (auto; cuda:LOCAL_RANK under torchrun)
         levels = _levels(model, args)
         summary = extract_tokens(
             model, args.data, args.out, levels=levels, fmt=args.format, pattern=args.pattern, offsets=args.offsets,
@@ -382,7 +382,7 @@ def _add_tokens_commands(sub) -> None:
     p.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
     p.add_argument("--model", "-m", default=None, help="model name (see `codec models`) or path to a model file")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--bitrate", "-b", type=float, metavar="KBPS", help="bitrate in kbps, rounded down (default: highest)")
+    g.add_argument("--bitrate", "-b", type=float, metavar="KBPS", help="kbps, rounded down (default: highest)")
     g.add_argument("--levels", "-l", type=int, default=None, metavar="N", help="residual levels to use")
     p.add_argument("--format", choices=["npy", "ark", "packed"], default="npy", help="see docs/TOKENS.md")
     patterns = ["parallel", "flatten", "delay", "stack-delay", "coarse-first"]
@@ -392,7 +392,7 @@ def _add_tokens_commands(sub) -> None:
     p.add_argument("--max-batch-seconds", type=float, default=320.0, help="cap on count x longest in a batch")
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader processes reading and resampling audio")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)")
-    p.add_argument("--min-frames", type=int, default=1, help="list shorter audio in failed.list instead")
+    p.add_argument("--min-frames", type=int, default=1, help="skip audio under N whole frames (failed.list)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_tokens)
 
