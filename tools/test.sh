@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q torch==2.13.0
-python -m pip install -q -e ".[dev,train,eval,serve]"
+python -m pip install -q -e ".[dev,train,eval,serve,recipes]"
 need=()
 command -v opusenc >/dev/null || need+=(opus-tools)
 command -v chromium >/dev/null || need+=(chromium)
