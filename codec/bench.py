@@ -87,27 +87,37 @@ def offline(model: CodecModel, seconds: float = 10.0, repeats: int = 7) -> None:
              packets=-(-header.expected_frames // bitstream.frames_per_packet(header)))  # fmt: skip
 
 
-def streaming(model: CodecModel, frames: int = 500) -> None:
-    """Per-frame compute time of the streaming encoder and decoder, one frame per call."""
+def streaming(model: CodecModel, frames: int = 500, batch_sizes: tuple[int, ...] = (1, 16)) -> None:
+    """Per-frame compute time of the streaming encoder and decoder, one frame per call.
+
+    Wall-clock median and p99 (what a real-time loop sees) and the median CPU time of this process (less
+    sensitive to other load on a shared machine). With B > 1, B streams go through each call together and
+    the per-stream figures divide by B.
+    """
     hop = model.hop_length
     frame_ms = 1000 * hop / model.sample_rate
-    audio = (0.1 * np.random.default_rng(0).standard_normal((1, hop * frames))).astype(np.float32)
     emit(what="algorithmic_latency", frame_ms=frame_ms, lookahead_ms=0.0, total_ms=frame_ms,
          note="causal model: a frame is coded once its last sample arrives; no lookahead")  # fmt: skip
-    for levels in sorted({1, model.num_levels}):
-        encoder = StreamingEncoder(model, levels=levels)
-        decoder = StreamingDecoder(model)
-        enc_times, dec_times = [], []
-        for i in range(frames):
-            start = time.perf_counter()
-            codes = encoder.push(audio[:, i * hop : (i + 1) * hop])
-            enc_times.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            decoder.push(codes)
-            dec_times.append(time.perf_counter() - start)
-        for direction, times in (("encode", enc_times[10:]), ("decode", dec_times[10:])):
-            ms = np.array(times) * 1000
-            emit(what="streaming_frame_time", direction=direction, levels=levels, frame_ms=frame_ms,
-                 median_ms=round(float(np.median(ms)), 3), p99_ms=round(float(np.percentile(ms, 99)), 3),
-                 median_percent_of_frame=round(float(100 * np.median(ms) / frame_ms), 1),
-                 p99_percent_of_frame=round(float(100 * np.percentile(ms, 99) / frame_ms), 1))  # fmt: skip
+    for B in batch_sizes:
+        audio = (0.1 * np.random.default_rng(0).standard_normal((B, hop * frames))).astype(np.float32)
+        for levels in sorted({1, model.num_levels}):
+            encoder = StreamingEncoder(model, levels=levels, batch_size=B)
+            decoder = StreamingDecoder(model, batch_size=B)
+            times = {"encode": ([], []), "decode": ([], [])}
+            for i in range(frames):
+                wall, cpu = time.perf_counter(), time.process_time()
+                codes = encoder.push(audio[:, i * hop : (i + 1) * hop])
+                times["encode"][0].append(time.perf_counter() - wall)
+                times["encode"][1].append(time.process_time() - cpu)
+                wall, cpu = time.perf_counter(), time.process_time()
+                decoder.push(codes)
+                times["decode"][0].append(time.perf_counter() - wall)
+                times["decode"][1].append(time.process_time() - cpu)
+            for direction, (wall_s, cpu_s) in times.items():
+                ms = np.array(wall_s[10:]) * 1000 / B
+                cpu_ms = float(np.median(cpu_s[10:])) * 1000 / B
+                emit(what="streaming_frame_time", direction=direction, levels=levels, streams_per_call=B,
+                     frame_ms=frame_ms, median_ms=round(float(np.median(ms)), 3),
+                     p99_ms=round(float(np.percentile(ms, 99)), 3), cpu_median_ms=round(cpu_ms, 3),
+                     median_percent_of_frame=round(float(100 * np.median(ms) / frame_ms), 1),
+                     p99_percent_of_frame=round(float(100 * np.percentile(ms, 99) / frame_ms), 1))  # fmt: skip

@@ -29,7 +29,7 @@ class _Streams:
         if model.audio_channels != 1:
             raise ValueError("streaming codes one mono stream per batch item; this model takes multichannel audio")
         self.model, self.batch_size = model, batch_size
-        self._state: State | None = None
+        self._state: dict[str, State] | None = None  # per layer, bound to the model for each call
         self._device = next(model.parameters()).device
         self._resampler = (
             soxr.ResampleStream(from_rate, to_rate, batch_size, dtype="float32", quality="HQ")
@@ -38,13 +38,11 @@ class _Streams:
         )
 
     def _run(self, fn):
-        """Call fn() with this object's state loaded into the model's layers."""
-        with self.model.streaming(self.batch_size):
-            if self._state is not None:
-                self.model.set_streaming_state(self._state)
-            out = fn()
-            self._state = self.model.get_streaming_state()
-        return out
+        """Call fn() with this object's state bound to the model's layers (updated in place)."""
+        if self._state is None:
+            self._state = self.model.new_streaming_state(self.batch_size)
+        with self.model.streaming_with(self._state):
+            return fn()
 
     def _resample(self, pcm: np.ndarray, last: bool = False) -> np.ndarray:
         if self._resampler is None:

@@ -42,10 +42,14 @@ class StreamingModule(nn.Module):
             return self._init_streaming_state(batch_size)
         return self._streaming_state
 
-    def _stateful(self) -> Iterator[tuple[str, StreamingModule]]:
-        for name, module in self.named_modules():
-            if isinstance(module, StreamingModule):
-                yield name, module
+    def _stateful(self) -> list[tuple[str, StreamingModule]]:
+        """Every StreamingModule in this tree (itself included), found once: walking the tree on every
+        streaming call would cost more than a frame's convolutions."""
+        cached = self.__dict__.get("_stateful_cache")
+        if cached is None:
+            cached = [(n, m) for n, m in self.named_modules() if isinstance(m, StreamingModule)]
+            self.__dict__["_stateful_cache"] = cached
+        return cached
 
     @contextlib.contextmanager
     def streaming(self, batch_size: int = 1) -> Iterator[None]:
@@ -59,6 +63,28 @@ class StreamingModule(nn.Module):
             yield
         finally:
             for module in modules:
+                module._streaming_state = None
+
+    def new_streaming_state(self, batch_size: int) -> dict[str, State]:
+        """A fresh state for every stateful layer, keyed by layer path: hold it and pass it to `streaming_with`."""
+        return {name: module._init_streaming_state(batch_size) for name, module in self._stateful()}
+
+    @contextlib.contextmanager
+    def streaming_with(self, states: dict[str, State]) -> Iterator[None]:
+        """Stream with externally held state (from `new_streaming_state`), updated in place, without copies.
+
+        This is how several independent streams share one model: each keeps its own `states` and enters
+        this context for each call.
+        """
+        if self.is_streaming:
+            raise RuntimeError("already streaming; leave the current `streaming()` context first")
+        modules = self._stateful()
+        for name, module in modules:
+            module._streaming_state = states[name]
+        try:
+            yield
+        finally:
+            for _, module in modules:
                 module._streaming_state = None
 
     def reset_streaming(self, mask: torch.Tensor | None = None) -> None:
