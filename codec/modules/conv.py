@@ -100,7 +100,7 @@ class StreamingConv1d(StreamingModule):
 
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight()
-        if self.groups != 1 or (self.stride == 1 and self.in_channels > 1):
+        if not self._uses_matmul():
             return F.conv1d(x, weight, self.bias, stride=self.stride, dilation=self.dilation, groups=self.groups)
         # Strided and single-input-channel convolutions as one matmul over unfolded windows: PyTorch's CPU
         # conv1d takes a slow path for these (10x slower for a single frame of a large strided kernel, 3x
@@ -116,8 +116,22 @@ class StreamingConv1d(StreamingModule):
             y = y + self.bias
         return y.transpose(1, 2)
 
+    def _uses_matmul(self) -> bool:
+        return self.groups == 1 and (self.stride > 1 or self.in_channels == 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B = x.shape[0]
+        if not self.is_streaming and not self._uses_matmul():
+            # A fresh state is `context` zeros: let the convolution pad instead of copying the whole input
+            # (it pads both ends; the outputs that see the right padding are dropped).
+            frames = (x.shape[-1] + self.context - self.window) // self.stride + 1
+            if frames <= 0:
+                return x.new_zeros(B, self.out_channels, 0)
+            y = F.conv1d(
+                x, self.weight(), self.bias, stride=self.stride, dilation=self.dilation, groups=self.groups,
+                padding=self.context,
+            )  # fmt: skip
+            return y[..., :frames]
         state = self._state(B)
         x = torch.cat([state["buffer"], x], dim=-1)
         frames = (x.shape[-1] - self.window) // self.stride + 1 if x.shape[-1] >= self.window else 0
@@ -177,10 +191,11 @@ class StreamingConvTranspose1d(StreamingModule):
         B, C_in, frames = x.shape
         s = self.stride
         spread = (x.transpose(1, 2) @ weight.reshape(C_in, -1)).view(B, frames, self.out_channels, 2, s)
-        first, second = spread[..., 0, :], spread[..., 1, :]  # [B, F, C_out, s]
-        carried = torch.cat([partial.view(B, 1, self.out_channels, s), second[:, :-1]], dim=1)
-        out = (first + carried).permute(0, 2, 1, 3).reshape(B, self.out_channels, frames * s)
-        return out, second[:, -1]
+        out = spread[..., 0, :].clone()  # [B, F, C_out, s]: each frame's own first half ...
+        out[:, 1:] += spread[:, :-1, :, 1, :]  # ... plus the previous frame's second half
+        out[:, 0] += partial.view(B, self.out_channels, s)
+        out = out.permute(0, 2, 1, 3).reshape(B, self.out_channels, frames * s)
+        return out, spread[:, -1, :, 1, :]
 
 
 class StreamingLSTM(StreamingModule):
