@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# LibriTTS (OpenSLR 60): 24 kHz read English, 2456 speakers. Trains grvq24k on train-clean-100, validates on
+# dev-clean, scores test-clean (500 utterances spread over it) against Opus and Codec2, extracts tokens.
+#   ./run.sh                                         everything, training on one GPU
+#   ./run.sh --ngpu 8 --stage 3                      train on 8 GPUs (torchrun)
+#   ./run.sh --stage 1 --corpus_dir /data/corpora    a copy already on disk (/data/corpora/LibriTTS/...)
+#   ./run.sh --local_data_opts "--train_parts 'train-clean-100 train-clean-360'"   more training data
+# Options: ./run.sh --help (these values override recipes/codec.sh's defaults; yours override these).
+set -euo pipefail
+
+./codec.sh \
+  --ngpu 1 \
+  --nj 8 \
+  --corpus_dir downloads \
+  --train_set train --valid_set dev --test_sets test \
+  --train_config conf/grvq24k.yaml \
+  --min_seconds 1.0 --max_seconds 20 \
+  --max_test_utts 500 \
+  --bitrates all \
+  --baselines opus,codec2 \
+  --token_format npy \
+  "$@"
