@@ -67,7 +67,7 @@ def describe(model: CodecModel) -> None:
 def offline(model: CodecModel, seconds: float = 10.0, repeats: int = 7) -> None:
     sr = model.sample_rate
     audio = (0.1 * np.random.default_rng(0).standard_normal((1, int(seconds * sr)))).astype(np.float32)
-    x = torch.from_numpy(audio)[None]
+    x = torch.from_numpy(audio)[None].to(next(model.parameters()).device)
     for levels in sorted({1, model.num_levels}):
         enc = _median_time(lambda levels=levels: model.encode(x, levels), repeats)
         codes = model.encode(x, levels)

@@ -29,6 +29,13 @@ def _load(model: str | None, device: str = "cpu"):
     return load_model(model, device=_device(device))
 
 
+def _need_websockets() -> None:
+    try:
+        import websockets  # noqa: F401
+    except ImportError:
+        raise CodecError("the WebSocket server and client need the serve extra: pip install -e '.[serve]'") from None
+
+
 def _device(name: str):
     import torch
 
@@ -79,11 +86,9 @@ def cmd_decode(args) -> None:
 
 
 def cmd_info(args) -> None:
-    from codec.describe import codes_info, model_info
+    from codec.describe import describe
 
-    target = Path(args.target)
-    with_magic = target.is_file() and target.open("rb").read(4) == b"GRVQ"
-    info = codes_info(target) if with_magic or target.suffix == ".codes" else model_info(args.target)
+    info = describe(args.target)
     if args.json:
         print(json.dumps(info, indent=2))
         return
@@ -250,6 +255,7 @@ def _add_streaming_commands(sub, model_option, rate_options) -> None:
         import asyncio
         import logging
 
+        _need_websockets()
         from codec.serve import serve
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -265,27 +271,29 @@ def _add_streaming_commands(sub, model_option, rate_options) -> None:
 
         from codec.atomic import atomic_output
         from codec.audio import read_audio, write_audio
+
+        _need_websockets()
         from codec.serve import decode_remote, encode_remote
 
-        try:
-            if args.mode == "encode":
-                audio, rate = read_audio(args.input)
-                data = asyncio.run(
-                    encode_remote(args.url, audio, rate, bitrate=args.bitrate, levels=args.levels,
-                                  realtime=args.realtime)
-                )  # fmt: skip
-                with atomic_output(args.output) as tmp:
-                    tmp.write_bytes(data)
-                print(f"{args.output}: {len(data)} bytes from {args.url}")
-            else:
-                data = Path(args.input).read_bytes() if Path(args.input).is_file() else None
-                if data is None:
-                    raise CodecError(f"input file {args.input} not found")
-                audio, rate = asyncio.run(decode_remote(args.url, data))
-                write_audio(args.output, audio, rate)
-                print(f"{args.output}: {audio.shape[1]} samples x {audio.shape[0]} channel(s) at {rate} Hz")
-        except OSError as e:
-            raise CodecError(f"cannot reach {args.url} ({e}); is `codec serve` running there?") from None
+        def remote(coroutine):
+            try:
+                return asyncio.run(coroutine)
+            except OSError as e:
+                raise CodecError(f"cannot reach {args.url} ({e}); is `codec serve` running there?") from None
+
+        if args.mode == "encode":
+            audio, rate = read_audio(args.input)
+            data = remote(encode_remote(args.url, audio, rate, bitrate=args.bitrate, levels=args.levels,
+                                        realtime=args.realtime))  # fmt: skip
+            with atomic_output(args.output) as tmp:
+                tmp.write_bytes(data)
+            print(f"{args.output}: {len(data)} bytes from {args.url}")
+        else:
+            if not Path(args.input).is_file():
+                raise CodecError(f"input file {args.input} not found")
+            audio, rate = remote(decode_remote(args.url, Path(args.input).read_bytes()))
+            write_audio(args.output, audio, rate)
+            print(f"{args.output}: {audio.shape[1]} samples x {audio.shape[0]} channel(s) at {rate} Hz")
 
     def cmd_bench(args) -> None:
         import torch
@@ -299,7 +307,7 @@ def _add_streaming_commands(sub, model_option, rate_options) -> None:
         else:
             path = Path(args.config) if Path(args.config).is_file() else builtin_config_path(args.config)
             torch.manual_seed(0)
-            model = build_model(load_config(path).model).eval()
+            model = build_model(load_config(path).model).eval().to(_device(args.device))
         bench.describe(model)
         if args.streaming:
             bench.streaming(model, frames=args.frames)

@@ -104,8 +104,10 @@ def encode_blocks(
         packets.add(encoder.push(block))
     if total == 0:
         raise CodecError("the input holds no audio samples")
-    if num_samples is not None and total != num_samples:
-        raise CodecError(f"the input ended after {total} of the {num_samples} samples it announced")
+    if num_samples is not None and total < num_samples:
+        raise CodecError(f"the input ended after {total} of the {num_samples} samples it announced; it is truncated")
+    if num_samples is not None and total > num_samples:
+        raise CodecError(f"the input holds {total} samples but announced {num_samples}; its header is damaged")
     packets.add(encoder.flush(), final=True)
     if num_samples is None:
         writer.write_end(total)
@@ -261,8 +263,12 @@ def decode_blocks(
     yield from trim.feed(decoder.flush())
     length = reader.num_samples
     expected = CodesHeader(**{**h.__dict__, "num_samples": length}).expected_frames if length is not None else None
+    missing = None
     if expected is not None and report.frames < expected:
         missing = f"{name} ends after {report.frames} of {expected} frames: the file was cut short"
+    elif length is None and hold_back:  # a file of unknown length must end with its end record
+        missing = f"{name} ends without its end record: the stream was cut short"
+    if missing is not None:
         if not conceal:
             raise CodecError(f"{missing}; pass --on-corrupt silence to decode what is there")
         report.damaged.append(missing)

@@ -59,3 +59,16 @@ def codes_info(path: Path) -> dict:
         "overhead_bytes": size - payload,
         "overhead_percent": round(100 * (size - payload) / payload, 3) if payload else None,
     }
+
+
+def describe(target: str) -> dict:
+    """`codec info TARGET`: a .codes file (by its magic bytes or suffix) or a model (name or file)."""
+    path = Path(target)
+    if path.suffix == ".codes" or (path.is_file() and _magic(path) == bitstream.MAGIC):
+        return codes_info(path)
+    return model_info(target)
+
+
+def _magic(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(len(bitstream.MAGIC))

@@ -98,6 +98,8 @@ async def _encode_session(model: CodecModel, ws, start: dict) -> None:
     except (TypeError, ValueError):
         raise ProtocolError("sample_rate, channels and packet_frames must be positive integers") from None
     fmt = PcmFormat(sample_rate, channels, start.get("format", "s16le"))
+    if start.get("bitrate") is not None and start.get("levels") is not None:
+        raise ProtocolError('give "bitrate" or "levels", not both')
     try:
         levels, notice = model.levels_for(bitrate_kbps=start.get("bitrate"), levels=start.get("levels"))
     except (CodecError, TypeError) as e:
@@ -118,6 +120,8 @@ async def _encode_session(model: CodecModel, ws, start: dict) -> None:
         if isinstance(message, str):
             if _control(message) != "end":
                 raise ProtocolError('expected binary PCM or {"type": "end"}')
+            if rest:
+                raise ProtocolError(f"the PCM ended in a partial frame ({len(rest)} bytes); send whole frames")
             break
         data = rest + message
         whole = len(data) - len(data) % fmt.frame_bytes
@@ -149,7 +153,10 @@ async def _decode_session(model: CodecModel, ws, start: dict) -> None:
         check_compatible(model, h, "the stream")
     except CodecError as e:
         raise ProtocolError(str(e)) from None
-    fmt = PcmFormat(int(start.get("sample_rate", h.sample_rate)), h.channels, start.get("format", "s16le"))
+    rate = start.get("sample_rate", h.sample_rate)
+    if not isinstance(rate, int) or isinstance(rate, bool) or rate < 1:
+        raise ProtocolError("sample_rate must be a positive integer")
+    fmt = PcmFormat(rate, h.channels, start.get("format", "s16le"))
     decoder = StreamingDecoder(model, batch_size=h.channels, sample_rate=fmt.sample_rate)
     total = 0
     async for message in ws:
@@ -158,7 +165,10 @@ async def _decode_session(model: CodecModel, ws, start: dict) -> None:
                 raise ProtocolError('expected a binary packet or {"type": "end"}')
             break
         reader.stream = io.BytesIO(message)
-        packet = reader.read_packet()
+        try:
+            packet = reader.read_packet()
+        except CodecError as e:  # a damaged end record
+            raise ProtocolError(str(e)) from None
         if packet is not None and packet.error is not None:
             raise ProtocolError(f"bad packet: {packet.error}")
         if reader.stream.read(1):

@@ -114,7 +114,7 @@ class StreamingEncoder(_Streams):
         missing = total - self._model_samples - tail.shape[1]
         if missing > 0:  # soxr may emit a sample less than the rounded-up length the offline path pads to
             tail = np.pad(tail, ((0, 0), (0, missing)))
-        codes = torch.cat([self._encode(tail), self._run(lambda: self.model.flush(self.levels))], dim=-1)
+        codes = torch.cat([self._encode(tail), self._run(lambda: self.model.flush(self.levels)).cpu()], dim=-1)
         self._state, self.samples_in, self._model_samples = None, 0, 0
         if self._resampler is not None:
             self._resampler.clear()

@@ -254,3 +254,47 @@ def test_memory_stays_flat_for_long_files(tmp_path, tiny_model_file):
         growth[seconds] = int(out.stdout.strip())  # KiB
     # 20x more audio (400 s = 3.2 M samples, 12.8 MB as float) must not grow the peak by more than a few MB
     assert growth[400] - growth[20] < 8 * 1024, growth
+
+
+def test_stream_without_its_end_record_is_reported_cut_short(tiny_model):
+    from codec.compress import encode_blocks
+    from codec.errors import CodecError
+
+    audio = tone(0.2, 8000)
+    out = io.BytesIO()
+    encode_blocks(tiny_model, [audio], out, sample_rate=8000, channels=1, levels=2, num_samples=None, packet_frames=4)
+    data = out.getvalue()
+    reader = CodesReader(io.BytesIO(data))
+    last_packet_end = max(p.offset + p.size for p in reader.packets())
+    assert reader.ended and last_packet_end < len(data)
+    with pytest.raises(CodecError, match="without its end record"):
+        decode_stream(tiny_model, io.BytesIO(data[:last_packet_end]))
+    decoded, _, report = decode_stream(tiny_model, io.BytesIO(data[:last_packet_end]), conceal=True)
+    assert report.damaged and decoded.shape[1] >= audio.shape[1]
+
+
+def test_server_refuses_ambiguous_rates_and_partial_frames(server_url):
+    from websockets.asyncio.client import connect
+
+    url, _ = server_url
+
+    async def session(start, pcm=b""):
+        async with connect(url) as ws:
+            await ws.send(json.dumps(start))
+            reply = json.loads(await ws.recv())
+            if reply["type"] == "ready":
+                await ws.recv()  # the .codes header
+                await ws.send(pcm)
+                await ws.send(json.dumps({"type": "end"}))
+                while isinstance(reply := await ws.recv(), bytes):
+                    pass
+                reply = json.loads(reply)
+            await ws.wait_closed()
+            return reply, ws.close_code
+
+    both = {"type": "start", "mode": "encode", "sample_rate": 8000, "bitrate": 5.4, "levels": 2}
+    reply, code = asyncio.run(session(both))
+    assert reply["type"] == "error" and "not both" in reply["message"] and code == 1008
+    start = {"type": "start", "mode": "encode", "sample_rate": 8000, "format": "s16le"}
+    reply, code = asyncio.run(session(start, b"\x00" * 201))  # 100.5 frames of s16
+    assert reply["type"] == "error" and "partial frame" in reply["message"] and code == 1008
