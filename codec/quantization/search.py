@@ -143,7 +143,8 @@ def rvq_search(
     """Codes [N, levels, G] and quantized sum [N, G, D] of `residual` [N, G, D] under `codebooks` [G, L, K, D]."""
     if residual.dim() != 3 or codebooks.dim() != 4 or residual.shape[1:] != (codebooks.shape[0], codebooks.shape[3]):
         raise ValueError(
-            f"residual [N, G, D] and codebooks [G, L, K, D] disagree: {tuple(residual.shape)} vs {tuple(codebooks.shape)}"
+            "residual [N, G, D] and codebooks [G, L, K, D] disagree: "
+            f"{tuple(residual.shape)} vs {tuple(codebooks.shape)}"
         )
     if lookup not in LOOKUPS:
         raise ValueError(f"lookup must be one of {LOOKUPS}, got {lookup!r}")
