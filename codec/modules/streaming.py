@@ -79,13 +79,13 @@ class StreamingModule(nn.Module):
         if self.is_streaming:
             raise RuntimeError("already streaming; leave the current `streaming()` context first")
         modules = self._stateful()
-        for name, module in modules:
-            module._streaming_state = states[name]
+        for name, module in modules:  # plain attribute writes: nn.Module.__setattr__ costs more than a conv here
+            module.__dict__["_streaming_state"] = states[name]
         try:
             yield
         finally:
             for _, module in modules:
-                module._streaming_state = None
+                module.__dict__["_streaming_state"] = None
 
     def reset_streaming(self, mask: torch.Tensor | None = None) -> None:
         """Return the streams selected by the boolean `mask` [B] (all if None) to a fresh state."""
