@@ -14,7 +14,8 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  { $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; } \
+    || echo "test.sh: could not install ${need[*]} (not root, or no apt); the tests that need them will say so" >&2
 fi
 if [ -x tools/check_cuda_build.sh ]; then
   tools/check_cuda_build.sh  # compiles the CUDA kernel with nvcc when nvcc is present (no GPU needed)
