@@ -137,6 +137,28 @@ def cmd_demo(args) -> None:
         )
 
 
+def model_option(p) -> None:
+    p.add_argument("--model", "-m", default=None, help="model name (see `codec models`) or path to a model file")
+    device_option(p)
+
+
+def device_option(p) -> None:
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda or cuda:N (default: cpu)")
+
+
+def rate_options(p) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--bitrate",
+        "-b",
+        type=float,
+        default=None,
+        metavar="KBPS",
+        help="bitrate in kbps; one between supported ones is rounded down (default: the highest)",
+    )
+    g.add_argument("--levels", "-l", type=int, default=None, metavar="N", help="residual levels to use")
+
+
 def _add_eval_commands(sub) -> None:
     """`codec eval`: rate-quality evaluation against classical codecs (imports codec.eval only when run)."""
 
@@ -212,7 +234,7 @@ def _add_training_commands(sub) -> None:
     p.set_defaults(func=cmd_export)
 
 
-def _add_streaming_commands(sub, model_option, rate_options) -> None:
+def _add_streaming_commands(sub) -> None:
     """Pipes (`stream-encode`, `stream-decode`), the WebSocket server and its client, and `bench`."""
 
     def cmd_stream_encode(args) -> None:
@@ -326,7 +348,7 @@ def _add_streaming_commands(sub, model_option, rate_options) -> None:
 
     p = sub.add_parser("stream-decode", help="decode .codes packets from stdin to raw PCM (or WAV) on stdout")
     p.add_argument("--model", "-m", default=None, help="model that encoded the stream (default: as `codec decode`)")
-    p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda or cuda:N (default: cpu)")
+    device_option(p)
     p.add_argument("--format", default="s16le", help=f"output sample format: {formats}")
     p.add_argument("--wav", action="store_true", help="write a WAV header first (length unknown if the stream's is)")
     p.add_argument("--on-corrupt", choices=["error", "silence"], default="error")
@@ -389,9 +411,7 @@ def _add_tokens_commands(sub) -> None:
     p.add_argument("--data", required=True, help="Kaldi data dir, wav.scp, or folder of audio files")
     p.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
     p.add_argument("--model", "-m", default=None, help="model name (see `codec models`) or path to a model file")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--bitrate", "-b", type=float, metavar="KBPS", help="kbps, rounded down (default: highest)")
-    g.add_argument("--levels", "-l", type=int, default=None, metavar="N", help="residual levels to use")
+    rate_options(p)
     p.add_argument("--format", choices=["npy", "ark", "packed"], default="npy", help="see docs/TOKENS.md")
     patterns = ["parallel", "flatten", "delay", "stack-delay", "coarse-first"]
     p.add_argument("--pattern", choices=patterns, default="parallel", help="codebook interleaving (docs/TOKENS.md)")
@@ -411,25 +431,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    def model_option(p):
-        p.add_argument("--model", "-m", default=None, help="model name (see `codec models`) or path to a model file")
-        device_option(p)
-
-    def device_option(p):
-        p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda or cuda:N (default: cpu)")
-
-    def rate_options(p):
-        g = p.add_mutually_exclusive_group()
-        g.add_argument(
-            "--bitrate",
-            "-b",
-            type=float,
-            default=None,
-            metavar="KBPS",
-            help="bitrate in kbps; one between supported ones is rounded down (default: the highest)",
-        )
-        g.add_argument("--levels", "-l", type=int, default=None, metavar="N", help="residual levels to use")
 
     p = sub.add_parser("encode", help="compress an audio file into a .codes file")
     p.add_argument("input", help="audio file (wav, flac, ogg, mp3; any rate and channel count)")
@@ -478,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--levels", "-l", type=int, default=None, help="one level count (default: lowest, middle, highest)")
     p.add_argument("--out-dir", default=None, help="where to write the outputs (default: a new temporary folder)")
     p.set_defaults(func=cmd_demo)
-    _add_streaming_commands(sub, model_option, rate_options)
+    _add_streaming_commands(sub)
     _add_eval_commands(sub)
     _add_training_commands(sub)
     _add_tokens_commands(sub)

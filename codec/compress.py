@@ -7,7 +7,8 @@ written as they complete, and the codes equal whole-file encoding.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import dataclasses
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -18,7 +19,7 @@ import torch
 
 from codec import bitstream
 from codec.atomic import atomic_output
-from codec.audio import WRITE_FORMATS, open_audio
+from codec.audio import WRITE_FORMATS, fit_length, open_audio
 from codec.bitstream import CodesHeader, CodesReader, CodesWriter
 from codec.errors import CodecError
 from codec.models.codec import CodecModel
@@ -218,9 +219,7 @@ class _Trim:
         target = length if length is not None else self.length
         if target is None:
             target = self.emitted + rest.shape[1]
-        rest = rest[:, : max(target - self.emitted, 0)]
-        if rest.shape[1] < target - self.emitted:
-            rest = np.pad(rest, ((0, 0), (0, target - self.emitted - rest.shape[1])))
+        rest = fit_length(rest, max(target - self.emitted, 0))
         if rest.shape[1]:
             self.emitted += rest.shape[1]
             yield rest
@@ -262,7 +261,7 @@ def decode_blocks(
         yield from trim.feed(decoder.push(codes))
     yield from trim.feed(decoder.flush())
     length = reader.num_samples
-    expected = CodesHeader(**{**h.__dict__, "num_samples": length}).expected_frames if length is not None else None
+    expected = dataclasses.replace(h, num_samples=length).expected_frames  # the end record may carry the length
     missing = None
     if expected is not None and report.frames < expected:
         missing = f"{name} ends after {report.frames} of {expected} frames: the file was cut short"
@@ -282,14 +281,8 @@ def decode_stream(
 ) -> tuple[np.ndarray, int, DecodeReport]:
     """Decode a whole .codes stream into memory: float audio [C, T] at the input's rate and length."""
     reader = CodesReader(stream, name)
-    blocks = decode_blocks(model, reader, conceal=conceal)
-    pieces = []
-    while True:
-        try:
-            pieces.append(next(blocks))
-        except StopIteration as stop:
-            report = stop.value
-            break
+    pieces: list[np.ndarray] = []
+    report = _drain(decode_blocks(model, reader, conceal=conceal), pieces.append)
     audio = np.concatenate(pieces, axis=1) if pieces else np.zeros((reader.header.channels, 0), np.float32)
     return audio, reader.header.sample_rate, report
 
@@ -307,15 +300,19 @@ def decode_file(
     with open(input_path, "rb") as f:
         reader = CodesReader(f, str(input_path))
         h = reader.header
-        blocks = decode_blocks(model, reader, conceal=conceal)
         with atomic_output(output_path) as tmp, sf.SoundFile(
             str(tmp), "w", samplerate=h.sample_rate, channels=h.channels, format=fmt[0], subtype=fmt[1]
         ) as out:
-            while True:
-                try:
-                    out.write(np.clip(next(blocks), -1.0, 1.0).T)
-                except StopIteration as stop:
-                    return stop.value
+            return _drain(decode_blocks(model, reader, conceal=conceal), lambda b: out.write(np.clip(b, -1.0, 1.0).T))
+
+
+def _drain(blocks: Generator[np.ndarray, None, DecodeReport], consume) -> DecodeReport:
+    """Feed every block of `decode_blocks` to `consume`; return the generator's report."""
+    while True:
+        try:
+            consume(next(blocks))
+        except StopIteration as stop:
+            return stop.value
 
 
 def model_for_codes(input_path: str | Path, model: str | None, device: str | torch.device = "cpu"):

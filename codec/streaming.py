@@ -115,10 +115,13 @@ class StreamingEncoder(_Streams):
         if missing > 0:  # soxr may emit a sample less than the rounded-up length the offline path pads to
             tail = np.pad(tail, ((0, 0), (0, missing)))
         codes = torch.cat([self._encode(tail), self._run(lambda: self.model.flush(self.levels)).cpu()], dim=-1)
-        self._state, self.samples_in, self._model_samples = None, 0, 0
-        if self._resampler is not None:
-            self._resampler.clear()
+        self.reset()
         return codes
+
+    def reset(self, mask: torch.Tensor | np.ndarray | None = None) -> None:
+        super().reset(mask)
+        if mask is None:  # all streams start afresh: so do the length counters the flush padding relies on
+            self.samples_in = self._model_samples = 0
 
     def _encode(self, x: np.ndarray) -> torch.Tensor:
         self._model_samples += x.shape[1]

@@ -54,16 +54,8 @@ class StreamingModule(nn.Module):
     @contextlib.contextmanager
     def streaming(self, batch_size: int = 1) -> Iterator[None]:
         """Keep state across `forward` calls for `batch_size` independent streams."""
-        if self.is_streaming:
-            raise RuntimeError("already streaming; leave the current `streaming()` context first")
-        modules = [m for _, m in self._stateful()]
-        for module in modules:
-            module._streaming_state = module._init_streaming_state(batch_size)
-        try:
+        with self.streaming_with(self.new_streaming_state(batch_size)):
             yield
-        finally:
-            for module in modules:
-                module._streaming_state = None
 
     def new_streaming_state(self, batch_size: int) -> dict[str, State]:
         """A fresh state for every stateful layer, keyed by layer path: hold it and pass it to `streaming_with`."""
