@@ -33,6 +33,7 @@ class SEANetConfig:
     compress: int = 2  # residual blocks squeeze channels by this factor
     lstm_layers: int = 0  # streaming LSTM layers at the bottleneck (0 = none)
     max_channels: int = 1024  # cap on the doubled channel count
+    patch_size: int = 1  # samples folded into channels before the first conv (encoder) / after the last (decoder)
 
 
 @dataclass(frozen=True)
@@ -72,19 +73,20 @@ class ModelConfig:
             problems.append("quantizer.num_groups and quantizer.num_levels must be at least 1")
         elif self.latent_dim % q.num_groups:
             problems.append(f"latent_dim {self.latent_dim} is not divisible by num_groups {q.num_groups}")
-        if _prod(self.encoder.ratios) != _prod(self.decoder.ratios):
+        enc, dec = self.encoder, self.decoder
+        if enc.patch_size * _prod(enc.ratios) != dec.patch_size * _prod(dec.ratios):
             problems.append(
-                f"encoder.ratios {self.encoder.ratios} and decoder.ratios {self.decoder.ratios} "
-                "must have the same product (the hop length)"
+                f"encoder patch_size x ratios ({enc.patch_size} x {enc.ratios}) and decoder patch_size x ratios "
+                f"({dec.patch_size} x {dec.ratios}) must have the same product (the hop length)"
             )
-        if any(r < 1 for r in self.encoder.ratios + self.decoder.ratios):
-            problems.append("ratios must be positive")
+        if any(r < 1 for r in enc.ratios + dec.ratios) or min(enc.patch_size, dec.patch_size) < 1:
+            problems.append("ratios and patch_size must be positive")
         if problems:
             raise CodecError("invalid model config: " + "; ".join(problems))
 
     @property
     def hop_length(self) -> int:
-        return _prod(self.encoder.ratios)
+        return self.encoder.patch_size * _prod(self.encoder.ratios)
 
 
 DISCRIMINATOR_KINDS = ("mpd", "msd", "msstft", "mrd")
@@ -183,6 +185,10 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; the quantizer always runs in fp32)
     disc_start_step: int = 0  # adversarial training begins at this step (reconstruction only before)
     ema_decay: float | None = None  # keep an EMA of generator weights (e.g. 0.999); exported when present
+    # fine-tune: start a new run from these generator weights (a step_*.pt, a training output dir or a .safetensors
+    # model file, e.g. the shipped grvq16k) with fresh optimizers, discriminators and step 0; the model config
+    # must match. Ignored when the run resumes from its own checkpoints.
+    init_from: str | None = None
     log_every: int = 50
     eval_every: int = 2000
     checkpoint_every: int = 2000

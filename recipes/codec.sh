@@ -35,6 +35,7 @@ valid_set=dev            # held-out data set for validation during training
 test_sets="test"         # data sets to decode and score (space-separated)
 train_config=conf/grvq16k.yaml  # training config (model, data, train, discriminator, loss)
 train_args=              # extra dotted overrides for codec train, e.g. "train.max_steps=1000 train.batch_size=8"
+init_model=              # fine-tune: start training from this model file or checkpoint (e.g. grvq16k, the shipped one)
 tag=                     # experiment name; default: the train config's file name
 min_seconds=0.5          # stage 2 drops train/valid utterances shorter than this (seconds)
 max_seconds=30           # stage 2 drops train/valid utterances longer than this (seconds; 0 = no limit)
@@ -168,7 +169,9 @@ if begin_stage 3 "train $exp on $dump_dir/$train_set ($ngpu GPU(s))"; then
     mkdir -p "$exp"
     device=cuda; [ "$ngpu" -gt 0 ] || device=cpu
     args=(--config "$train_config" "data.train_dir=$dump_dir/$train_set" "data.valid_dir=$dump_dir/$valid_set"
-          "train.output_dir=$exp" "train.device=$device" "${overrides[@]}")  # --train_args come last and win
+          "train.output_dir=$exp" "train.device=$device")
+    [ -z "$init_model" ] || args+=("train.init_from=$init_model")
+    args+=("${overrides[@]}")  # --train_args come last and win
     if compgen -G "$exp/checkpoints/step_*.pt" > /dev/null; then
       log "checkpoints found in $exp/checkpoints: resuming"
       args+=(--resume)

@@ -15,6 +15,29 @@ from tests.conftest import make_tiny, tone
 HOP = 12  # tiny.yaml
 
 
+PATCHED = {"encoder.patch_size": 3, "encoder.ratios": "[4]", "decoder.patch_size": 3, "decoder.ratios": "[4]"}
+
+
+@pytest.fixture(scope="module", params=["plain", "patched"])
+def tiny_model(request):
+    """Every property below must hold for plain SEANet and for a patched model (3 samples folded per step)."""
+    return make_tiny() if request.param == "plain" else make_tiny(**PATCHED)
+
+
+def test_patched_model_folds_samples_into_channels():
+    model = make_tiny(**PATCHED)
+    assert model.hop_length == 12 and model.encoder.model[0].size == 3
+    x = torch.randn(2, 1, 36)
+    patches = model.encoder.model[0](x)
+    assert patches.shape == (2, 3, 12) and torch.equal(patches[:, :, 1], x[:, 0, 3:6])
+    assert torch.equal(model.decoder.model[-1](patches), x)  # Unpatchify inverts Patchify
+
+
+def test_patch_and_ratios_must_give_one_hop():
+    with pytest.raises(CodecError, match="same product"):
+        make_tiny(**{"encoder.patch_size": 2})
+
+
 def _audio(batch: int = 2, seconds: float = 0.5, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(tone(seconds, 8000, channels=batch, seed=seed))[:, None, :]
 

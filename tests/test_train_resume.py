@@ -104,6 +104,29 @@ def test_export_then_load_model_reproduces_the_generator(straight_and_resumed, t
     trainer.model.train()
 
 
+def test_init_from_fine_tunes_from_weights_with_fresh_critics_and_step(straight_and_resumed, tmp_path):
+    _, trainer, _, _ = straight_and_resumed
+    exported = tmp_path / "model.safetensors"
+    assert main(["export", str(trainer.output_dir), str(exported)]) == 0
+    # from a model file, with other critics than the run had (a GAN fine-tune of a reconstruction-only model)
+    for source in (str(exported), str(trainer.output_dir)):
+        out = tmp_path / f"fine{len(source)}"
+        out.mkdir()
+        config = tiny_training_config(
+            out, trainer.config.data.train_dir, "discriminator.kinds=[msstft]", f"train.init_from={source}", valid=False
+        )
+        tuned = Trainer(config, progress_bar=False)
+        assert tuned.step == 0 and all(name.startswith("msstft") for name in tuned.disc.critics)
+        assert_same_state(tuned.model.state_dict(), trainer.ema.model.state_dict())  # the EMA weights are taken
+        tuned.close()
+    (tmp_path / "other").mkdir()
+    other = tiny_training_config(
+        tmp_path / "other", trainer.config.data.train_dir, "model.latent_dim=4", f"train.init_from={exported}"
+    )
+    with pytest.raises(CodecError, match="another config"):
+        Trainer(other, progress_bar=False)
+
+
 def test_export_errors_are_one_line(tmp_path, capsys):
     assert main(["export", str(tmp_path), str(tmp_path / "m.safetensors")]) == 1
     assert "no training checkpoints" in capsys.readouterr().err

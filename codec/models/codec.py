@@ -180,6 +180,7 @@ def build_model(config: ModelConfig) -> CodecModel:
             compress=c.compress,
             lstm_layers=c.lstm_layers,
             max_channels=c.max_channels,
+            patch_size=c.patch_size,
         )
 
     q = config.quantizer

@@ -28,6 +28,35 @@ class ResidualUnit(nn.Module):
         return x + self.block(x)
 
 
+class Patchify(nn.Module):
+    """Fold every `size` consecutive samples into channels: [B, C, T] -> [B, C * size, T // size].
+
+    Stateless: the encoder is only ever given whole frames, and a frame is a whole number of patches. Running
+    the rest of the network at 1/size of the sample rate is what makes a patched model cheap on a CPU.
+    """
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, T = x.shape
+        return x.reshape(B, C, T // self.size, self.size).transpose(2, 3).reshape(B, C * self.size, T // self.size)
+
+
+class Unpatchify(nn.Module):
+    """Inverse of `Patchify`: [B, C * size, F] -> [B, C, F * size]."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, CP, F = x.shape
+        C = CP // self.size
+        return x.reshape(B, C, self.size, F).transpose(2, 3).reshape(B, C, F * self.size)
+
+
 def _residual_stack(channels: int, *, num_layers: int, kernel_size: int, dilation_base: int, compress: int) -> list:
     return [
         ResidualUnit(channels, kernel_size=kernel_size, dilation=dilation_base**j, compress=compress)
@@ -64,10 +93,12 @@ class SEANetEncoder(nn.Module):
         compress: int = 2,
         lstm_layers: int = 0,
         max_channels: int = 1024,
+        patch_size: int = 1,
     ) -> None:
         super().__init__()
         width = channels
-        layers: list[nn.Module] = [StreamingConv1d(audio_channels, width, kernel_size)]
+        layers: list[nn.Module] = [Patchify(patch_size)] if patch_size > 1 else []
+        layers.append(StreamingConv1d(audio_channels * patch_size, width, kernel_size))
         for ratio in ratios:
             layers += _residual_stack(
                 width,
@@ -91,7 +122,8 @@ class SEANetEncoder(nn.Module):
 class SEANetDecoder(nn.Module):
     """Latent frames to waveform; the mirror image of `SEANetEncoder`.
 
-    `ratios` are given in encoder order and applied reversed. Shapes: z [B, D, F] -> [B, C, F * hop_length].
+    `ratios` are given in encoder order and applied reversed. Shapes: z [B, D, F] -> [B, C, F * hop_length];
+    with patch_size P the last convolution emits C * P channels that are unfolded into P samples each.
     """
 
     def __init__(
@@ -109,6 +141,7 @@ class SEANetDecoder(nn.Module):
         compress: int = 2,
         lstm_layers: int = 0,
         max_channels: int = 1024,
+        patch_size: int = 1,
     ) -> None:
         super().__init__()
         widths = [channels]
@@ -129,7 +162,9 @@ class SEANetDecoder(nn.Module):
                 dilation_base=dilation_base,
                 compress=compress,
             )
-        layers += [nn.ELU(), StreamingConv1d(width, audio_channels, last_kernel_size)]
+        layers += [nn.ELU(), StreamingConv1d(width, audio_channels * patch_size, last_kernel_size)]
+        if patch_size > 1:
+            layers.append(Unpatchify(patch_size))
         self.model = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

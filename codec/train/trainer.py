@@ -15,6 +15,7 @@ with a checkpoint.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
+from codec import pretrained
 from codec.config import Config, builtin_config_path, load_config, to_dict
 from codec.errors import CodecError
 from codec.models.codec import build_model
@@ -166,6 +168,8 @@ class Trainer:
         np.random.seed((tc.seed + self.dist.rank) % 2**32)
 
         self._resolve_resume(resume)
+        if tc.init_from and self.step == 0:
+            self._init_from(tc.init_from)
         self.log = TrainLog(
             self.output_dir / "tensorboard",
             enabled=self.dist.is_main,
@@ -221,6 +225,33 @@ class Trainer:
         else:
             path = checkpoints.find(resume)
         self.load_state(checkpoints.load(path, self.device), source=path)
+
+    def _init_from(self, source: str) -> None:
+        """Load generator weights (and codebook statistics) from a checkpoint or model file; nothing else."""
+        path = Path(source)
+        if path.suffix == ".safetensors" or (not path.exists() and pretrained.find(source) is not None):
+            from codec.checkpoint import load_model
+
+            loaded = load_model(source)
+            if dataclasses.replace(loaded.config, name=self.config.model.name) != self.config.model:
+                raise CodecError(
+                    f"train.init_from={source} holds a model with another config; set model: to its config "
+                    "(codec info shows it) to fine-tune it"
+                )
+            weights, extra = loaded.state_dict(), checkpoints.extra_buffers(loaded)
+        else:
+            state = checkpoints.load(checkpoints.find(path), self.device)
+            if state["config"]["model"] != to_dict(self.config)["model"]:
+                raise CodecError(
+                    f"train.init_from={source} was trained with another model config; set model: to the "
+                    "config.yaml beside it to fine-tune it"
+                )
+            ema = state.get("generator_ema")
+            weights, extra = (ema["model"], ema["extra"]) if ema else (state["generator"], state["generator_extra"])
+        self.model.load_state_dict(weights)
+        checkpoints.load_extra_buffers(self.model, extra)
+        if self.ema is not None:
+            self.ema = GeneratorEMA(self.model, self.config.train.ema_decay)
 
     def _setup_data(self) -> None:
         c = self.config
