@@ -169,7 +169,7 @@ def _add_eval_commands(sub) -> None:
         result = run_eval(
             data=args.data, out_dir=args.out, model=model, bitrates=args.bitrates, baselines=args.baselines,
             metrics=args.metrics, content=args.content, limit=args.limit, listen_clips=args.listen_clips,
-            listen_seconds=args.listen_seconds, progress=not args.quiet,
+            listen_seconds=args.listen_seconds, progress=not args.quiet, jobs=args.jobs,
         )
         failed = len(result["failures"])
         print(f"{args.out}: results.csv, summary.json, summary.md, plots/, listen.html "
@@ -189,6 +189,8 @@ def _add_eval_commands(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N clips")
     p.add_argument("--listen-clips", type=int, default=6, help="clips with players on the listening page")
     p.add_argument("--listen-seconds", type=float, default=10.0, help="seconds of each clip on the listening page")
+    p.add_argument("--jobs", "-j", type=int, default=1,
+                   help="clips scored in parallel processes (one thread each); the results do not change")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
 

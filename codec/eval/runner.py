@@ -156,14 +156,20 @@ def run_eval(
     listen_seconds: float = 10.0,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    jobs: int = 1,
 ) -> dict:
-    """Run the evaluation and write the reports into `out_dir`; returns the summary (as in summary.json)."""
+    """Run the evaluation and write the reports into `out_dir`; returns the summary (as in summary.json).
+
+    `jobs` > 1 scores clips in that many processes (one torch thread each); the reports are identical.
+    """
     from tqdm import tqdm
 
     from codec.eval import report
 
     log = log or (lambda message: print(f"codec: {message}", file=sys.stderr))
     started = time.time()
+    if jobs < 1:
+        raise CodecError(f"--jobs {jobs}: give 1 or more processes")
     chosen_metrics = M.select_metrics(metrics)
     M.check_available(chosen_metrics)
     systems: list = [ModelSystem(model, n) for n in parse_bitrates(model, bitrates, log)] if model is not None else []
@@ -179,53 +185,31 @@ def run_eval(
     counts: dict[str, np.ndarray] = {}  # system label -> codebook histogram [N, K]
     how: dict[str, set[str]] = {}
     listening: list[dict] = []
-    bar = tqdm(clips, desc="eval", unit="clip", disable=not progress, file=sys.stderr)
-    for clip in bar:
-        bar.set_postfix_str(clip.id[-40:], refresh=False)
-        base = {"clip": clip.id, "path": str(clip.path), "content": clip.content}
-        try:
-            audio, sample_rate = read_audio(clip.path)
-        except CodecError as e:
-            rows.append({**base, "system": "original", "label": "original", "error": str(e)})
-            continue
-        except Exception as e:  # noqa: BLE001 - an unreadable clip is recorded, never fatal
-            rows.append({**base, "system": "original", "label": "original", "error": f"{type(e).__name__}: {e}"})
-            continue
-        mono = audio.mean(axis=0).astype(np.float32)
-        base.update(seconds=round(mono.size / sample_rate, 4), sample_rate=sample_rate)
-        values, skipped = M.score(mono, None, sample_rate, chosen_metrics, content=clip.content)
-        rows.append({**base, "system": "original", "label": "original", **values, "skipped": _skips(skipped)})
-        heard = [("original", mono)] if clip.id in listen_ids else None
-        for system in systems:
-            row = {**base, "system": system.system, "label": system.label, "target_kbps": system.kbps}
-            try:
-                tick = time.perf_counter()
-                coded = system.run(mono, sample_rate, clip.content)
-                row["coding_seconds"] = round(time.perf_counter() - tick, 4)
-                row["kbps"] = round(M.bitrate_spent(coded.num_bits // 8, mono.size / sample_rate) / 1000, 4)
-                how.setdefault(system.label, set()).add(coded.how)
-                values, skipped = M.score(mono, coded.audio, sample_rate, chosen_metrics, content=clip.content)
-                row.update(values, skipped=_skips(skipped))
-                if coded.codes is not None:
-                    hist = M.codebook_counts(coded.codes, system.model.codebook_size)
-                    counts[system.label] = counts.get(system.label, 0) + hist
-                if heard is not None:
-                    heard.append((system.label, coded.audio))
-            except Exception as e:  # noqa: BLE001 - one system failing on one clip is recorded, never fatal
-                row["error"] = str(e) if isinstance(e, CodecError) else f"{type(e).__name__}: {e}"
-            rows.append(row)
-        if heard is not None:
-            keep = int(listen_seconds * sample_rate)
-            listening.append(
-                {
-                    "clip": clip.id,
-                    "content": clip.content,
-                    "sample_rate": sample_rate,
-                    "seconds": mono.size / sample_rate,
-                    "players": [(label, x[:keep]) for label, x in heard],
-                }
-            )
-    bar.close()
+    work = [(clip, clip.id in listen_ids, listen_seconds) for clip in clips]
+    if jobs > 1 and len(clips) > 1:
+        import multiprocessing
+
+        levels = [s.levels for s in systems if isinstance(s, ModelSystem)]
+        pool = multiprocessing.get_context("spawn").Pool(
+            min(jobs, len(clips)), initializer=_init_worker, initargs=(model, levels, baselines, chosen_metrics)
+        )
+        results = pool.imap(_worker_clip, work)  # in clip order, whatever order the workers finish in
+    else:
+        pool, results = None, (_eval_clip(*item, systems, chosen_metrics) for item in work)
+    try:
+        for clip_rows, clip_counts, clip_how, heard in tqdm(
+            results, total=len(work), desc="eval", unit="clip", disable=not progress, file=sys.stderr
+        ):
+            rows += clip_rows
+            for label, hist in clip_counts.items():
+                counts[label] = counts.get(label, 0) + hist
+            for label, text in clip_how.items():
+                how.setdefault(label, set()).add(text)
+            if heard is not None:
+                listening.append(heard)
+    finally:
+        if pool is not None:
+            pool.terminate()
 
     codebooks = {}
     for system in systems:
@@ -233,6 +217,69 @@ def run_eval(
             codebooks[system.label] = M.codebook_usage(counts[system.label], system.model.frame_rate)
     run_info = _run_info(model, data, clips, systems, chosen_metrics, how, content, started)
     return report.write_reports(out_dir, rows, run_info, chosen_metrics, codebooks, listening)
+
+
+_WORKER: tuple = ()  # (systems, metrics) of a --jobs worker process
+
+
+def _init_worker(model, levels: list[int], baselines: str | None, metrics) -> None:
+    import torch
+
+    global _WORKER
+    torch.set_num_threads(1)  # one process per core
+    _WORKER = ([ModelSystem(model, n) for n in levels] + make_baselines(baselines), metrics)
+
+
+def _worker_clip(item: tuple) -> tuple:
+    return _eval_clip(*item, *_WORKER)
+
+
+def _eval_clip(clip: Clip, listen: bool, listen_seconds: float, systems: list, chosen_metrics) -> tuple:
+    """One clip through every system: (CSV rows, codebook histograms, how each system ran, listening entry)."""
+    rows: list[dict] = []
+    counts: dict[str, np.ndarray] = {}
+    how: dict[str, str] = {}
+    base = {"clip": clip.id, "path": str(clip.path), "content": clip.content}
+    try:
+        audio, sample_rate = read_audio(clip.path)
+    except CodecError as e:
+        return [{**base, "system": "original", "label": "original", "error": str(e)}], counts, how, None
+    except Exception as e:  # noqa: BLE001 - an unreadable clip is recorded, never fatal
+        error = f"{type(e).__name__}: {e}"
+        return [{**base, "system": "original", "label": "original", "error": error}], counts, how, None
+    mono = audio.mean(axis=0).astype(np.float32)
+    base.update(seconds=round(mono.size / sample_rate, 4), sample_rate=sample_rate)
+    values, skipped = M.score(mono, None, sample_rate, chosen_metrics, content=clip.content)
+    rows.append({**base, "system": "original", "label": "original", **values, "skipped": _skips(skipped)})
+    heard = [("original", mono)] if listen else None
+    for system in systems:
+        row = {**base, "system": system.system, "label": system.label, "target_kbps": system.kbps}
+        try:
+            tick = time.perf_counter()
+            coded = system.run(mono, sample_rate, clip.content)
+            row["coding_seconds"] = round(time.perf_counter() - tick, 4)
+            row["kbps"] = round(M.bitrate_spent(coded.num_bits // 8, mono.size / sample_rate) / 1000, 4)
+            how[system.label] = coded.how
+            values, skipped = M.score(mono, coded.audio, sample_rate, chosen_metrics, content=clip.content)
+            row.update(values, skipped=_skips(skipped))
+            if coded.codes is not None:
+                counts[system.label] = M.codebook_counts(coded.codes, system.model.codebook_size)
+            if heard is not None:
+                heard.append((system.label, coded.audio))
+        except Exception as e:  # noqa: BLE001 - one system failing on one clip is recorded, never fatal
+            row["error"] = str(e) if isinstance(e, CodecError) else f"{type(e).__name__}: {e}"
+        rows.append(row)
+    if heard is None:
+        return rows, counts, how, None
+    keep = int(listen_seconds * sample_rate)
+    entry = {
+        "clip": clip.id,
+        "content": clip.content,
+        "sample_rate": sample_rate,
+        "seconds": mono.size / sample_rate,
+        "players": [(label, x[:keep]) for label, x in heard],
+    }
+    return rows, counts, how, entry
 
 
 def _skips(skipped: dict[str, str]) -> str:
