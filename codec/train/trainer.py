@@ -28,7 +28,7 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from codec import pretrained
-from codec.config import Config, builtin_config_path, load_config, to_dict
+from codec.config import Config, ModelConfig, builtin_config_path, from_dict, load_config, to_dict
 from codec.errors import CodecError
 from codec.models.codec import build_model
 from codec.train import checkpoints, dist
@@ -226,6 +226,13 @@ class Trainer:
             path = checkpoints.find(resume)
         self.load_state(checkpoints.load(path, self.device), source=path)
 
+    def _same_architecture(self, other: ModelConfig) -> bool:
+        """Equal configs up to the name and the quantizer's training-only settings (EMA decay, restarts, dropout)."""
+        mine, q = self.config.model, self.config.model.quantizer
+        training = {k: getattr(q, k) for k in ("decay", "epsilon", "kmeans_iters", "dead_code_threshold", "dropout")}
+        theirs = dataclasses.replace(other, name=mine.name, quantizer=dataclasses.replace(other.quantizer, **training))
+        return theirs == mine
+
     def _init_from(self, source: str) -> None:
         """Load generator weights (and codebook statistics) from a checkpoint or model file; nothing else."""
         path = Path(source)
@@ -233,7 +240,7 @@ class Trainer:
             from codec.checkpoint import load_model
 
             loaded = load_model(source)
-            if dataclasses.replace(loaded.config, name=self.config.model.name) != self.config.model:
+            if not self._same_architecture(loaded.config):
                 raise CodecError(
                     f"train.init_from={source} holds a model with another config; set model: to its config "
                     "(codec info shows it) to fine-tune it"
@@ -241,7 +248,7 @@ class Trainer:
             weights, extra = loaded.state_dict(), checkpoints.extra_buffers(loaded)
         else:
             state = checkpoints.load(checkpoints.find(path), self.device)
-            if state["config"]["model"] != to_dict(self.config)["model"]:
+            if not self._same_architecture(from_dict(ModelConfig, state["config"]["model"])):
                 raise CodecError(
                     f"train.init_from={source} was trained with another model config; set model: to the "
                     "config.yaml beside it to fine-tune it"
