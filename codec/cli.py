@@ -138,7 +138,10 @@ def cmd_demo(args) -> None:
 
 
 def model_option(p) -> None:
-    p.add_argument("--model", "-m", default=None, help="model name (see `codec models`) or path to a model file")
+    p.add_argument(
+        "--model", "-m", default=None,
+        help="model name (see `codec models`) or path to a model file (default: the shipped default, grvq16k)",
+    )
     device_option(p)
 
 
@@ -412,7 +415,10 @@ def _add_tokens_commands(sub) -> None:
     )
     p.add_argument("--data", required=True, help="Kaldi data dir, wav.scp, or folder of audio files")
     p.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
-    p.add_argument("--model", "-m", default=None, help="model name (see `codec models`) or path to a model file")
+    p.add_argument(
+        "--model", "-m", default=None,
+        help="model name (see `codec models`) or path to a model file (default: the shipped default, grvq16k)",
+    )
     rate_options(p)
     p.add_argument("--format", choices=["npy", "ark", "packed"], default="npy", help="see docs/TOKENS.md")
     patterns = ["parallel", "flatten", "delay", "stack-delay", "coarse-first"]

@@ -1,0 +1,86 @@
+"""The shipped default model: registered, within the size budget, documented, and a working codec on CPU."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from codec import pretrained
+from codec.checkpoint import load_model, read_metadata
+from codec.cli import main
+from codec.config import builtin_config_path, load_config
+from tests.conftest import tone
+
+MAX_BYTES = 25 * 1024 * 1024  # the package budget for a shipped model
+
+
+@pytest.fixture(scope="module")
+def default():
+    shipped = pretrained.default_model()
+    assert shipped is not None, "codec/pretrained/registry.json names no default model"
+    return shipped
+
+
+@pytest.fixture(scope="module")
+def model(default):
+    return load_model(default.name)
+
+
+def test_exactly_one_default_within_the_size_budget(default):
+    assert [m.name for m in pretrained.shipped_models() if m.default] == [default.name] == ["grvq16k"]
+    assert default.path.is_file() and default.path.stat().st_size <= MAX_BYTES
+
+
+def test_default_is_the_builtin_grvq16k_architecture(model):
+    builtin = load_config(builtin_config_path("grvq16k")).model
+    threshold = model.config.quantizer.dead_code_threshold  # a training setting of its recipe
+    trained_with = dataclasses.replace(builtin.quantizer, dead_code_threshold=threshold)
+    assert model.config == dataclasses.replace(builtin, quantizer=trained_with)
+    assert model.sample_rate == 16000 and [b / 1000 for b in model.supported_bitrates()] == list(range(1, 9))
+
+
+def test_model_card_matches_the_shipped_weights(default):
+    card = (default.path.parent / f"{default.name}.md").read_text()
+    digest = read_metadata(default.path)["weights_hash"]
+    assert digest in card, "the model card must name the sha256 of the weights it describes"
+    for package in ("fillets-ng-data", "klettres-data", "ktuberling-data", "hedgewars-data", "ufoai-music"):
+        assert package in card  # data sources are credited
+    assert re.search(r"PESQ", card) and re.search(r"STOI", card) and re.search(r"DNSMOS", card)
+
+
+def _speech_like(seconds: float = 2.0) -> np.ndarray:
+    return tone(seconds, 16000, seed=7)[0]
+
+
+def _log_mel_distance(a: np.ndarray, b: np.ndarray) -> float:
+    from codec.eval.metrics import mel_distance
+
+    return mel_distance(a, b, 16000)["mel_distance"]
+
+
+def test_round_trip_is_a_trained_reconstruction(model):
+    """Trained weights, not random ones: random grvq16k weights give a mel distance of 5.6-5.9 on this signal,
+    the shipped model 2.8 (it does not yet improve with more levels, see its model card)."""
+    x = _speech_like()
+    for levels in (1, 3, 8):
+        codes = model.encode(torch.from_numpy(x)[None, None], levels)
+        assert codes.shape == (1, 2 * levels, x.size // 320)
+        y = model.decode(codes)[0, 0, : x.size].numpy()
+        assert _log_mel_distance(x, y) < 3.5, levels
+
+
+def test_cli_uses_the_default_without_model_option(tmp_path, capsys):
+    wav, codes, out = tmp_path / "in.wav", tmp_path / "x.codes", tmp_path / "out.wav"
+    sf.write(wav, _speech_like(1.3), 16000)
+    assert main(["encode", str(wav), str(codes), "--bitrate", "3"]) == 0
+    assert main(["decode", str(codes), str(out)]) == 0
+    assert main(["info", str(codes), "--json"]) == 0
+    y, rate = sf.read(out)
+    assert rate == 16000 and y.shape == (int(1.3 * 16000),)
+    assert main(["demo", "--out-dir", str(tmp_path / "demo")]) == 0
+    assert "grvq16k" in capsys.readouterr().out
