@@ -137,11 +137,15 @@ def cmd_demo(args) -> None:
         )
 
 
-def model_option(p) -> None:
+def model_argument(p) -> None:
     p.add_argument(
         "--model", "-m", default=None,
         help="model name (see `codec models`) or path to a model file (default: the shipped default, grvq16k)",
     )
+
+
+def model_option(p) -> None:
+    model_argument(p)
     device_option(p)
 
 
@@ -415,10 +419,7 @@ def _add_tokens_commands(sub) -> None:
     )
     p.add_argument("--data", required=True, help="Kaldi data dir, wav.scp, or folder of audio files")
     p.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
-    p.add_argument(
-        "--model", "-m", default=None,
-        help="model name (see `codec models`) or path to a model file (default: the shipped default, grvq16k)",
-    )
+    model_argument(p)  # tokens has its own --device (default auto)
     rate_options(p)
     p.add_argument("--format", choices=["npy", "ark", "packed"], default="npy", help="see docs/TOKENS.md")
     patterns = ["parallel", "flatten", "delay", "stack-delay", "coarse-first"]

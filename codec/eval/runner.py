@@ -189,9 +189,8 @@ def run_eval(
     if jobs > 1 and len(clips) > 1:
         import multiprocessing
 
-        levels = [s.levels for s in systems if isinstance(s, ModelSystem)]
         pool = multiprocessing.get_context("spawn").Pool(
-            min(jobs, len(clips)), initializer=_init_worker, initargs=(model, levels, baselines, chosen_metrics)
+            min(jobs, len(clips)), initializer=_init_worker, initargs=(systems, chosen_metrics)
         )
         results = pool.imap(_worker_clip, work)  # in clip order, whatever order the workers finish in
     else:
@@ -222,12 +221,12 @@ def run_eval(
 _WORKER: tuple = ()  # (systems, metrics) of a --jobs worker process
 
 
-def _init_worker(model, levels: list[int], baselines: str | None, metrics) -> None:
+def _init_worker(systems: list, metrics) -> None:
     import torch
 
     global _WORKER
     torch.set_num_threads(1)  # one process per core
-    _WORKER = ([ModelSystem(model, n) for n in levels] + make_baselines(baselines), metrics)
+    _WORKER = (systems, metrics)
 
 
 def _worker_clip(item: tuple) -> tuple:
@@ -242,11 +241,8 @@ def _eval_clip(clip: Clip, listen: bool, listen_seconds: float, systems: list, c
     base = {"clip": clip.id, "path": str(clip.path), "content": clip.content}
     try:
         audio, sample_rate = read_audio(clip.path)
-    except CodecError as e:
-        return [{**base, "system": "original", "label": "original", "error": str(e)}], counts, how, None
     except Exception as e:  # noqa: BLE001 - an unreadable clip is recorded, never fatal
-        error = f"{type(e).__name__}: {e}"
-        return [{**base, "system": "original", "label": "original", "error": error}], counts, how, None
+        return [{**base, "system": "original", "label": "original", "error": _error_text(e)}], counts, how, None
     mono = audio.mean(axis=0).astype(np.float32)
     base.update(seconds=round(mono.size / sample_rate, 4), sample_rate=sample_rate)
     values, skipped = M.score(mono, None, sample_rate, chosen_metrics, content=clip.content)
@@ -267,7 +263,7 @@ def _eval_clip(clip: Clip, listen: bool, listen_seconds: float, systems: list, c
             if heard is not None:
                 heard.append((system.label, coded.audio))
         except Exception as e:  # noqa: BLE001 - one system failing on one clip is recorded, never fatal
-            row["error"] = str(e) if isinstance(e, CodecError) else f"{type(e).__name__}: {e}"
+            row["error"] = _error_text(e)
         rows.append(row)
     if heard is None:
         return rows, counts, how, None
@@ -280,6 +276,11 @@ def _eval_clip(clip: Clip, listen: bool, listen_seconds: float, systems: list, c
         "players": [(label, x[:keep]) for label, x in heard],
     }
     return rows, counts, how, entry
+
+
+def _error_text(e: Exception) -> str:
+    """A CodecError's own one-line message; anything else with its type name."""
+    return str(e) if isinstance(e, CodecError) else f"{type(e).__name__}: {e}"
 
 
 def _skips(skipped: dict[str, str]) -> str:
