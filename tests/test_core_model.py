@@ -202,3 +202,25 @@ def test_config_includes_and_overrides(tmp_path):
     config = load_config(child, ["model.encoder.channels=6"])
     assert config.model.name == "child" and config.model.encoder.channels == 6
     assert config.model.sample_rate == 8000 and config.model.encoder.ratios == (3, 4)
+
+
+def test_lstm_trains_under_bf16_autocast_without_avx512():
+    """oneDNN has no bf16 LSTM on CPUs without AVX-512: the LSTM must run in fp32 there (checked by capping the ISA)."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import torch\n"
+        "from codec.modules.conv import StreamingLSTM\n"
+        "m = StreamingLSTM(16, num_layers=2)\n"
+        "x = torch.randn(2, 16, 10, requires_grad=True)\n"
+        "with torch.autocast('cpu', dtype=torch.bfloat16):\n"
+        "    y = m(x.to(torch.bfloat16))\n"
+        "assert y.dtype == torch.bfloat16, y.dtype\n"
+        "y.float().sum().backward()\n"
+        "assert torch.isfinite(x.grad).all()\n"
+    )
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2")
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -220,7 +220,14 @@ class StreamingLSTM(StreamingModule):
         if x.shape[-1] == 0:
             return x
         hc = (state["h"].transpose(0, 1).contiguous(), state["c"].transpose(0, 1).contiguous())
-        y, (h, c) = self.lstm(x.permute(2, 0, 1), hc)
+        if torch.is_autocast_enabled(x.device.type):
+            # The LSTM runs in fp32 under autocast: oneDNN has no bf16 LSTM on CPUs without AVX-512
+            # ("could not create a primitive descriptor"), and the recurrence is a small share of the cost.
+            with torch.autocast(x.device.type, enabled=False):
+                y, (h, c) = self.lstm(x.float().permute(2, 0, 1), (hc[0].float(), hc[1].float()))
+            y = y.to(x.dtype)
+        else:
+            y, (h, c) = self.lstm(x.permute(2, 0, 1), hc)
         if self.is_streaming:
             state["h"], state["c"] = h.transpose(0, 1), c.transpose(0, 1)
         return y.permute(1, 2, 0) + x
