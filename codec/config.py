@@ -34,6 +34,9 @@ class SEANetConfig:
     lstm_layers: int = 0  # streaming LSTM layers at the bottleneck (0 = none)
     max_channels: int = 1024  # cap on the doubled channel count
     patch_size: int = 1  # samples folded into channels before the first conv (encoder) / after the last (decoder)
+    # a lapped linear path beside the deep one, frame to latent (encoder) and latent to frame (decoder): a learned
+    # transform code the deep path refines, so the autoencoder reconstructs the waveform from the first steps
+    linear_skip: bool = False
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,10 @@ class LossConfig:
     mel_bins: tuple[int, ...] = (5, 10, 20, 40, 80, 160, 320)  # mel bands per window size
     mel_weight: float = 15.0  # multi-scale mel: L1 of log10 and of linear mel magnitudes, averaged over scales
     waveform_weight: float = 0.0  # L1 between waveforms
+    stft_windows: tuple[int, ...] = (128, 256, 512, 1024, 2048)  # STFT sizes of the stft and complex terms
+    stft_weight: float = 0.0  # multi-resolution STFT: spectral convergence + L1 of log magnitudes
+    complex_weight: float = 0.0  # power-law compressed complex STFT (phase-aware) + compressed magnitude MSE
+    complex_power: float = 0.3  # compression exponent of the complex term
     adversarial: str = "hinge"  # hinge | lsgan
     adversarial_weight: float = 1.0
     feature_matching_weight: float = 2.0
@@ -160,6 +167,10 @@ class LossConfig:
         _check_choice("loss.adversarial", self.adversarial, ("hinge", "lsgan"))
         if len(self.mel_windows) != len(self.mel_bins) or not self.mel_windows:
             raise CodecError("loss.mel_windows and loss.mel_bins must be non-empty lists of the same length")
+        if not self.stft_windows or min(self.stft_windows) < 4:
+            raise CodecError("loss.stft_windows must be a non-empty list of STFT sizes of at least 4")
+        if not 0 < self.complex_power <= 1:
+            raise CodecError(f"loss.complex_power must lie in (0, 1], got {self.complex_power}")
 
 
 @dataclass(frozen=True)
@@ -184,6 +195,11 @@ class TrainConfig:
     grad_clip_d: float = 10.0  # discriminator gradient-norm clip (0 = off)
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; the quantizer always runs in fp32)
     disc_start_step: int = 0  # adversarial training begins at this step (reconstruction only before)
+    # quantizer warm start: for this many steps the quantizer is bypassed (encoder and decoder learn to
+    # reconstruct first); then every level's codebooks start from k-means on the real residuals of
+    # `kmeans_batches` batches of the trained encoder's latents
+    quantizer_warmup_steps: int = 0
+    kmeans_batches: int = 32
     ema_decay: float | None = None  # keep an EMA of generator weights (e.g. 0.999); exported when present
     # fine-tune: start a new run from these generator weights (a step_*.pt, a training output dir or a .safetensors
     # model file, e.g. the shipped grvq16k) with fresh optimizers, discriminators and step 0; the model config

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -224,3 +225,28 @@ def test_lstm_trains_under_bf16_autocast_without_avx512():
     env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2")
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 13, 1000])
+def test_linear_skip_streams_exactly_like_offline_and_stays_causal(chunk):
+    from codec.streaming import StreamingDecoder, StreamingEncoder
+
+    model = make_tiny(**{"encoder.linear_skip": "true", "decoder.linear_skip": "true"})
+    assert model.encoder.skip is not None and model.decoder.skip is not None
+    audio = tone(0.2, 8000, channels=1)
+    x = torch.from_numpy(audio)[None]
+    offline = model.encode(x, 3)
+    encoder = StreamingEncoder(model, levels=3, batch_size=1, sample_rate=8000)
+    parts = [encoder.push(audio[:, i : i + chunk]) for i in range(0, audio.shape[1], chunk)]
+    assert torch.equal(torch.cat([*parts, encoder.flush()], -1), offline)
+    decoder = StreamingDecoder(model, batch_size=1)
+    streamed = np.concatenate(
+        [decoder.push(offline[..., i : i + chunk]) for i in range(0, offline.shape[-1], chunk)], 1
+    )
+    assert np.abs(streamed - model.decode(offline)[:, 0].numpy()).max() < 1e-5
+    # causal: changing the future leaves the output of the past frames untouched
+    hop = model.hop_length
+    y = torch.randn(1, 1, 8 * hop, requires_grad=True)
+    out, _ = model(y, quantize=False)
+    (grad,) = torch.autograd.grad(out[0, 0, : 4 * hop].sum(), y)
+    assert grad[0, 0, 4 * hop :].abs().max() == 0

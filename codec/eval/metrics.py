@@ -56,6 +56,11 @@ def si_sdr(ref: np.ndarray, deg: np.ndarray, sample_rate: int = 0) -> dict[str, 
     return {"si_sdr": 10 * math.log10(target_energy / noise_energy)}
 
 
+def level_db(ref: np.ndarray, deg: np.ndarray, sample_rate: int = 0) -> dict[str, float]:
+    """Output level against the input's, in dB (0 = the same RMS; below 0 = the codec answers too quietly)."""
+    return {"level_db": rms_dbfs(deg) - rms_dbfs(ref)}
+
+
 def pesq_wb(ref: np.ndarray, deg: np.ndarray, sample_rate: int) -> dict[str, float]:
     return {"pesq_wb": _pesq(ref, deg, sample_rate, "wb")}
 
@@ -189,7 +194,7 @@ class Metric:
     columns: tuple[str, ...]
     fn: Callable[..., dict[str, float]]
     sample_rate: int | None  # the rate the metric runs at; None = the clip's own rate
-    higher_is_better: bool
+    higher_is_better: bool | None  # None: best at 0 (a signed error such as level_db)
     speech_only: bool = False
     intrusive: bool = True  # needs the reference (DNSMOS does not)
     min_seconds: float = 0.0
@@ -207,6 +212,7 @@ METRICS: dict[str, Metric] = {
         Metric("si_sdr", ("si_sdr",), si_sdr, None, True),
         Metric("mel_distance", ("mel_distance",), mel_distance, None, False, needs_signal=False, packages=("librosa",)),
         Metric("stft_distance", ("stft_distance",), stft_distance, None, False),
+        Metric("level_db", ("level_db",), level_db, None, None),
         Metric(
             "dnsmos",
             ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"),

@@ -94,7 +94,8 @@ def summarize(rows: list[dict], columns: list[str]) -> list[dict]:
 
 # --- Markdown ---------------------------------------------------------------------------------------------
 def _header(column: str) -> str:
-    return f"{column} {'↑' if COLUMNS[column].higher_is_better else '↓'}"
+    better = COLUMNS[column].higher_is_better
+    return f"{column} {'(best at 0)' if better is None else '↑' if better else '↓'}"
 
 
 def table_rows(summary: list[dict], content: str, columns: list[str]) -> tuple[list[str], list[list[str]]]:

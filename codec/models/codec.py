@@ -106,10 +106,15 @@ class CodecModel(StreamingModule):
         return n, None
 
     # --- training path --------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, levels: int | None = None) -> tuple[torch.Tensor, QuantizerOutput]:
-        """Reconstruction [B, C, T] and quantizer output for x [B, C, T] (the last partial frame is zero-padded)."""
+    def forward(
+        self, x: torch.Tensor, levels: int | None = None, *, quantize: bool = True
+    ) -> tuple[torch.Tensor, QuantizerOutput]:
+        """Reconstruction [B, C, T] and quantizer output for x [B, C, T] (the last partial frame is zero-padded).
+
+        quantize=False bypasses the quantizer (the unquantized autoencoder: warm start and diagnostics).
+        """
         T = x.shape[-1]
-        q = self.quantizer(self.encoder(self._pad_to_frames(x)), levels)
+        q = self.quantizer(self.encoder(self._pad_to_frames(x)), levels, bypass=not quantize)
         return self.decoder(q.quantized)[..., :T], q
 
     # --- inference ------------------------------------------------------------------------------------
@@ -181,6 +186,7 @@ def build_model(config: ModelConfig) -> CodecModel:
             lstm_layers=c.lstm_layers,
             max_channels=c.max_channels,
             patch_size=c.patch_size,
+            linear_skip=c.linear_skip,
         )
 
     q = config.quantizer

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -73,7 +75,7 @@ class SEANetEncoder(nn.Module):
         channels: width after the first convolution, doubled at every downsampling (capped at max_channels).
         ratios: downsampling strides in order; hop_length is their product.
         kernel_size, last_kernel_size, residual_kernel_size, num_residual_layers, dilation_base, compress,
-        lstm_layers, max_channels: see `SEANetConfig`.
+        lstm_layers, max_channels, patch_size, linear_skip: see `SEANetConfig`.
 
     Shapes: x [B, C, T] -> [B, D, T // hop_length] from a fresh state.
     """
@@ -94,8 +96,12 @@ class SEANetEncoder(nn.Module):
         lstm_layers: int = 0,
         max_channels: int = 1024,
         patch_size: int = 1,
+        linear_skip: bool = False,
     ) -> None:
         super().__init__()
+        hop = patch_size * math.prod(ratios)
+        # the lapped linear path sees the current frame and the one before it (causal): z_f += W [x_{f-1}; x_f]
+        self.skip = StreamingConv1d(audio_channels, latent_dim, 2 * hop, stride=hop) if linear_skip else None
         width = channels
         layers: list[nn.Module] = [Patchify(patch_size)] if patch_size > 1 else []
         layers.append(StreamingConv1d(audio_channels * patch_size, width, kernel_size))
@@ -116,7 +122,8 @@ class SEANetEncoder(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        z = self.model(x)
+        return z if self.skip is None else z + self.skip(x)
 
 
 class SEANetDecoder(nn.Module):
@@ -142,8 +149,12 @@ class SEANetDecoder(nn.Module):
         lstm_layers: int = 0,
         max_channels: int = 1024,
         patch_size: int = 1,
+        linear_skip: bool = False,
     ) -> None:
         super().__init__()
+        hop = patch_size * math.prod(ratios)
+        # the lapped linear path: each latent frame spreads over its own frame and the next (overlap-add in state)
+        self.skip = StreamingConvTranspose1d(latent_dim, audio_channels, 2 * hop, stride=hop) if linear_skip else None
         widths = [channels]
         for _ in ratios:
             widths.append(min(widths[-1] * 2, max_channels))
@@ -168,4 +179,5 @@ class SEANetDecoder(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.model(z)
+        y = self.model(z)
+        return y if self.skip is None else y + self.skip(z)

@@ -5,7 +5,8 @@ stack of L codebooks. Codes are laid out level-major, [B, L * G, F] with index l
 codes of the first n levels are a prefix and a lower bitrate is a truncation.
 
 Codebooks learn by exponential moving averages of the residuals assigned to them (not by
-gradients), start from k-means on the first training batch, and codes that fall out of use are
+gradients), start from k-means on the first training batch (or, with a warm start, on many batches of
+latents from an encoder trained with the quantizer bypassed: `init_codebooks`), and codes that fall out of use are
 restarted from random residuals of the current batch. Gradients reach the encoder through the
 straight-through estimator. With `dropout`, each training item keeps a random prefix of levels, so
 every prefix learns to decode on its own.
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from codec.quantization.codebook import all_reduce_, broadcast_, kmeans, perplexity
+from codec.quantization.codebook import all_reduce_, broadcast_, distributed, kmeans, perplexity
 from codec.quantization.search import dequantize, rvq_search
 
 
@@ -132,14 +133,25 @@ class GroupResidualVQ(nn.Module):
         return self._latent(frames, codes.shape[0])
 
     # --- training ---------------------------------------------------------------------------------
-    def forward(self, z: torch.Tensor, levels: int | None = None) -> QuantizerOutput:
-        """Quantize z [B, D, F]; in training mode also update the codebooks and apply level dropout."""
+    def forward(self, z: torch.Tensor, levels: int | None = None, *, bypass: bool = False) -> QuantizerOutput:
+        """Quantize z [B, D, F]; in training mode also update the codebooks and apply level dropout.
+
+        bypass: pass the (projected) latent through unquantized, with no codes, no commitment loss and no
+        codebook update: the warm start that lets encoder and decoder learn to reconstruct first.
+        """
         if torch.is_autocast_enabled(z.device.type):  # codebook search and EMA statistics stay in fp32
             with torch.autocast(z.device.type, enabled=False):
-                return self.forward(z.float(), levels)
+                return self.forward(z.float(), levels, bypass=bypass)
         B, _, F = z.shape
         L = levels or self.num_levels
         x = self._frames(z)  # [N, G, d]
+        if bypass:
+            return QuantizerOutput(
+                quantized=self._latent(x, B),
+                codes=torch.zeros(B, 0, F, dtype=torch.long, device=z.device),
+                commitment_loss=x.new_zeros(()),
+                levels=torch.zeros(B, dtype=torch.long, device=z.device),
+            )
         if self.training and not bool(self.initialized):
             self._init_kmeans(x.detach())
         codes, _ = rvq_search(x.detach(), self.codebooks, L, lookup=self.lookup, backend="torch")  # [N, L, G]
@@ -171,6 +183,17 @@ class GroupResidualVQ(nn.Module):
             n = torch.where(drop, n, torch.full_like(n, L))
             keep = (torch.arange(L, device=device)[None] < n[:, None]).float()
         return keep
+
+    @torch.no_grad()
+    def init_codebooks(self, z: torch.Tensor) -> None:
+        """Start every level's codebooks from k-means on latent z [B, D, F] (gathered from all ranks):
+        level 1 on the frames, each later level on the residuals the levels before it leave."""
+        x = self._frames(z).float()
+        if distributed():
+            parts = [torch.empty_like(x) for _ in range(torch.distributed.get_world_size())]
+            torch.distributed.all_gather(parts, x.contiguous())
+            x = torch.cat(parts)
+        self._init_kmeans(x)
 
     @torch.no_grad()
     def _init_kmeans(self, x: torch.Tensor) -> None:

@@ -37,13 +37,8 @@ from codec.train.data import AudioSpec, read_data_dir, train_loader, validation_
 from codec.train.discriminators import build_discriminators
 from codec.train.ema import GeneratorEMA
 from codec.train.logger import TrainLog
-from codec.train.losses import (
-    MelLoss,
-    discriminator_adversarial,
-    feature_matching,
-    generator_adversarial,
-    waveform_l1,
-)
+from codec.train.losses import discriminator_adversarial, feature_matching, generator_adversarial
+from codec.train.objective import ReconstructionObjective
 from codec.train.validation import mel_image, validate
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -146,19 +141,12 @@ class Trainer:
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, lr_lambda(config))
         self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, lr_lambda(config))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=tc.precision == "fp16")
-        self.mel_loss = MelLoss(
-            sample_rate=mc.sample_rate, windows=config.loss.mel_windows, bins=config.loss.mel_bins
-        ).to(self.device)
+        self.objective = ReconstructionObjective(config.loss, sample_rate=mc.sample_rate).to(self.device)
+        self.mel_loss = self.objective.mel
         lc = config.loss
         self.balancer = None
         if lc.balancer:
-            weights = {
-                "mel": lc.mel_weight,
-                "waveform": lc.waveform_weight,
-                "adversarial": lc.adversarial_weight,
-                "feature_matching": lc.feature_matching_weight,
-            }
-            self.balancer = Balancer(weights, total_norm=lc.balancer_total_norm, decay=lc.balancer_decay)
+            self.balancer = Balancer(self.objective.weights, total_norm=lc.balancer_total_norm, decay=lc.balancer_decay)
         self.ema = GeneratorEMA(self.model, tc.ema_decay) if tc.ema_decay else None
 
         self.step, self.epoch, self.batch_index = 0, 0, 0
@@ -201,6 +189,7 @@ class Trainer:
             )
         d = c.discriminator
         ffts = list(c.loss.mel_windows)
+        ffts += list(c.loss.stft_windows) if c.loss.stft_weight > 0 or c.loss.complex_weight > 0 else []
         ffts += list(d.msstft_n_ffts) if "msstft" in d.kinds else []
         ffts += list(d.mrd_n_ffts) if "mrd" in d.kinds else []
         if max(ffts) // 2 >= self.length:
@@ -402,6 +391,9 @@ class Trainer:
         """One optimizer step; returns the step's metrics, or None if it was skipped (NaN/Inf)."""
         tc, lc = self.config.train, self.config.loss
         gan = self.use_gan and self.step >= tc.disc_start_step
+        quantize = self.step >= tc.quantizer_warmup_steps
+        if quantize and tc.quantizer_warmup_steps and not bool(self.model.quantizer.initialized):
+            self._init_codebooks()
         accum = tc.grad_accum
         quantizer_state = {k: v.clone() for k, v in self.model.quantizer.named_buffers()}
         sums: dict[str, float] = {}
@@ -411,11 +403,9 @@ class Trainer:
             last = micro == accum - 1
             with self._maybe_no_sync(self.g, last), self._maybe_no_sync(self.d, last):
                 with self._autocast():
-                    y_hat, q = self.g(x)
+                    y_hat, q = self.g(x, quantize=quantize)
                 y_hat = y_hat.float()
-                terms: dict[str, torch.Tensor] = {"mel": self.mel_loss(y_hat, x)}
-                if lc.waveform_weight > 0:
-                    terms["waveform"] = waveform_l1(y_hat, x)
+                terms = self.objective(y_hat, x)
                 values: dict[str, torch.Tensor] = {"commitment": q.commitment_loss.detach()}
                 if gan:
                     with self._autocast():
@@ -433,25 +423,38 @@ class Trainer:
                     terms["feature_matching"] = feature_matching(
                         [[f[:B] for f in o[1]] for o in both], [o[1] for o in fake]
                     )
-                weights = {
-                    "mel": lc.mel_weight,
-                    "waveform": lc.waveform_weight,
-                    "adversarial": lc.adversarial_weight,
-                    "feature_matching": lc.feature_matching_weight,
-                }
                 commitment = lc.commitment_weight * q.commitment_loss
                 if self.balancer is not None:
                     grad, norms = self.balancer.gradient(terms, y_hat)
                     surrogate = (y_hat * grad.detach()).sum() + commitment
                     values.update({f"balancer_norm_{k}": torch.tensor(v) for k, v in norms.items()})
                 else:
-                    surrogate = sum(weights[k] * v for k, v in terms.items()) + commitment
+                    surrogate = self.objective.weighted_sum(terms) + commitment
                     values["generator"] = surrogate.detach()
                 self.scaler.scale(surrogate / accum).backward()
             values.update({k: v.detach() for k, v in terms.items()})
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + float(v) / accum
         return self._apply_step(sums, gan, quantizer_state)
+
+    @torch.no_grad()
+    def _init_codebooks(self) -> None:
+        """End of the quantizer warm start: k-means on the latents of `train.kmeans_batches` fresh batches."""
+        tc = self.config.train
+        was_training = self.model.training
+        self.model.eval()
+        with self._autocast():
+            latents = [
+                self.model.encoder(self.model._pad_to_frames(self._next_batch())).float()
+                for _ in range(tc.kmeans_batches)
+            ]
+        self.model.train(was_training)
+        z = torch.cat(latents)
+        self.model.quantizer.init_codebooks(z)
+        self.log.info(
+            f"step {self.step}: quantizer warm start over; codebooks from k-means on {z.shape[0] * z.shape[-1]} "
+            "latent frames"
+        )
 
     def _apply_step(self, metrics: dict[str, float], gan: bool, quantizer_state: dict) -> dict[str, float] | None:
         tc = self.config.train
@@ -582,13 +585,14 @@ class Trainer:
         metrics: dict[str, float] = {}
         if self.dist.is_main and self.valid_items:
             model = self.ema.model if self.ema is not None else self.model
-            levels = sorted({1, model.num_levels})
+            # every prefix of levels (quality must rise with it) and the unquantized autoencoder (0)
+            levels = [0, *range(1, model.num_levels + 1)]
             metrics, outputs = validate(model, self.valid_items, self.mel_loss, levels)
             self.log.scalars(self.step, metrics)
             sr = model.sample_rate
             for i, (utt, audio) in enumerate(self.valid_items[: self.config.train.audio_samples]):
                 self.log.audio(f"audio/{utt}/input", audio.numpy(), self.step, sr)
-                for n in levels:
+                for n in sorted({0, 1, model.num_levels}):
                     self.log.audio(f"audio/{utt}/levels_{n}", outputs[n][i].numpy(), self.step, sr)
                 pair = [
                     mel_image(self.mel_loss, audio.to(self.device)),

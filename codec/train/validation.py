@@ -59,6 +59,8 @@ def validate(
 ) -> tuple[dict[str, float], dict[int, list[torch.Tensor]]]:
     """Metrics at each level count in `levels_list` and the reconstructions [C, T] by level count.
 
+    A level count of 0 is the autoencoder with the quantizer bypassed (what the quantizer can at best reach).
+
     items: (utt id, audio [C, T]) pairs at the model's rate. The model is put back in its previous mode.
     """
     was_training = model.training
@@ -75,9 +77,14 @@ def validate(
             outputs[levels] = []
             for _, audio in items:
                 x = audio[None].to(device)
-                y_hat, q = model(x, levels)
+                y_hat, q = model(x, levels or None, quantize=levels > 0)
                 outputs[levels].append(y_hat[0].cpu())
-                values = {"mel_distance": float(mel_loss(y_hat, x)), "si_sdr": float(si_sdr(y_hat, x).mean())}
+                gain = y_hat.float().square().mean().clamp_min(1e-12) / x.float().square().mean().clamp_min(1e-12)
+                values = {
+                    "mel_distance": float(mel_loss(y_hat, x)),
+                    "si_sdr": float(si_sdr(y_hat, x).mean()),
+                    "level_db": float(10 * gain.log10()),  # output level against the input's
+                }
                 values.update(_perceptual(extra, audio.numpy(), y_hat[0].cpu().numpy(), model.sample_rate))
                 for k, v in values.items():
                     sums[k] = sums.get(k, 0.0) + v
@@ -85,6 +92,8 @@ def validate(
                 counts.scatter_add_(1, codes, torch.ones_like(codes, dtype=counts.dtype))
             for k, v in sums.items():
                 metrics[f"valid/{k}@{levels}"] = v / max(len(items), 1)
+            if levels == 0:
+                continue
             used = (counts > 0).float().mean(-1)  # share of the K codes seen, per codebook (level-major)
             ppl = perplexity(counts)
             metrics[f"valid/codebook_usage@{levels}"] = float(used.mean())

@@ -1,0 +1,107 @@
+"""The reconstruction objective (stft, compressed complex terms) and the quantizer warm start."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tone
+from train_fixtures import make_data_dir, tiny_training_config
+
+from codec.config import LossConfig
+from codec.errors import CodecError
+from codec.quantization.grvq import GroupResidualVQ
+from codec.train.objective import ReconstructionObjective, STFTLosses
+from codec.train.trainer import Trainer
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return make_data_dir(tmp_path_factory.mktemp("data"), broken=False)
+
+
+def speechlike(seconds: float = 0.5, rate: int = 16000) -> torch.Tensor:
+    return torch.from_numpy(tone(seconds, rate, seed=3)).float()[None]  # [1, C, T]
+
+
+def test_stft_terms_are_zero_for_identical_audio_and_see_what_magnitudes_miss():
+    losses = STFTLosses(windows=(128, 256, 512))
+    x = speechlike()
+    same = losses(x, x)
+    assert same["stft"] < 1e-5 and same["complex"] < 1e-9
+    flipped = losses(-x, x)  # same magnitudes, opposite phase: only the complex term sees it
+    assert flipped["stft"] < 1e-5 and flipped["complex"] > 0.05
+    quiet = losses(0.1 * x, x)  # a quiet output costs in both
+    assert quiet["stft"] > 0.5 and quiet["complex"] > 0.01
+
+
+def test_complex_term_has_finite_gradients_at_silence():
+    losses = STFTLosses(windows=(64, 128))
+    y_hat = torch.zeros(2, 1, 1024, requires_grad=True)
+    losses(y_hat, torch.zeros(2, 1, 1024))["complex"].backward()
+    assert torch.isfinite(y_hat.grad).all()
+
+
+def test_objective_computes_only_weighted_terms_and_sums_them():
+    config = LossConfig(mel_windows=(64, 128), mel_bins=(10, 20), stft_windows=(64, 128), complex_weight=2.0)
+    objective = ReconstructionObjective(config, sample_rate=16000)
+    x = speechlike()
+    terms = objective(0.5 * x, x)
+    assert set(terms) == {"mel", "complex"}  # stft and waveform have weight 0
+    total = objective.weighted_sum(terms)
+    assert torch.isclose(total, config.mel_weight * terms["mel"] + 2.0 * terms["complex"])
+
+
+def test_loss_config_is_validated():
+    with pytest.raises(CodecError, match="complex_power"):
+        LossConfig(complex_power=0.0)
+    with pytest.raises(CodecError, match="stft_windows"):
+        LossConfig(stft_windows=())
+
+
+def test_quantizer_bypass_passes_the_latent_and_leaves_codebooks_alone():
+    q = GroupResidualVQ(dim=8, num_groups=2, num_levels=3, codebook_size=16).train()
+    z = torch.randn(2, 8, 5, requires_grad=True)
+    out = q(z, bypass=True)
+    assert torch.equal(out.quantized, z) and out.codes.shape == (2, 0, 5) and float(out.commitment_loss) == 0
+    assert not bool(q.initialized)
+    out.quantized.sum().backward()
+    assert torch.equal(z.grad, torch.ones_like(z))
+
+
+def test_init_codebooks_fits_every_level_on_residuals():
+    torch.manual_seed(0)
+    q = GroupResidualVQ(dim=8, num_groups=2, num_levels=3, codebook_size=16, kmeans_iters=5)
+    z = torch.randn(4, 8, 100)
+    q.init_codebooks(z)
+    assert bool(q.initialized)
+    norms = q.codebooks.norm(dim=-1).mean(-1)  # [G, L]: later levels code smaller residuals
+    assert (norms[:, 1:] < norms[:, :-1]).all()
+    q.eval()
+    errors = [float((q.decode(q.encode(z, n)) - z).square().mean()) for n in (1, 2, 3)]
+    assert errors[0] > errors[1] > errors[2]
+
+
+def test_trainer_warm_start_bypasses_then_starts_codebooks_from_kmeans(tmp_path, data_dir):
+    config = tiny_training_config(
+        tmp_path,
+        data_dir,
+        "discriminator.kinds=[]",
+        "train.quantizer_warmup_steps=2",
+        "train.kmeans_batches=2",
+        "loss.stft_windows=[64,128]",
+        "loss.stft_weight=1.0",
+        "loss.complex_weight=10.0",
+        valid=False,
+    )
+    trainer = Trainer(config, progress_bar=False)
+    trainer.log.enabled = False
+    before = trainer.model.quantizer.codebooks.clone()
+    for _ in range(2):
+        metrics = trainer.train_step()
+        assert metrics["commitment"] == 0 and {"stft", "complex"} <= set(metrics)
+    assert not bool(trainer.model.quantizer.initialized)
+    assert torch.equal(trainer.model.quantizer.codebooks, before)
+    metrics = trainer.train_step()
+    assert bool(trainer.model.quantizer.initialized) and metrics["commitment"] > 0
+    assert not torch.equal(trainer.model.quantizer.codebooks, before)
+    trainer.close()
