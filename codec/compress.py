@@ -171,7 +171,9 @@ def check_compatible(model: CodecModel, header: CodesHeader, name: str) -> None:
     if header.model_id != ours:
         from codec.checkpoint import shipped_model_for_id
 
-        known = shipped_model_for_id(header.model_id)
+        from codec.pretrained import retired_model
+
+        known = shipped_model_for_id(header.model_id) or retired_model(header.model_id)
         made_by = f"model {known} (id {header.model_id})" if known else f"a model with id {header.model_id}"
         raise CodecError(
             f"{name} was encoded by {made_by}, not by {model.name} (id {ours}); "

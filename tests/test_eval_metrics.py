@@ -104,7 +104,15 @@ def test_skips_name_the_reason():
     music = tone(1.0, 16000)[0]
     values, skipped = M.score(music, music, 16000, FAST, content="music")
     assert skipped["pesq_wb"] == "speech-only metric on music" and "estoi" in skipped
-    assert set(values) == {"si_sdr", "mel_distance", "stft_distance"}
+    assert set(values) == {"si_sdr", "mel_distance", "stft_distance", "level_db"}
+
+
+def test_level_db_is_the_output_level_against_the_input():
+    x = speech_like(1.0, 16000)
+    values, _ = M.score(x, 0.5 * x, 16000, M.select_metrics("level_db"))
+    assert abs(values["level_db"] - 20 * np.log10(0.5)) < 1e-6
+    values, skipped = M.score(np.zeros_like(x), x, 16000, M.select_metrics("level_db"))
+    assert "level_db" not in values and "silent" in skipped["level_db"]
 
 
 def test_stoi_on_too_little_speech_is_a_skip_not_a_number():

@@ -38,8 +38,9 @@ def test_exactly_one_default_within_the_size_budget(default):
 
 def test_default_is_the_builtin_grvq16k_architecture(model):
     builtin = load_config(builtin_config_path("grvq16k")).model
-    threshold = model.config.quantizer.dead_code_threshold  # a training setting of its recipe
-    trained_with = dataclasses.replace(builtin.quantizer, dead_code_threshold=threshold)
+    q = model.config.quantizer  # the quantizer's training-only settings come from its recipe
+    training = {k: getattr(q, k) for k in ("decay", "epsilon", "kmeans_iters", "dead_code_threshold", "dropout")}
+    trained_with = dataclasses.replace(builtin.quantizer, **training)
     assert model.config == dataclasses.replace(builtin, quantizer=trained_with)
     assert model.sample_rate == 16000 and [b / 1000 for b in model.supported_bitrates()] == list(range(1, 9))
 
@@ -63,15 +64,20 @@ def _log_mel_distance(a: np.ndarray, b: np.ndarray) -> float:
     return mel_distance(a, b, 16000)["mel_distance"]
 
 
-def test_round_trip_is_a_trained_reconstruction(model):
-    """Trained weights, not random ones: random grvq16k weights give a mel distance of 5.6-5.9 on this signal,
-    the shipped model 2.8 (it does not yet improve with more levels, see its model card)."""
+def test_round_trip_is_a_trained_reconstruction_that_improves_with_bitrate(model):
+    """Trained weights, not random ones: random grvq16k weights give a mel distance of 5.6-5.9 on this signal.
+    The shipped model must also code it better with more levels, and answer at about the input's level."""
     x = _speech_like()
+    distances = []
     for levels in (1, 3, 8):
         codes = model.encode(torch.from_numpy(x)[None, None], levels)
         assert codes.shape == (1, 2 * levels, x.size // 320)
         y = model.decode(codes)[0, 0, : x.size].numpy()
-        assert _log_mel_distance(x, y) < 3.5, levels
+        distances.append(_log_mel_distance(x, y))
+        assert distances[-1] < 3.5, levels
+    assert distances[0] > distances[1] > distances[2], distances
+    level_db = 20 * np.log10(np.std(y) / np.std(x))
+    assert abs(level_db) < 3.0, level_db
 
 
 def test_cli_uses_the_default_without_model_option(tmp_path, capsys):
@@ -84,3 +90,16 @@ def test_cli_uses_the_default_without_model_option(tmp_path, capsys):
     assert rate == 16000 and y.shape == (int(1.3 * 16000),)
     assert main(["demo", "--out-dir", str(tmp_path / "demo")]) == 0
     assert "grvq16k" in capsys.readouterr().out
+
+
+def test_codes_of_the_retired_release_name_the_model_they_need(model):
+    from codec.bitstream import CodesHeader
+    from codec.compress import check_compatible
+    from codec.errors import CodecError
+
+    header = CodesHeader(
+        model_id="5887b616", sample_rate=16000, model_sample_rate=16000, channels=1, hop_length=320,
+        num_groups=2, levels=3, bits=10, num_samples=16000,
+    )  # fmt: skip
+    with pytest.raises(CodecError, match=r"grvq16k \(the release shipped until 2026-12-02.*5c68ef4\).*--model"):
+        check_compatible(model, header, "old.codes")

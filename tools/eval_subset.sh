@@ -21,4 +21,4 @@ grep -v '^#' "$here/egs/folder/conf/dev_subset.txt" | while read -r rel; do
   [ -n "$rel" ] && printf '%s %s\n' "$(echo "${rel%.*}" | tr '/' '_')" "$root/$rel"
 done > "$out/wav.scp"
 codec eval --data "$out/wav.scp" --model "$model" --out "$out" --bitrates 1,3,6 --baselines none \
-  --metrics pesq_wb,stoi,si_sdr,mel_distance,level_db --content auto --listen-clips 0 "$@"
+  --metrics pesq_wb,stoi,si_sdr,mel_distance,level_db --content auto --listen-clips 0 --quiet "$@"

@@ -213,7 +213,8 @@ def run_eval(
     codebooks = {}
     for system in systems:
         if isinstance(system, ModelSystem) and system.label in counts:
-            codebooks[system.label] = M.codebook_usage(counts[system.label], system.model.frame_rate)
+            usage = M.codebook_usage(counts[system.label], system.model.frame_rate)
+            codebooks[system.label] = {**usage, "num_groups": system.model.num_groups}
     run_info = _run_info(model, data, clips, systems, chosen_metrics, how, content, started)
     return report.write_reports(out_dir, rows, run_info, chosen_metrics, codebooks, listening)
 

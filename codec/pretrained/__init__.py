@@ -1,6 +1,8 @@
 """Models that ship inside the package, listed in `registry.json` beside this file.
 
-Each entry: {"name", "file" (relative to this folder), "description", "default": bool}.
+Each entry: {"name", "file" (relative to this folder), "description", "default": bool}. `retired` lists weights
+that once shipped under a name and no longer do ({"id", "name", "where"}), so that a `.codes` file they made
+can still be traced to the model that decodes it.
 """
 
 from __future__ import annotations
@@ -34,3 +36,12 @@ def find(name: str) -> ShippedModel | None:
 
 def default_model() -> ShippedModel | None:
     return next((m for m in shipped_models() if m.default), None)
+
+
+def retired_model(model_id: str) -> str | None:
+    """'name (where to find it)' for weights that shipped once and were replaced, by model id prefix."""
+    data = json.loads((HERE / "registry.json").read_text())
+    for old in data.get("retired", []):
+        if model_id and old["id"].startswith(model_id):
+            return f"{old['name']} ({old['where']})"
+    return None
