@@ -467,7 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="codec", description="Streaming neural audio codec (GRVQ).")
     parser.add_argument("--version", action="version", version=f"codec {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch, 1 or more (default: torch's choice)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("encode", help="compress an audio file into a .codes file")
@@ -528,6 +530,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.threads is not None and args.threads < 1:
+            raise CodecError(f"--threads {args.threads} is not possible; give 1 or more (or leave it out)")
         if args.threads:
             import torch
 

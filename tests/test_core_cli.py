@@ -196,3 +196,20 @@ def test_console_script_and_module_entry_points(tmp_path, tiny_model_file, wav_f
         text=True,
     )
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--threads", "-1"), "--threads -1 is not possible; give 1 or more"),
+        (("--threads", "0"), "--threads 0 is not possible; give 1 or more"),
+        (("--bitrate", "nan"), "bitrate nan kbps is not a number; valid kbps"),
+    ],
+)
+def test_bad_flag_values_are_one_line_errors_with_no_output(capsys, tmp_path, tiny_model_file, wav_file, args, message):
+    out = tmp_path / "x.codes"
+    verb_args = ("encode", wav_file, out, "--model", tiny_model_file)
+    argv = (*args, *verb_args) if args[0] == "--threads" else (*verb_args, *args)
+    code, _, err = run(capsys, *argv)
+    assert code == 1 and err.startswith("codec: error: ") and message in err and err.count("\n") == 1
+    assert not out.exists()

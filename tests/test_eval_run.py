@@ -151,7 +151,10 @@ def test_summary_json_markdown_and_plots(run_dir):
     for label in ("tiny 5.33 kbps", "tiny 16 kbps"):
         books = summary["codebooks"][label]
         assert 0 < books["entropy_bound_bps"] <= books["fixed_bps"]
-    assert summary["codebooks"]["tiny 16 kbps"]["codebooks"] == 6 and summary["codebooks"]["tiny 16 kbps"]["num_groups"] == 2
+    assert (
+        summary["codebooks"]["tiny 16 kbps"]["codebooks"] == 6
+        and summary["codebooks"]["tiny 16 kbps"]["num_groups"] == 2
+    )
     md = (run_dir / "summary.md").read_text()
     assert "| system | kbps (target) | kbps (spent) |" in md and "| opus 8 kbps |" in md and "## Codebook usage" in md
     assert "entropy by level (bits)" in md

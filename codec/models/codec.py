@@ -95,6 +95,8 @@ class CodecModel(StreamingModule):
             return levels, None
         if bitrate_kbps is None:
             return self.num_levels, None
+        if not math.isfinite(bitrate_kbps):
+            raise CodecError(f"bitrate {bitrate_kbps} kbps is not a number; valid kbps for {self.name}: {valid}")
         wanted = bitrate_kbps * 1000
         rates = self.supported_bitrates()
         tolerance = 1e-6 * rates[0]
