@@ -170,7 +170,6 @@ def check_compatible(model: CodecModel, header: CodesHeader, name: str) -> None:
     ours = model_id(model)
     if header.model_id != ours:
         from codec.checkpoint import shipped_model_for_id
-
         from codec.pretrained import retired_model
 
         known = shipped_model_for_id(header.model_id) or retired_model(header.model_id)
