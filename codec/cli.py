@@ -139,9 +139,7 @@ def cmd_demo(args) -> None:
 
 def model_argument(p) -> None:
     p.add_argument(
-        "--model",
-        "-m",
-        default=None,
+        "--model", "-m", default=None,
         help="model name (see `codec models`) or path to a model file (default: the shipped default, grvq16k)",
     )
 
@@ -176,57 +174,31 @@ def _add_eval_commands(sub) -> None:
 
         model = _load(args.model) if args.model != "none" else None
         result = run_eval(
-            data=args.data,
-            out_dir=args.out,
-            model=model,
-            bitrates=args.bitrates,
-            baselines=args.baselines,
-            metrics=args.metrics,
-            content=args.content,
-            limit=args.limit,
-            listen_clips=args.listen_clips,
-            listen_seconds=args.listen_seconds,
-            progress=not args.quiet,
-            jobs=args.jobs,
+            data=args.data, out_dir=args.out, model=model, bitrates=args.bitrates, baselines=args.baselines,
+            metrics=args.metrics, content=args.content, limit=args.limit, listen_clips=args.listen_clips,
+            listen_seconds=args.listen_seconds, progress=not args.quiet, jobs=args.jobs,
         )
         failed = len(result["failures"])
-        print(
-            f"{args.out}: results.csv, summary.json, summary.md, plots/, listen.html "
-            f"({result['run']['clips']} clips, {failed} failed, {result['run']['seconds']} s)"
-        )
+        print(f"{args.out}: results.csv, summary.json, summary.md, plots/, listen.html "
+              f"({result['run']['clips']} clips, {failed} failed, {result['run']['seconds']} s)")
 
     p = sub.add_parser("eval", help="score the model at several bitrates against Opus and Codec2 on a set of clips")
     p.add_argument("--data", required=True, help="folder of audio files (searched recursively) or a Kaldi wav.scp")
     p.add_argument("--out", required=True, help="output folder for the CSV, JSON, Markdown, plots and listening page")
-    p.add_argument(
-        "--model",
-        "-m",
-        default=None,
-        help="model name or file (default: the shipped default); 'none' to score only the baselines",
-    )
+    p.add_argument("--model", "-m", default=None,
+                   help="model name or file (default: the shipped default); 'none' to score only the baselines")
     p.add_argument("--bitrates", default="all", help="model bitrates in kbps, comma-separated (default: all)")
     p.add_argument("--baselines", default="opus,codec2", help="comma-separated: opus, codec2; or none")
-    p.add_argument(
-        "--metrics",
-        default="all",
-        help="comma-separated: pesq_wb, pesq_nb, stoi, estoi, si_sdr, mel_distance, stft_distance, level_db, dnsmos",
-    )
-    p.add_argument(
-        "--content",
-        choices=["auto", "speech", "music"],
-        default="auto",
-        help="content type of every clip; auto: from a 'speech' or 'music' path component (else speech)",
-    )
+    p.add_argument("--metrics", default="all",
+                   help="comma-separated: pesq_wb, pesq_nb, stoi, estoi, si_sdr, mel_distance, stft_distance, "
+                        "level_db, dnsmos")
+    p.add_argument("--content", choices=["auto", "speech", "music"], default="auto",
+                   help="content type of every clip; auto: from a 'speech' or 'music' path component (else speech)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N clips")
     p.add_argument("--listen-clips", type=int, default=6, help="clips with players on the listening page")
     p.add_argument("--listen-seconds", type=float, default=10.0, help="seconds of each clip on the listening page")
-    p.add_argument(
-        "--jobs",
-        "-j",
-        type=int,
-        default=1,
-        help="clips scored in parallel processes (one thread each); the results do not change",
-    )
+    p.add_argument("--jobs", "-j", type=int, default=1,
+                   help="clips scored in parallel processes (one thread each); the results do not change")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
 
@@ -467,9 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="codec", description="Streaming neural audio codec (GRVQ).")
     parser.add_argument("--version", action="version", version=f"codec {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="CPU threads for torch, 1 or more (default: torch's choice)"
-    )
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch, 1 or more (default: torch's choice)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("encode", help="compress an audio file into a .codes file")

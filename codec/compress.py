@@ -301,12 +301,9 @@ def decode_file(
     with open(input_path, "rb") as f:
         reader = CodesReader(f, str(input_path))
         h = reader.header
-        with (
-            atomic_output(output_path) as tmp,
-            sf.SoundFile(
-                str(tmp), "w", samplerate=h.sample_rate, channels=h.channels, format=fmt[0], subtype=fmt[1]
-            ) as out,
-        ):
+        with atomic_output(output_path) as tmp, sf.SoundFile(
+            str(tmp), "w", samplerate=h.sample_rate, channels=h.channels, format=fmt[0], subtype=fmt[1]
+        ) as out:
             return _drain(decode_blocks(model, reader, conceal=conceal), lambda b: out.write(np.clip(b, -1.0, 1.0).T))
 
 
