@@ -55,6 +55,10 @@ class QuantizerConfig:
     dropout: float = 1.0  # probability that a training item uses a random prefix of levels
 
 
+# QuantizerConfig fields that only steer training: two models that differ in these alone are the same architecture
+QUANTIZER_TRAINING_KEYS = ("decay", "epsilon", "kmeans_iters", "dead_code_threshold", "dropout")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "grvq"

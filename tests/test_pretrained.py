@@ -13,7 +13,7 @@ import torch
 from codec import pretrained
 from codec.checkpoint import load_model, read_metadata
 from codec.cli import main
-from codec.config import builtin_config_path, load_config
+from codec.config import QUANTIZER_TRAINING_KEYS, builtin_config_path, load_config
 from tests.conftest import tone
 
 MAX_BYTES = 25 * 1024 * 1024  # the package budget for a shipped model
@@ -39,7 +39,7 @@ def test_exactly_one_default_within_the_size_budget(default):
 def test_default_is_the_builtin_grvq16k_architecture(model):
     builtin = load_config(builtin_config_path("grvq16k")).model
     q = model.config.quantizer  # the quantizer's training-only settings come from its recipe
-    training = {k: getattr(q, k) for k in ("decay", "epsilon", "kmeans_iters", "dead_code_threshold", "dropout")}
+    training = {k: getattr(q, k) for k in QUANTIZER_TRAINING_KEYS}
     trained_with = dataclasses.replace(builtin.quantizer, **training)
     assert model.config == dataclasses.replace(builtin, quantizer=trained_with)
     assert model.sample_rate == 16000 and [b / 1000 for b in model.supported_bitrates()] == list(range(1, 9))

@@ -22,8 +22,12 @@ class ShippedModel:
     default: bool
 
 
+def _registry() -> dict:
+    return json.loads((HERE / "registry.json").read_text())
+
+
 def shipped_models() -> list[ShippedModel]:
-    data = json.loads((HERE / "registry.json").read_text())
+    data = _registry()
     return [
         ShippedModel(m["name"], HERE / m["file"], m.get("description", ""), bool(m.get("default", False)))
         for m in data["models"]
@@ -40,8 +44,7 @@ def default_model() -> ShippedModel | None:
 
 def retired_model(model_id: str) -> str | None:
     """'name (where to find it)' for weights that shipped once and were replaced, by model id prefix."""
-    data = json.loads((HERE / "registry.json").read_text())
-    for old in data.get("retired", []):
+    for old in _registry().get("retired", []):
         if model_id and old["id"].startswith(model_id):
             return f"{old['name']} ({old['where']})"
     return None

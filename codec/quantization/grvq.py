@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from codec.quantization.codebook import all_reduce_, broadcast_, distributed, kmeans, perplexity
+from codec.quantization.codebook import all_reduce_, broadcast_, kmeans, perplexity
 from codec.quantization.search import dequantize, rvq_search
 
 
@@ -186,14 +186,9 @@ class GroupResidualVQ(nn.Module):
 
     @torch.no_grad()
     def init_codebooks(self, z: torch.Tensor) -> None:
-        """Start every level's codebooks from k-means on latent z [B, D, F] (gathered from all ranks):
-        level 1 on the frames, each later level on the residuals the levels before it leave."""
-        x = self._frames(z).float()
-        if distributed():
-            parts = [torch.empty_like(x) for _ in range(torch.distributed.get_world_size())]
-            torch.distributed.all_gather(parts, x.contiguous())
-            x = torch.cat(parts)
-        self._init_kmeans(x)
+        """Start every level's codebooks from k-means on latent z [B, D, F]: level 1 on the frames, each later
+        level on the residuals the levels before it leave (rank 0's result, broadcast to every rank)."""
+        self._init_kmeans(self._frames(z).float())
 
     @torch.no_grad()
     def _init_kmeans(self, x: torch.Tensor) -> None:

@@ -28,7 +28,15 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from codec import pretrained
-from codec.config import Config, ModelConfig, builtin_config_path, from_dict, load_config, to_dict
+from codec.config import (
+    QUANTIZER_TRAINING_KEYS,
+    Config,
+    ModelConfig,
+    builtin_config_path,
+    from_dict,
+    load_config,
+    to_dict,
+)
 from codec.errors import CodecError
 from codec.models.codec import build_model
 from codec.train import checkpoints, dist
@@ -218,7 +226,7 @@ class Trainer:
     def _same_architecture(self, other: ModelConfig) -> bool:
         """Equal configs up to the name and the quantizer's training-only settings (EMA decay, restarts, dropout)."""
         mine, q = self.config.model, self.config.model.quantizer
-        training = {k: getattr(q, k) for k in ("decay", "epsilon", "kmeans_iters", "dead_code_threshold", "dropout")}
+        training = {k: getattr(q, k) for k in QUANTIZER_TRAINING_KEYS}
         theirs = dataclasses.replace(other, name=mine.name, quantizer=dataclasses.replace(other.quantizer, **training))
         return theirs == mine
 
@@ -444,10 +452,8 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         with self._autocast():
-            latents = [
-                self.model.encoder(self.model._pad_to_frames(self._next_batch())).float()
-                for _ in range(tc.kmeans_batches)
-            ]
+            # training crops are whole frames (self.length), so the encoder takes them as they are
+            latents = [self.model.encoder(self._next_batch()).float() for _ in range(tc.kmeans_batches)]
         self.model.train(was_training)
         z = torch.cat(latents)
         self.model.quantizer.init_codebooks(z)

@@ -7,6 +7,7 @@ import numpy as np
 import soxr
 import torch
 
+from codec.eval.metrics import level_db
 from codec.models.codec import CodecModel
 from codec.quantization.codebook import perplexity
 from codec.train.losses import MelLoss, si_sdr
@@ -79,13 +80,12 @@ def validate(
                 x = audio[None].to(device)
                 y_hat, q = model(x, levels or None, quantize=levels > 0)
                 outputs[levels].append(y_hat[0].cpu())
-                gain = y_hat.float().square().mean().clamp_min(1e-12) / x.float().square().mean().clamp_min(1e-12)
-                values = {
-                    "mel_distance": float(mel_loss(y_hat, x)),
-                    "si_sdr": float(si_sdr(y_hat, x).mean()),
-                    "level_db": float(10 * gain.log10()),  # output level against the input's
-                }
-                values.update(_perceptual(extra, audio.numpy(), y_hat[0].cpu().numpy(), model.sample_rate))
+                estimate = y_hat[0].cpu().numpy()
+                values = {"mel_distance": float(mel_loss(y_hat, x)), "si_sdr": float(si_sdr(y_hat, x).mean())}
+                level = level_db(audio.numpy(), estimate)["level_db"]  # output level against the input's
+                if np.isfinite(level):  # undefined for a silent reference, as in codec eval
+                    values["level_db"] = level
+                values.update(_perceptual(extra, audio.numpy(), estimate, model.sample_rate))
                 for k, v in values.items():
                     sums[k] = sums.get(k, 0.0) + v
                 codes = q.codes[0]  # [levels * G, F]
