@@ -12,7 +12,6 @@ Training checkpoints (optimizers, discriminators, ...) are a different kind of f
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -26,22 +25,12 @@ from codec import __version__
 from codec.atomic import atomic_output
 from codec.config import ModelConfig, from_dict, to_dict
 from codec.errors import CodecError
-from codec.models.codec import CodecModel, build_model
+from codec.models.codec import CodecModel, build_model, weights_hash
 
 FORMAT_VERSION = 1
 
 # format_version N -> function turning (metadata, tensors) of version N into version N + 1.
 MIGRATIONS: dict[int, Callable[[dict, dict], tuple[dict, dict]]] = {}
-
-
-def weights_hash(state: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for key in sorted(state):
-        tensor = state[key].detach().cpu().contiguous()
-        h.update(key.encode())
-        h.update(str(tensor.dtype).encode())
-        h.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return h.hexdigest()
 
 
 def save_model(model: CodecModel, path: str | Path, provenance: dict | None = None) -> str:

@@ -10,14 +10,13 @@ from codec.errors import CodecError
 
 def model_info(name_or_path: str) -> dict:
     from codec.checkpoint import FORMAT_VERSION, load_model
-    from codec.compress import model_id
 
     model = load_model(name_or_path)
     q = model.quantizer
     return {
         "name": model.name,
         "file": model.source,
-        "model_id": model_id(model),
+        "model_id": model.model_id,
         "format_version": FORMAT_VERSION,
         "sample_rate": model.sample_rate,
         "hop_length": model.hop_length,

@@ -24,6 +24,19 @@ def test_round_trip_gives_identical_outputs(tiny_model, tiny_model_file):
     assert "codec_version" in loaded.provenance and "created" in loaded.provenance
 
 
+def test_identity_is_declared_on_the_model(tiny_model_file, tmp_path):
+    from tests.conftest import make_tiny
+
+    fresh = make_tiny()
+    assert fresh.source is None and fresh.provenance == {}
+    digest = checkpoint.save_model(fresh, tmp_path / "m.safetensors")
+    assert fresh.weights_hash == digest and fresh.model_id == digest[:8]  # computed from the weights when asked
+    loaded = load_model(tiny_model_file)
+    assert loaded.source == str(tiny_model_file)
+    assert loaded.weights_hash == checkpoint.read_metadata(tiny_model_file)["weights_hash"]
+    assert loaded.model_id == loaded.weights_hash[:8]
+
+
 def test_trained_quantizer_state_survives_a_round_trip(tmp_path):
     from tests.conftest import make_tiny
 

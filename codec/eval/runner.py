@@ -323,14 +323,12 @@ def _run_info(model, data, clips, systems, metrics, how, content, started) -> di
         "seconds": round(time.time() - started, 1),
     }
     if model is not None:
-        from codec.compress import model_id
-
         info["model"] = {
             "name": model.name,
-            "file": getattr(model, "source", None),
-            "id": model_id(model),
+            "file": model.source,
+            "id": model.model_id,
             "sample_rate": model.sample_rate,
-            "provenance": getattr(model, "provenance", {}),
+            "provenance": model.provenance,
         }
     if any(isinstance(s, Codec2) for s in systems):
         info["codec2_note"] = "Codec2 is a speech codec; on music its figures show what it does to music"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import torch
@@ -12,6 +13,17 @@ from codec.errors import CodecError
 from codec.modules.seanet import SEANetDecoder, SEANetEncoder
 from codec.modules.streaming import State, StreamingModule
 from codec.quantization.grvq import GroupResidualVQ, QuantizerOutput
+
+
+def weights_hash(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of a state dict: names, dtypes and bytes, in name order (recorded in model files, checked on load)."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous()
+        h.update(key.encode())
+        h.update(str(tensor.dtype).encode())
+        h.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return h.hexdigest()
 
 
 class CodecModel(StreamingModule):
@@ -30,6 +42,13 @@ class CodecModel(StreamingModule):
     of any length, buffers the samples that do not yet complete a frame and returns the codes of the
     frames completed so far; `flush()` pads the last partial frame as offline encoding does. Offline
     is exactly streaming from a fresh state, so both give identical codes.
+
+    Identity (set by `codec.checkpoint.load_model`; a freshly built model has none until asked):
+        weights_hash: sha256 of the weights (`weights_hash`); computed from the current weights on first
+            use if the model did not come from a file, and kept from then on.
+        model_id: its first 8 hex digits, the id written in .codes headers.
+        provenance: what the model file says made it (recipe, data, steps, commit, ...); {} if unknown.
+        source: the model file it was loaded from, or None.
     """
 
     def __init__(
@@ -52,6 +71,25 @@ class CodecModel(StreamingModule):
             name,
         )
         self.config: ModelConfig | None = None  # set by `build_model`; saved with the weights
+        self._weights_hash: str | None = None
+        self.provenance: dict = {}
+        self.source: str | None = None
+
+    # --- identity -------------------------------------------------------------------------------------
+    @property
+    def weights_hash(self) -> str:
+        if self._weights_hash is None:
+            self._weights_hash = weights_hash(self.state_dict())
+        return self._weights_hash
+
+    @weights_hash.setter
+    def weights_hash(self, digest: str) -> None:
+        self._weights_hash = digest
+
+    @property
+    def model_id(self) -> str:
+        """The 8-hex-digit id written in .codes headers: the start of the weights hash."""
+        return self.weights_hash[:8]
 
     # --- rate facts ---------------------------------------------------------------------------------
     @property

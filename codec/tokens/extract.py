@@ -87,9 +87,6 @@ def extract_tokens(
 
 
 def _settings(model: CodecModel, data, levels: int, fmt: str, pattern: Pattern, dtype, min_frames: int) -> dict:
-    from codec.compress import model_id
-
-    model_id(model)  # computes the weights hash if the model did not come from a file
     G = model.num_groups
     return {
         "model": {
