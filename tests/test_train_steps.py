@@ -15,7 +15,8 @@ from codec.config import builtin_config_path, load_config
 from codec.errors import CodecError
 from codec.quantization.grvq import GroupResidualVQ
 from codec.train import checkpoints
-from codec.train.data import AudioSpec, CropDataset, read_data_dir
+from codec.datadir import read_data_dir
+from codec.train.data import AudioSpec, CropDataset
 from codec.train.trainer import Trainer
 
 
@@ -68,7 +69,7 @@ def test_segments_and_channel_modes(tmp_path):
     (tmp_path / "segments").write_text("seg1 rec 1.0 1.5\n")
     (tmp_path / "utt2dur").write_text("seg1 0.5\n")
     (utt,) = read_data_dir(tmp_path)
-    assert (utt.utt_id, utt.start, utt.end, utt.duration) == ("seg1", 1.0, 1.5, 0.5)
+    assert (utt.id, utt.start, utt.end, utt.duration) == ("seg1", 1.0, 1.5, 0.5)
     first = CropDataset([utt], spec=AudioSpec(sample_rate=rate, channels=1, channel_mode="first"), length=8000, seed=0)
     mixed = CropDataset([utt], spec=AudioSpec(sample_rate=rate, channels=1, channel_mode="mix"), length=8000, seed=0)
     x, y = first[(0, 0, 0, 0)]["audio"], mixed[(0, 0, 0, 0)]["audio"]

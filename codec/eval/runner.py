@@ -1,8 +1,8 @@
 """`codec eval`: code a set of clips with the model at several bitrates and with classical baselines, score
 every result with the same metrics, and write the reports (see `codec.eval.report`).
 
-Clips come from a directory (searched recursively for audio files, or its `wav.scp` if it has one) or a
-Kaldi `wav.scp` (`utt-id path` per line). Every clip is mixed to mono and each system codes it at its own
+Clips come from a folder of audio files (searched recursively), a Kaldi data dir or a `wav.scp`, read by
+`codec.datadir` (segments and pipe commands included). Every clip is mixed to mono and each system codes it at its own
 rate; each metric then resamples reference and output to the rate it needs. Content type decides the
 speech-only metrics and the Opus mode: with `content="auto"` the nearest path component (file name first,
 then its folders upward) containing "music" or "speech" decides, and a clip matching neither counts as speech.
@@ -21,20 +21,27 @@ from pathlib import Path
 
 import numpy as np
 
-from codec.audio import read_audio
+from codec.datadir import Utterance, list_utterances, read_span
 from codec.errors import CodecError
 from codec.eval import metrics as M
 from codec.eval.baselines import Codec2, Coded, Opus, make_baselines
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 CONTENT_TYPES = ("speech", "music")
 
 
 @dataclass(frozen=True)
 class Clip:
-    id: str
-    path: Path
+    utt: Utterance
     content: str  # "speech" or "music"
+
+    @property
+    def id(self) -> str:
+        return self.utt.id
+
+    @property
+    def path(self) -> Path | str:
+        """The audio file, or the command of a pipe entry."""
+        return self.utt.path if self.utt.is_pipe else Path(self.utt.path)
 
 
 def content_of(path: str | Path, default: str = "speech") -> str:
@@ -49,37 +56,10 @@ def content_of(path: str | Path, default: str = "speech") -> str:
 
 
 def list_clips(data: str | Path, content: str = "auto") -> list[Clip]:
-    """Clips of a directory (its wav.scp if present, else its audio files, recursively, sorted) or a wav.scp."""
+    """Clips of a folder of audio files, a Kaldi data dir or a wav.scp, sorted by id."""
     if content not in ("auto", *CONTENT_TYPES):
         raise CodecError(f"--content {content} is not one of auto, {', '.join(CONTENT_TYPES)}")
-    data = Path(data)
-    if data.is_dir() and (data / "wav.scp").is_file():
-        data = data / "wav.scp"
-    if data.is_dir():
-        files = sorted(p for p in data.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
-        entries = [(p.relative_to(data).with_suffix("").as_posix(), p) for p in files]
-    elif data.is_file():
-        entries = _read_scp(data)
-    else:
-        raise CodecError(f"--data {data} not found; pass a directory of audio files or a Kaldi wav.scp")
-    if not entries:
-        raise CodecError(f"no clips in {data}: expected audio files ({', '.join(AUDIO_SUFFIXES)}) or wav.scp lines")
-    return [Clip(i, p, content_of(p) if content == "auto" else content) for i, p in entries]
-
-
-def _read_scp(path: Path) -> list[tuple[str, Path]]:
-    entries = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        fields = line.split(maxsplit=1)
-        if len(fields) != 2:
-            raise CodecError(f"{path}:{number}: expected 'utt-id path', got {line.strip()!r}")
-        utt, where = fields[0], Path(fields[1].strip())
-        if not where.is_absolute() and not where.exists() and (path.parent / where).exists():
-            where = path.parent / where  # Kaldi paths are relative to the recipe; also accept the scp's folder
-        entries.append((utt, where))  # a pipe ("cmd |") fails to read and is reported for that clip
-    return entries
+    return [Clip(u, content_of(u.path) if content == "auto" else content) for u in list_utterances(data)]
 
 
 class ModelSystem:
@@ -241,7 +221,7 @@ def _eval_clip(clip: Clip, listen: bool, listen_seconds: float, systems: list, c
     how: dict[str, str] = {}
     base = {"clip": clip.id, "path": str(clip.path), "content": clip.content}
     try:
-        audio, sample_rate = read_audio(clip.path)
+        audio, sample_rate = read_span(clip.utt)
     except Exception as e:  # noqa: BLE001 - an unreadable clip is recorded, never fatal
         return [{**base, "system": "original", "label": "original", "error": _error_text(e)}], counts, how, None
     mono = audio.mean(axis=0).astype(np.float32)

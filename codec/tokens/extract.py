@@ -32,10 +32,11 @@ import torch
 from tqdm import tqdm
 
 from codec import __version__
+from codec.datadir import list_utterances
 from codec.errors import CodecError
 from codec.models.codec import CodecModel
 from codec.tokens import dist
-from codec.tokens.data import BatchLoader, frames_for, list_utterances, make_batches, probe_duration
+from codec.tokens.data import BatchLoader, frames_for, make_batches, probe_duration
 from codec.tokens.patterns import PATTERNS, Pattern, make_pattern
 from codec.tokens.writers import PARTS, WORK, Journal, check_format, merge, read_journals, storage_dtype, write_text
 

@@ -1,8 +1,4 @@
-"""Training data from Kaldi-style data dirs: random crops, resampled to the model rate.
-
-A data dir holds `wav.scp` (`recording-id path`), `utt2dur` (`utt-id seconds`) and optionally
-`segments` (`utt-id recording-id start end`, end -1 = to the end of the file). Without `segments`
-every recording is one utterance.
+"""Training data from Kaldi-style data dirs (read by `codec.datadir`): random crops, resampled to the model rate.
 
 Every crop is a pure function of (seed, epoch, draw number): the sampler hands out those keys, so
 the same step sees the same audio whatever the number of DataLoader workers, and a resumed run picks
@@ -16,78 +12,14 @@ import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from codec.audio import fit_length, resample
+from codec.datadir import Utterance, read_span, utterance_seconds
 from codec.errors import CodecError
-
-
-@dataclass(frozen=True)
-class Utterance:
-    utt_id: str
-    path: str
-    start: float = 0.0  # seconds into the recording
-    end: float | None = None  # seconds; None = end of file
-    duration: float | None = None  # from utt2dur, if present
-
-
-def _read_table(path: Path, fields: int) -> list[list[str]]:
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split(maxsplit=fields - 1)
-        if len(parts) != fields:
-            raise CodecError(f"{path} line {number} should have {fields} fields: {line.strip()!r}")
-        rows.append(parts)
-    return rows
-
-
-def read_data_dir(path: str | Path) -> list[Utterance]:
-    """The utterances of a Kaldi data dir, in file order; a clear error if the dir is malformed."""
-    directory = Path(path)
-    wav_scp = directory / "wav.scp"
-    if not wav_scp.is_file():
-        raise CodecError(
-            f"data dir {directory} has no wav.scp; point data.train_dir / data.valid_dir at a Kaldi data dir"
-        )
-    recordings = {}
-    for rec_id, where in _read_table(wav_scp, 2):
-        where = where.strip()
-        if where.endswith("|"):
-            raise CodecError(
-                f"{wav_scp}: recording {rec_id} is a pipe command; write the audio to files and list their paths"
-            )
-        file = Path(where)
-        recordings[rec_id] = str(file if file.is_absolute() else Path.cwd() / file)
-    durations = {}
-    if (directory / "utt2dur").is_file():
-        for utt_id, seconds in _read_table(directory / "utt2dur", 2):
-            try:
-                durations[utt_id] = float(seconds)
-            except ValueError:
-                raise CodecError(
-                    f"{directory / 'utt2dur'}: duration of {utt_id} is not a number: {seconds!r}"
-                ) from None
-    utterances = []
-    if (directory / "segments").is_file():
-        for utt_id, rec_id, start, end in _read_table(directory / "segments", 4):
-            if rec_id not in recordings:
-                raise CodecError(f"{directory / 'segments'}: segment {utt_id} names recording {rec_id}, not in wav.scp")
-            stop = float(end)
-            utterances.append(
-                Utterance(utt_id, recordings[rec_id], float(start), None if stop < 0 else stop, durations.get(utt_id))
-            )
-    else:
-        utterances = [Utterance(u, p, duration=durations.get(u)) for u, p in recordings.items()]
-    if not utterances:
-        raise CodecError(f"data dir {directory} lists no utterances")
-    return utterances
 
 
 @dataclass(frozen=True)
@@ -99,28 +31,6 @@ class AudioSpec:
     channel_mode: str = "mix"  # mix | first | random, for files with more channels than the model
     loudness_db: float | None = None
     max_gain_db: float = 20.0
-
-
-def read_span(utt: Utterance, offset: float, seconds: float) -> tuple[np.ndarray, int]:
-    """Up to `seconds` of audio [C, n] starting `offset` seconds into the utterance, at the file's rate."""
-    with sf.SoundFile(utt.path) as f:
-        rate, total = f.samplerate, f.frames
-        begin = min(int(round((utt.start + offset) * rate)), total)
-        end = total if utt.end is None else min(total, int(round(utt.end * rate)))
-        f.seek(begin)
-        data = f.read(max(min(end - begin, math.ceil(seconds * rate)), 0), dtype="float32", always_2d=True)
-    if data.shape[0] == 0:
-        raise ValueError("no samples in range")
-    if not np.isfinite(data).all():
-        raise ValueError("NaN or infinite samples")
-    return np.ascontiguousarray(data.T), rate
-
-
-def utterance_seconds(utt: Utterance) -> float:
-    """Length of the utterance, from its file header (utt2dur is not trusted for crop offsets)."""
-    info = sf.info(utt.path)
-    end = info.duration if utt.end is None else min(utt.end, info.duration)
-    return max(end - utt.start, 0.0)
 
 
 def prepare(audio: np.ndarray, rate: int, length: int, spec: AudioSpec, rng: np.random.Generator) -> np.ndarray:
@@ -174,9 +84,7 @@ class CropDataset(Dataset):
             try:
                 audio = self._crop(utt, rng)
             except Exception as e:  # any failure to read one file must not stop training
-                skipped.append(
-                    (utt.utt_id, f"{utt.path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-                )
+                skipped.append((utt.id, f"{utt.path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
                 continue
             return {"audio": torch.from_numpy(audio), "skipped": skipped, "epoch": epoch, "batch_index": batch_index}
         raise CodecError(
@@ -304,7 +212,7 @@ def validation_items(
         try:
             audio, rate = read_span(utt, 0.0, seconds)
             n = math.ceil(audio.shape[1] * spec.sample_rate / rate)
-            items.append((utt.utt_id, torch.from_numpy(prepare(audio, rate, n, spec, rng))))
+            items.append((utt.id, torch.from_numpy(prepare(audio, rate, n, spec, rng))))
         except Exception as e:  # same policy as training: skip and report
-            skipped.append((utt.utt_id, f"{utt.path}: {type(e).__name__}: {e}"))
+            skipped.append((utt.id, f"{utt.path}: {type(e).__name__}: {e}"))
     return items, skipped

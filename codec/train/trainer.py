@@ -37,11 +37,12 @@ from codec.config import (
     load_config,
     to_dict,
 )
+from codec.datadir import read_data_dir
 from codec.errors import CodecError
 from codec.models.codec import build_model
 from codec.train import checkpoints, dist
 from codec.train.balancer import Balancer
-from codec.train.data import AudioSpec, read_data_dir, train_loader, validation_items
+from codec.train.data import AudioSpec, train_loader, validation_items
 from codec.train.discriminators import build_discriminators
 from codec.train.ema import GeneratorEMA
 from codec.train.logger import TrainLog

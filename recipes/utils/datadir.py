@@ -1,42 +1,25 @@
-"""Kaldi data directories: read, check and write their tables (shared by the recipe tools beside this file).
+"""Kaldi data directories: hold, check and write their tables (shared by the recipe tools beside this file).
 
-A data dir holds `wav.scp` (`recording-id path`), optionally `segments` (`utt-id recording-id start end`,
-end -1 = to the end of the file), `utt2dur` (`utt-id seconds`), `utt2spk`, `spk2utt` and `text`.
-Without `segments` every recording is one utterance with the recording's id. Tables are sorted by id in
-C-locale (byte) order, as Kaldi's `LC_ALL=C sort` leaves them, and ids are unique.
+Reading (tables, wav.scp paths and pipes, segments) is `codec.datadir`'s, as for training and extraction.
+A data dir holds `wav.scp`, optionally `segments`, `utt2dur`, `utt2spk`, `spk2utt` and `text`. Tables are
+sorted by id in C-locale (byte) order, as Kaldi's `LC_ALL=C sort` leaves them, and ids are unique.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from codec.datadir import DataDirError, Utterance, read_data_dir, read_table
+
+__all__ = ["TABLES", "DataDir", "DataDirError", "read_table", "sort_key", "subset", "write_spk2utt", "write_table"]
+
 # Tables keyed by utterance id, and the number of fields after the id (None = free text).
 UTT_TABLES = {"utt2dur": 1, "utt2spk": 1, "text": None, "segments": 3}
 TABLES = ("wav.scp", "segments", "utt2dur", "utt2spk", "spk2utt", "text")
 
 
-class DataDirError(Exception):
-    """A problem with a data dir; its message names the file and the fix."""
-
-
 def sort_key(key: str) -> bytes:
     return key.encode("utf-8")
-
-
-def read_table(path: Path, fields: int | None = None) -> list[tuple[str, str]]:
-    """(id, rest-of-line) pairs in file order; `fields` checks the number of fields after the id."""
-    rows = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.strip().split(maxsplit=1)
-        rest = parts[1].strip() if len(parts) > 1 else ""
-        if fields is not None and len(rest.split()) != fields and not (fields == 1 and rest):
-            raise DataDirError(f"{path}:{number}: expected an id and {fields} field(s), got {line.strip()!r}")
-        if fields is None and path.name != "text" and not rest:
-            raise DataDirError(f"{path}:{number}: id {parts[0]} has nothing after it")
-        rows.append((parts[0], rest))
-    return rows
 
 
 def write_table(path: Path, rows: dict[str, str] | list[tuple[str, str]]) -> None:
@@ -48,12 +31,6 @@ def write_table(path: Path, rows: dict[str, str] | list[tuple[str, str]]) -> Non
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
-
-
-def resolve(path: str, base: Path) -> Path:
-    """A wav.scp path as the tools read it: absolute, or relative to the current folder (the recipe dir)."""
-    p = Path(path)
-    return p if p.is_absolute() else Path.cwd() / p
 
 
 class DataDir:
@@ -78,18 +55,9 @@ class DataDir:
         source = "segments" if "segments" in self.tables else "wav.scp"
         return [key for key, _ in self.tables[source]]
 
-    def audio(self) -> dict[str, tuple[Path, float, float | None]]:
-        """utt-id -> (file, start seconds, end seconds or None)."""
-        wav = {k: resolve(v, self.path) for k, v in self.tables["wav.scp"]}
-        if "segments" not in self.tables:
-            return {k: (p, 0.0, None) for k, p in wav.items()}
-        out = {}
-        for utt, rest in self.tables["segments"]:
-            rec, start, end = rest.split()
-            if rec not in wav:
-                raise DataDirError(f"{self.path / 'segments'}: {utt} names recording {rec}, which wav.scp lacks")
-            out[utt] = (wav[rec], float(start), None if float(end) < 0 else float(end))
-        return out
+    def audio(self) -> dict[str, Utterance]:
+        """utt-id -> its Utterance (audio path or pipe, start, end); the first line of a repeated id counts."""
+        return {u.id: u for u in read_data_dir(self.path, unique=False)}
 
 
 def write_spk2utt(directory: Path) -> None:

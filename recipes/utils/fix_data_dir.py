@@ -14,10 +14,10 @@ import shutil
 import sys
 from pathlib import Path
 
-import soundfile as sf
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from datadir import TABLES, DataDir, DataDirError, resolve, write_spk2utt, write_table  # noqa: E402
+from datadir import TABLES, DataDir, DataDirError, write_spk2utt, write_table  # noqa: E402
+
+from codec.datadir import AudioError, Utterance, open_audio, resolve_path  # noqa: E402
 
 
 def first_of_each(rows: list[tuple[str, str]]) -> dict[str, str]:
@@ -42,7 +42,7 @@ def fix(directory: Path, *, check_audio: bool = False) -> tuple[int, int]:
         if name in tables:
             utts &= set(tables[name])
     if check_audio:
-        utts = {u for u in utts if _readable(resolve(_recording_path(u, tables), directory))}
+        utts = {u for u in utts if _readable(resolve_path(_recording_path(u, tables), directory / "wav.scp"))}
     backup = directory / ".backup"
     backup.mkdir(exist_ok=True)
     for name in TABLES:
@@ -71,11 +71,11 @@ def _recording_path(utt: str, tables: dict[str, dict[str, str]]) -> str:
     return tables["wav.scp"][utt]
 
 
-def _readable(path: Path) -> bool:
+def _readable(where: str) -> bool:
     try:
-        sf.info(str(path))
+        open_audio(Utterance("", where)).close()
         return True
-    except Exception:  # missing, truncated or not audio: all mean "drop it"
+    except AudioError:  # missing, truncated, not audio or a failing pipe: all mean "drop it"
         return False
 
 

@@ -23,26 +23,20 @@ import soxr
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from datadir import DataDir, DataDirError, write_spk2utt, write_table  # noqa: E402
 
-
-def span_seconds(path: Path, start: float, end: float | None) -> float:
-    total = sf.info(str(path)).duration
-    return max((total if end is None else min(end, total)) - start, 0.0)
+from codec.datadir import read_span, utterance_seconds  # noqa: E402
 
 
 def convert(job: tuple) -> tuple[str, str, float | str]:
     """(utt, status, seconds or reason): status is 'ok', 'short', 'long' or 'error'."""
-    utt, path, start, end, out, rate, channels, min_s, max_s = job
+    utt, out, rate, channels, min_s, max_s = job
     try:
-        seconds = span_seconds(path, start, end)
+        seconds = utterance_seconds(utt)
         if seconds < min_s:
-            return utt, "short", seconds
+            return utt.id, "short", seconds
         if max_s > 0 and seconds > max_s:
-            return utt, "long", seconds
-        with sf.SoundFile(str(path)) as f:
-            f.seek(int(round(start * f.samplerate)))
-            frames = -1 if end is None else max(int(round((end - start) * f.samplerate)), 0)
-            audio = f.read(frames, dtype="float32", always_2d=True)  # [T, C]
-            source_rate = f.samplerate
+            return utt.id, "long", seconds
+        audio, source_rate = read_span(utt)
+        audio = audio.T  # [T, C]
         if audio.shape[1] > channels:
             audio = audio.mean(axis=1, keepdims=True) if channels == 1 else audio[:, :channels]
         elif audio.shape[1] < channels:
@@ -55,9 +49,9 @@ def convert(job: tuple) -> tuple[str, str, float | str]:
         if peak > 1.0:  # resampling can overshoot a full-scale file; never clip
             audio = audio / peak
         sf.write(str(out), audio, rate, subtype="PCM_16", format="FLAC")
-        return utt, "ok", audio.shape[0] / rate
+        return utt.id, "ok", audio.shape[0] / rate
     except Exception as e:  # an unreadable file is dropped and reported, never stops the stage
-        return utt, "error", f"{path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        return utt.id, "error", f"{utt.path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
 def main() -> int:
@@ -81,18 +75,8 @@ def main() -> int:
     audio_dir = (args.dest / "audio").resolve()
     audio_dir.mkdir(parents=True, exist_ok=True)
     jobs = [
-        (
-            utt,
-            path,
-            start,
-            end,
-            audio_dir / f"{utt}.flac",
-            args.sample_rate,
-            args.channels,
-            args.min_seconds,
-            args.max_seconds,
-        )
-        for utt, (path, start, end) in spans.items()
+        (utt, audio_dir / f"{utt.id}.flac", args.sample_rate, args.channels, args.min_seconds, args.max_seconds)
+        for utt in spans.values()
     ]
     counts = {"ok": 0, "short": 0, "long": 0, "error": 0}
     kept: dict[str, float] = {}

@@ -16,10 +16,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import soundfile as sf
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from datadir import DataDir, DataDirError, sort_key  # noqa: E402
+
+from codec.datadir import AudioError, Utterance, utterance_seconds  # noqa: E402
 
 
 def check(directory: Path, *, audio: bool = True, need: tuple[str, ...] = (), tolerance: float = 0.05) -> list[str]:
@@ -58,9 +58,10 @@ def check(directory: Path, *, audio: bool = True, need: tuple[str, ...] = (), to
         spans = d.audio()
     except DataDirError as e:
         return problems + [f"{e}; {fix}"]
-    for utt, (_, start, end) in spans.items():
-        if start < 0 or (end is not None and end <= start):
-            problems.append(f"{directory / 'segments'}: {utt} has start {start} and end {end}; fix its times")
+    for utt in spans.values():
+        if utt.start < 0 or (utt.end is not None and utt.end <= utt.start):
+            times = f"start {utt.start} and end {utt.end}"
+            problems.append(f"{directory / 'segments'}: {utt.id} has {times}; fix its times")
     if audio:
         problems += _check_audio(directory, spans, d.table("utt2dur"), tolerance)
     return problems
@@ -68,14 +69,14 @@ def check(directory: Path, *, audio: bool = True, need: tuple[str, ...] = (), to
 
 def _check_audio(directory: Path, spans: dict, utt2dur: dict[str, str], tolerance: float) -> list[str]:
     problems, durations = [], {}
-    for utt, (path, start, end) in spans.items():
+    for u in spans.values():
+        utt, path, start, end = u.id, u.path, u.start, u.end
         if path not in durations:
             try:
-                durations[path] = sf.info(str(path)).duration
-            except Exception as e:  # any reason a file cannot be opened is the same problem to the user
-                reason = "not found" if not path.exists() else f"unreadable ({str(e).splitlines()[0]})"
+                durations[path] = utterance_seconds(Utterance(utt, path))  # the whole recording
+            except AudioError as e:  # any reason a file cannot be opened is the same problem to the user
                 fix = f"fix the path or drop it with {fix_cmd(directory)} --check-audio"
-                problems.append(f"{directory / 'wav.scp'}: {utt}: {path} {reason}; {fix}")
+                problems.append(f"{directory / 'wav.scp'}: {utt}: {e}; {fix}")
                 durations[path] = None
                 continue
         total = durations[path]
