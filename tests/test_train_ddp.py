@@ -18,7 +18,6 @@ WORKER = r"""
 import sys, yaml, torch
 from pathlib import Path
 from codec.config import Config, from_dict
-from codec.train import dist
 from codec.train.trainer import Trainer
 
 out = Path(sys.argv[2])
@@ -39,7 +38,7 @@ state["restarts"] = torch.tensor(restarts)
 state["first_batch_sum"] = torch.tensor(float(next(iter(trainer.loader))["audio"].sum()))
 torch.save(state, out / f"rank{trainer.dist.rank}.pt")
 trainer.close()
-dist.cleanup()
+trainer.dist.close()
 """
 
 

@@ -7,25 +7,6 @@ result, and sums statistics over all ranks, so every rank holds identical codebo
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
-
-
-def distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def all_reduce_(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum `tensor` over ranks in place (no-op when not distributed)."""
-    if distributed():
-        dist.all_reduce(tensor)
-    return tensor
-
-
-def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
-    """Copy rank `src`'s `tensor` to every rank in place (no-op when not distributed)."""
-    if distributed():
-        dist.broadcast(tensor, src)
-    return tensor
 
 
 def kmeans(x: torch.Tensor, num_clusters: int, iters: int, generator: torch.Generator | None = None):

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from codec.quantization.codebook import all_reduce_, broadcast_, kmeans, perplexity
+from codec.dist import all_reduce_, broadcast_
+from codec.quantization.codebook import kmeans, perplexity
 from codec.quantization.search import dequantize, rvq_search
 
 

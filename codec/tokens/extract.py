@@ -25,17 +25,17 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from codec import __version__
+from codec import __version__, dist
 from codec.datadir import list_utterances
 from codec.errors import CodecError
 from codec.models.codec import CodecModel
-from codec.tokens import dist
 from codec.tokens.data import BatchLoader, frames_for, make_batches, probe_duration
 from codec.tokens.patterns import PATTERNS, Pattern, make_pattern
 from codec.tokens.writers import PARTS, WORK, Journal, check_format, merge, read_journals, storage_dtype, write_text
@@ -44,6 +44,8 @@ LEVEL_ORDER = "level-major: index l*G+g"
 LONG_SECONDS = 60.0  # longer utterances are encoded alone, block by block (bounded memory)
 BLOCK_SECONDS = 10.0
 MANIFEST_VERSION = 1
+# Ranks wait for the slowest one at the end of their shards; only barriers and small objects cross (gloo).
+TIMEOUT = timedelta(days=2)
 
 
 def build_pattern(name: str, model: CodecModel, levels: int, *, offsets: bool = False, **options) -> Pattern:
@@ -77,9 +79,9 @@ def extract_tokens(
     """
     if batch_size < 1 or num_workers < 0 or min_frames < 0:
         raise CodecError("--batch-size must be >= 1, --num-workers >= 0 and --min-frames >= 0")
-    world = dist.join()
+    world = dist.join(device, backend="gloo", timeout=TIMEOUT)
     try:
-        model = model.to(dist.pick_device(device, world)).eval()
+        model = model.to(world.device).eval()
         return _run(model, data, Path(out), world, levels=levels, fmt=fmt, pattern=pattern, offsets=offsets,
                     batch_size=batch_size, max_batch_seconds=max_batch_seconds, num_workers=num_workers,
                     min_frames=min_frames, progress=progress)  # fmt: skip
@@ -119,7 +121,7 @@ def _run(model, data, out: Path, world: dist.World, *, levels, fmt, pattern, off
     committed = {r["id"]: r for r in read_journals(work) if "shape" in r}
     world.barrier()  # everyone has read the journals before anyone appends to them
     pending = [u for u in utts if u.id not in committed]
-    shard = pending[world.rank :: world.size]
+    shard = pending[world.rank :: world.world_size]
     name = f"rank{world.rank}"
     journal = Journal(work / f"{name}.jsonl")
     part = PARTS[fmt](out, work, name, dtype, list(committed.values()))
@@ -142,7 +144,7 @@ def _run(model, data, out: Path, world: dist.World, *, levels, fmt, pattern, off
     summary["this_run"] = {
         "utterances": this_run["utterances"], "audio_hours": this_run["seconds"] / 3600, "wall_seconds": wall,
         "utterances_per_second": this_run["utterances"] / wall, "audio_hours_per_hour": this_run["seconds"] / wall,
-        "processes": world.size, "resumed_from": len(committed),
+        "processes": world.world_size, "resumed_from": len(committed),
     }  # fmt: skip
     return summary
 
@@ -188,7 +190,7 @@ def _extract_shard(model, shard, pat, dtype, part, journal, stats, *, levels, ba
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=None, shuffle=False, num_workers=num_workers, collate_fn=_as_is
     )  # fmt: skip
-    where = f" (rank 0 of {world.size})" if world.size > 1 else ""
+    where = f" (rank 0 of {world.world_size})" if world.world_size > 1 else ""
     bar = tqdm(total=len(shard), unit="utt", desc=f"tokens{where}", disable=not progress, dynamic_ncols=True)
     t0 = time.perf_counter()
     for ready, skipped in loader:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from codec.train.dist import mean_over_ranks_
+from codec.dist import mean_over_ranks_
 
 
 class Balancer:

@@ -27,7 +27,7 @@ import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
-from codec import pretrained
+from codec import dist, pretrained
 from codec.config import (
     QUANTIZER_TRAINING_KEYS,
     Config,
@@ -40,7 +40,7 @@ from codec.config import (
 from codec.datadir import read_data_dir
 from codec.errors import CodecError
 from codec.models.codec import build_model
-from codec.train import checkpoints, dist
+from codec.train import checkpoints
 from codec.train.balancer import Balancer
 from codec.train.data import AudioSpec, train_loader, validation_items
 from codec.train.discriminators import build_discriminators
@@ -117,7 +117,7 @@ class Trainer:
         # Read the data dirs first: a mistake there should fail before anything is written.
         self._train_utterances = read_data_dir(config.data.train_dir)
         self._valid_utterances = read_data_dir(config.data.valid_dir) if config.data.valid_dir else []
-        self.dist = dist.setup(tc.device)
+        self.dist = dist.join(tc.device, option="train.device")
         self.device = self.dist.device
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # crops have one fixed length: autotuned kernels pay off
@@ -300,7 +300,7 @@ class Trainer:
     # --- state --------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """The checkpoint content (call on every rank: RNG states are gathered from all of them)."""
-        rng = dist.gather_objects(checkpoints.rng_state())
+        rng = self.dist.gather(checkpoints.rng_state())
         return {
             "step": self.step,
             "data_position": {"epoch": self.epoch, "batch_index": self.batch_index},
@@ -368,7 +368,7 @@ class Trainer:
         path = checkpoints.checkpoint_path(self.checkpoint_dir, self.step)
         if self.dist.is_main:
             path = checkpoints.save(self.checkpoint_dir, self.step, state, self.config.train.keep_checkpoints)
-        dist.barrier()
+        self.dist.barrier()
         return path
 
     # --- one step ------------------------------------------------------------------------------------------
@@ -610,7 +610,7 @@ class Trainer:
                 )
             shown = " ".join(f"{k.split('/', 1)[1]} {v:.4g}" for k, v in metrics.items() if k.startswith("valid/"))
             self.log.info(f"validation at step {self.step}: {shown}")
-        dist.barrier()
+        self.dist.barrier()
         return metrics
 
     def close(self) -> None:
@@ -638,4 +638,4 @@ def train_from_cli(config: str, overrides: list[str], resume: bool = False, resu
         )
     finally:
         trainer.close()
-        dist.cleanup()
+        trainer.dist.close()
