@@ -5,9 +5,11 @@
 See docs/TOKENS.md.
 """
 
+from codec.tokens.dataset import TokenDataset
 from codec.tokens.extract import extract_tokens
 from codec.tokens.patterns import PATTERNS, Pattern, make_pattern, pattern_from_json
-from codec.tokens.writers import FORMATS, TokenDataset, TokenReader, open_tokens
+from codec.tokens.readers import TokenReader, open_tokens
+from codec.tokens.writers import FORMATS
 
 __all__ = [
     "FORMATS", "PATTERNS", "Pattern", "TokenDataset", "TokenReader", "extract_tokens", "make_pattern",

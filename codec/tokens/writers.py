@@ -1,4 +1,6 @@
-"""Token storage: crash-safe per-rank parts while extracting, merged outputs, and readers for LM trainers.
+"""Token storage, writing side: crash-safe per-rank parts while extracting, and the merged outputs.
+
+Reading them back is `readers.py` (`open_tokens`); batching them for an LM trainer is `dataset.py`.
 
 Every utterance's tokens are a grid [S, T] (streams x steps, see `patterns.py`) of integers below
 `pattern.max_token + 1`, stored as uint16 when that fits (else int32). Formats of the merged output in OUT:
@@ -22,16 +24,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
-import torch
 
 from codec.atomic import atomic_output
 from codec.errors import CodecError
-from codec.tokens.patterns import Pattern, pattern_from_json
 
 FORMATS = ("npy", "ark", "packed")
 WORK = ".work"
@@ -239,168 +238,3 @@ def write_text(path: Path, text: str) -> None:
 
 def _write_text(path: Path, lines: list[str]) -> None:
     write_text(path, "".join(lines))
-
-
-# --- readers -----------------------------------------------------------------------------------------------
-class TokenReader:
-    """Random access (by index or id) and iteration over an extraction's tokens, whatever its format.
-
-    `reader[key]` -> tokens [S, T] (numpy, stored dtype); `reader.codes(key)` -> codes [N, F] (int64, the
-    pattern inverted); `reader.ids`, `reader.num_frames(key)`, `reader.pattern`, `reader.manifest`.
-    Open one with `open_tokens(out_dir)`.
-    """
-
-    def __init__(self, out: str | Path, manifest: dict) -> None:
-        self.out, self.manifest = Path(out), manifest
-        self.pattern: Pattern = pattern_from_json(manifest["pattern"])
-        self.dtype = np.dtype(manifest["dtype"])
-        self.ids = [u["id"] for u in manifest["utterances"]]
-        self._frames = [u["num_frames"] for u in manifest["utterances"]]
-        self._shapes = [tuple(u["shape"]) for u in manifest["utterances"]]
-        self._position = {u: i for i, u in enumerate(self.ids)}
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __contains__(self, utt: str) -> bool:
-        return utt in self._position
-
-    def index(self, key: int | str) -> int:
-        if isinstance(key, str):
-            if key not in self._position:
-                raise KeyError(f"no utterance {key} in {self.out}")
-            return self._position[key]
-        if not -len(self) <= key < len(self):
-            raise IndexError(f"index {key} out of range for {len(self)} utterances")
-        return key % len(self)
-
-    def num_frames(self, key: int | str) -> int:
-        return self._frames[self.index(key)]
-
-    def __getitem__(self, key: int | str) -> np.ndarray:
-        return self._load(self.index(key))
-
-    def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
-        for i, utt in enumerate(self.ids):
-            yield utt, self._load(i)
-
-    def codes(self, key: int | str) -> np.ndarray:
-        i = self.index(key)
-        return self.pattern.invert(self._load(i), self._frames[i])
-
-    def _load(self, i: int) -> np.ndarray:
-        raise NotImplementedError
-
-    def _local(self, path: str, fallback: Path) -> Path:
-        """scp paths are absolute; if the output folder was moved, find the file beside the scp."""
-        p = Path(path)
-        return p if p.exists() else fallback / p.name
-
-
-def _scp(path: Path) -> dict[str, str]:
-    return dict(line.split(maxsplit=1) for line in path.read_text().splitlines() if line.strip())
-
-
-class NpyTokens(TokenReader):
-    def __init__(self, out, manifest) -> None:
-        super().__init__(out, manifest)
-        self._paths = _scp(self.out / "tokens.scp")
-
-    def _load(self, i: int) -> np.ndarray:
-        return np.load(self._local(self._paths[self.ids[i]], self.out / "npy"))
-
-
-class ArkTokens(TokenReader):
-    def __init__(self, out, manifest) -> None:
-        super().__init__(out, manifest)
-        self._where = _scp(self.out / "tokens.scp")
-
-    def _load(self, i: int) -> np.ndarray:
-        import kaldiio
-
-        path, offset = self._where[self.ids[i]].rsplit(":", 1)
-        matrix = kaldiio.load_mat(f"{self._local(path, self.out)}:{offset}")
-        return np.ascontiguousarray(matrix.T).astype(self.dtype)
-
-
-class PackedTokens(TokenReader):
-    """The packed format, memory-mapped: `reader[key]` is a zero-copy view, `window` a contiguous slice of steps."""
-
-    def __init__(self, out, manifest) -> None:
-        super().__init__(out, manifest)
-        self.index_array = np.load(self.out / "tokens.idx.npy")
-        self.num_streams = self.pattern.num_streams
-        self._data: np.memmap | None = None  # opened lazily, so the reader pickles cheaply into DataLoader workers
-
-    @property
-    def data(self) -> np.ndarray:
-        """The whole token stream, flat [sum of S * T]."""
-        if self._data is None:
-            path = self.out / "tokens.bin"
-            self._data = np.memmap(path, dtype=self.dtype, mode="r") if path.stat().st_size else np.zeros(0, self.dtype)
-        return self._data
-
-    def __getstate__(self):
-        return {**self.__dict__, "_data": None}
-
-    def _load(self, i: int) -> np.ndarray:
-        return self.window(i, 0, int(self.index_array[i, 1]))
-
-    def window(self, key: int | str, start: int, length: int) -> np.ndarray:
-        """Tokens [S, length] of steps start .. start + length of one utterance (a view into the map)."""
-        i = self.index(key)
-        offset, steps = (int(v) for v in self.index_array[i])
-        if not (0 <= start and start + length <= steps and length >= 0):
-            raise IndexError(f"steps {start}..{start + length} out of range for {self.ids[i]} ({steps} steps)")
-        S = self.num_streams
-        return self.data[offset + start * S : offset + (start + length) * S].reshape(length, S).T
-
-
-READERS = {"npy": NpyTokens, "ark": ArkTokens, "packed": PackedTokens}
-
-
-def open_tokens(out: str | Path) -> TokenReader:
-    """A reader for the extraction in `out` (any format), from its manifest.json."""
-    path = Path(out) / "manifest.json"
-    if not path.is_file():
-        raise CodecError(f"{out} has no manifest.json; it is not a finished `codec tokens` output")
-    manifest = json.loads(path.read_text())
-    return READERS[manifest["format"]](out, manifest)
-
-
-class TokenDataset(torch.utils.data.Dataset):
-    """Utterances of an extraction for an LM trainer's DataLoader: item i is {'id', 'tokens' [S, T] int64}.
-
-    With `codes=True` the pattern is inverted and 'tokens' holds codes [N, F]. `collate` pads a batch with the
-    pattern's pad token: {'ids', 'tokens' [B, S, T_max], 'mask' [B, S, T_max] (True where a code is)}.
-    """
-
-    def __init__(self, reader: TokenReader | str | Path, *, codes: bool = False) -> None:
-        self.reader = reader if isinstance(reader, TokenReader) else open_tokens(reader)
-        self.codes = codes
-
-    def __len__(self) -> int:
-        return len(self.reader)
-
-    def __getitem__(self, i: int) -> dict:
-        values = self.reader.codes(i) if self.codes else self.reader[i]
-        return {"id": self.reader.ids[i], "tokens": torch.from_numpy(np.array(values, dtype=np.int64))}
-
-    def collate(self, items: list[dict]) -> dict:
-        pattern = self.reader.pattern
-        if self.codes:
-            return {"ids": [it["id"] for it in items], **_pad([it["tokens"] for it in items], 0)}
-        frames = [self.reader.num_frames(it["id"]) for it in items]
-        T = max(it["tokens"].shape[-1] for it in items)
-        batch = _pad([it["tokens"] for it in items], pattern.pad_id)
-        batch["mask"] = torch.stack(
-            [torch.nn.functional.pad(torch.from_numpy(pattern.mask(f)), (0, T - pattern.num_steps(f))) for f in frames]
-        )
-        return {"ids": [it["id"] for it in items], **batch}
-
-
-def _pad(arrays: list[torch.Tensor], value: int) -> dict:
-    T = max(a.shape[-1] for a in arrays)
-    tokens = torch.stack([torch.nn.functional.pad(a, (0, T - a.shape[-1]), value=value) for a in arrays])
-    mask = torch.stack([torch.arange(T) < a.shape[-1] for a in arrays])[:, None].expand(-1, tokens.shape[1], -1)
-    return {"tokens": tokens, "mask": mask}
