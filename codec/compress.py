@@ -95,8 +95,8 @@ def encode_blocks(
 ) -> CodesHeader:
     """Encode float blocks [C, n] into `stream`. With `num_samples` None the length goes in an end record.
 
-    Everything is checked before the header is written: the input's rate and channels (`codec.limits`), and
-    `packet_frames` / `packet_bytes` (named by their CLI flags in errors).
+    Everything is checked before the header is written: the input's rate and channels (`codec.limits`),
+    `packet_frames` / `packet_bytes` (named by their CLI flags in errors), and the first block of samples.
     """
     fix = "resample or remix the input first (e.g. with sox or ffmpeg)"
     limits.check_sample_rate(sample_rate, "the input's sample rate", fix)
@@ -108,15 +108,17 @@ def encode_blocks(
         limits.check_int(packet_bytes, "--packet-bytes", 1, limits.MAX_PACKET_BYTES)
         packet_frames = bitstream.frames_per_packet(header, packet_bytes)
     limits.check_int(packet_frames, "--packet-frames", 1, bitstream.max_packet_frames(header))
-    writer = CodesWriter(stream, header)
-    packets = Packetizer(writer, packet_frames, flush)
+    packets: Packetizer | None = None  # the header goes out with the first valid samples: a bad input writes nothing
     encoder = StreamingEncoder(model, levels=levels, batch_size=channels, sample_rate=sample_rate)
     total = 0
     for block in blocks:
         limits.check_pcm(block)
+        if packets is None and block.shape[1]:
+            packets = Packetizer(CodesWriter(stream, header), packet_frames, flush)
         total += block.shape[1]
-        packets.add(encoder.push(block))
-    if total == 0:
+        if block.shape[1]:
+            packets.add(encoder.push(block))
+    if packets is None:
         raise CodecError("the input holds no audio samples")
     if num_samples is not None and total < num_samples:
         raise CodecError(f"the input ended after {total} of the {num_samples} samples it announced; it is truncated")
@@ -124,7 +126,7 @@ def encode_blocks(
         raise CodecError(f"the input holds {total} samples but announced {num_samples}; its header is damaged")
     packets.add(encoder.flush(), final=True)
     if num_samples is None:
-        writer.write_end(total)
+        packets.writer.write_end(total)
         if flush is not None:
             flush()
     return header
