@@ -56,7 +56,8 @@ TRY_AGAIN_LATER = 1013
 MAX_MESSAGE_BYTES = limits.MAX_PACKET_BYTES + 1024  # the largest packet; larger messages are closed with 1009
 MAX_CONNECTIONS = 64  # more at once are refused with 1013 (try again later)
 IDLE_SECONDS = 30.0  # a connection that sends nothing, or reads nothing we send, for this long is closed
-MAX_SPEED = 100.0  # seconds of audio one connection may have coded per second of wall time (after a 10 s burst)
+MAX_SPEED = 100.0  # seconds of audio one connection may have coded per second of wall time, after
+BURST_SECONDS = 10.0  # of audio coded at full speed
 STEP_SAMPLES = 2**16  # samples (all channels, at the larger of the two rates) coded between yields to others
 
 
@@ -129,7 +130,7 @@ class _Connection:
             raise ProtocolError(f"nothing received for {seconds:g} s; closing the connection") from None
 
     async def messages(self):
-        """Messages until the client closes (normally or not), each within the idle timeout."""
+        """Messages until the client closes normally, each within the idle timeout (an abrupt close raises)."""
         from websockets.exceptions import ConnectionClosedOK
 
         while True:
@@ -147,7 +148,7 @@ class _Connection:
     async def coded(self, seconds: float) -> None:
         """Account for `seconds` of audio just coded; yield to the other connections, sleeping if over speed."""
         self._seconds += seconds
-        ahead = (self._seconds - 10.0) / self.bounds.max_speed - (time.monotonic() - self._start)
+        ahead = (self._seconds - BURST_SECONDS) / self.bounds.max_speed - (time.monotonic() - self._start)
         await asyncio.sleep(max(ahead, 0.0))
 
 
