@@ -6,6 +6,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from codec.errors import CodecError
+
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
@@ -17,10 +19,13 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
-        from codec.errors import CodecError
-
         raise CodecError(f"output directory {directory} does not exist; create it first")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=directory)
+    if path.is_dir():
+        raise CodecError(f"output {path} is a directory; give a file name (e.g. {path / 'out'}{path.suffix})")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=directory)
+    except OSError as e:
+        raise CodecError(f"cannot write into {directory} ({e.strerror}); choose an output path you can write") from None
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)
@@ -28,7 +33,10 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
     try:
         yield tmp_path
-        os.replace(tmp_path, path)
+        try:
+            os.replace(tmp_path, path)
+        except OSError as e:
+            raise CodecError(f"cannot write {path} ({e.strerror}); choose an output path you can write") from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()

@@ -17,6 +17,10 @@ codes in level-major order, each `bits` wide, most significant bit first; the pa
 with zero bits to a whole byte. A packet's CRC32 covers its own bytes (the frame count and payload);
 the first packet's CRC also covers the header, so a damaged header is caught too.
 
+Every number is checked against `codec.limits` before it sizes anything (the metadata, a packet's payload,
+the decoder's output), and bytes are read in bounded pieces, so what a reader allocates grows only with the
+bytes that really arrive: a forged length costs the forger the bytes, not the reader the memory.
+
 The header is binary rather than JSON so that a 10 s file at 1 kbps spends under 3% on overhead;
 streamed files, whose length is unknown when the header is written, end with an `end` record.
 """
@@ -33,6 +37,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from codec import limits
 from codec.errors import CodecError
 
 MAGIC = b"GRVQ"
@@ -81,8 +86,18 @@ class _Truncated(Exception):
     pass
 
 
+READ_PIECE = 2**16  # bytes asked of the stream at a time: a forged length never sizes a buffer
+
+
 def _read_exact(stream: BinaryIO, n: int) -> bytes:
-    data = stream.read(n)
+    if n <= READ_PIECE:
+        data = stream.read(n)
+    else:
+        pieces, left = [], n
+        while left and (piece := stream.read(min(left, READ_PIECE))):
+            pieces.append(piece)
+            left -= len(piece)
+        data = b"".join(pieces)
     if len(data) < n:
         raise _Truncated
     return data
@@ -163,9 +178,14 @@ class CodesHeader:
         return dataclasses.asdict(self)
 
 
+def max_packet_frames(header: CodesHeader) -> int:
+    """The most frames one packet of this stream may hold (readers refuse more: `codec.limits`)."""
+    return max(1, min(limits.MAX_PACKET_FRAMES, limits.MAX_PACKET_BYTES * 8 // header.bits_per_frame))
+
+
 def frames_per_packet(header: CodesHeader, target_bytes: int = DEFAULT_PACKET_BYTES) -> int:
-    """Frames that fill about `target_bytes` of payload (at least one)."""
-    return max(1, (target_bytes * 8) // header.bits_per_frame)
+    """Frames that fill about `target_bytes` of payload (at least one, at most `max_packet_frames`)."""
+    return min(max(1, (target_bytes * 8) // header.bits_per_frame), max_packet_frames(header))
 
 
 def container_overhead(header: CodesHeader, frames: int, packet_frames: int) -> int:
@@ -193,6 +213,8 @@ class CodesWriter:
         codes = np.asarray(codes)
         if codes.ndim != 3 or codes.shape[1:] != (h.channels, h.num_codebooks) or codes.shape[0] < 1:
             raise ValueError(f"packet codes must be [frames >= 1, {h.channels}, {h.num_codebooks}], got {codes.shape}")
+        if codes.shape[0] > max_packet_frames(h):
+            raise ValueError(f"a packet holds at most {max_packet_frames(h)} frames of this stream")
         body = encode_varint(codes.shape[0]) + pack_bits(codes, h.bits)
         crc = zlib.crc32(body, zlib.crc32(self._pending_header) if self._pending_header else 0)
         self._pending_header = None
@@ -247,6 +269,7 @@ class CodesReader:
                 )
             model_id = _read_exact(recorder, 4).hex()
             numbers = [_read_varint(recorder)[0] for _ in range(9)]
+            self._check_numbers(numbers)
             extra_raw = _read_exact(recorder, numbers[8])
         except _Truncated:
             if not recorder.data:
@@ -256,11 +279,11 @@ class CodesReader:
             raise CodecError(f"{self.name} has a damaged header") from None
         try:
             extra = json.loads(extra_raw) if extra_raw else {}
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise CodecError(f"{self.name} has a damaged header (its metadata is not JSON)") from None
+        except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested too deep to parse
+            extra = None
+        if not isinstance(extra, dict):
+            raise CodecError(f"{self.name} has a damaged header (its metadata is not a JSON object)")
         sample_rate, model_sr, channels, hop, groups, levels, bits, samples, _ = numbers
-        if min(sample_rate, model_sr, channels, hop, groups, levels, bits) < 1 or bits > 32:
-            raise CodecError(f"{self.name} has a damaged header (impossible stream parameters)")
         self._raw_header = recorder.data
         return CodesHeader(
             model_id,
@@ -274,6 +297,21 @@ class CodesReader:
             samples - 1 if samples else None,
             extra,
         )
+
+    def _check_numbers(self, numbers: list[int]) -> None:
+        """Every header number within `codec.limits`, before any of them sizes anything."""
+        sample_rate, model_sr, channels, hop, groups, levels, bits, samples, extra_len = numbers
+        fix = "the file is damaged or was not written by this codec"
+        where = f"{self.name} has a damaged header:"
+        limits.check_sample_rate(sample_rate, f"{where} sample rate", fix)
+        limits.check_sample_rate(model_sr, f"{where} model sample rate", fix)
+        limits.check_channels(channels, f"{where} channels", fix)
+        limits.check_int(hop, f"{where} hop length", 1, limits.MAX_HOP_LENGTH, fix)
+        limits.check_int(groups, f"{where} groups", 1, limits.MAX_GROUPS, fix)
+        limits.check_int(levels, f"{where} levels", 1, limits.MAX_LEVELS, fix)
+        limits.check_int(bits, f"{where} bits per code", 1, limits.MAX_BITS, fix)
+        limits.check_int(max(samples - 1, 0), f"{where} length", 0, limits.MAX_SECONDS * sample_rate, fix)
+        limits.check_int(extra_len, f"{where} metadata length", 0, limits.MAX_EXTRA_BYTES, fix)
 
     @property
     def header_size(self) -> int:
@@ -305,12 +343,18 @@ class CodesReader:
             if frames == 0:
                 self._read_end(recorder, offset)
                 return None
+            if frames > limits.MAX_PACKET_FRAMES or h.payload_bytes(frames) > limits.MAX_PACKET_BYTES:
+                raise ValueError
             payload = _read_exact(recorder, h.payload_bytes(frames))
             crc = int.from_bytes(_read_exact(recorder, CRC_BYTES), "big")
         except _Truncated:
             return Packet(index, offset, 0, None, f"file ends in the middle of packet {index} (byte {offset})")
         except ValueError:
-            return Packet(index, offset, 0, None, f"packet {index} (byte {offset}) has a damaged frame count")
+            return Packet(
+                index, offset, 0, None,
+                f"packet {index} (byte {offset}) has a damaged frame count (over {limits.MAX_PACKET_FRAMES} frames "
+                f"or {limits.MAX_PACKET_BYTES} bytes)",
+            )  # fmt: skip
         size = len(recorder.data)
         self._index, self._offset = index + 1, offset + size
         body = recorder.data[:-CRC_BYTES]
@@ -331,6 +375,10 @@ class CodesReader:
             raise CodecError(f"{self.name}: the end record at byte {offset} fails its CRC check; the file is damaged")
         if self.stream.read(1):
             raise CodecError(f"{self.name} has data after its end record at byte {offset}; the file is damaged")
+        limits.check_int(
+            samples, f"{self.name}: the end record's length", 0, limits.MAX_SECONDS * self.header.sample_rate,
+            "the file is damaged or was not written by this codec",
+        )  # fmt: skip
         self.num_samples = samples
         self.ended = True
 

@@ -120,7 +120,10 @@ def cmd_demo(args) -> None:
     clip = Path(__file__).parent / "assets" / "speech_en.flac"
     model = _load(args.model, args.device)
     out_dir = Path(args.out_dir) if args.out_dir else Path(tempfile.mkdtemp(prefix="codec-demo-"))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CodecError(f"cannot create --out-dir {out_dir} ({e.strerror}); choose a folder you can write") from None
     wanted = [args.levels] if args.levels else sorted({1, (model.num_levels + 1) // 2, model.num_levels})
     print(f"model {model.name}: {model.sample_rate} Hz, {model.num_groups} groups x {model.num_levels} levels")
     print(f"input {clip.name}: {_human(clip.stat().st_size)} (FLAC)")
@@ -248,6 +251,7 @@ def _add_streaming_commands(sub) -> None:
     """Pipes (`stream-encode`, `stream-decode`), the WebSocket server and its client, and `bench`."""
 
     def cmd_stream_encode(args) -> None:
+        from codec import limits
         from codec.compress import encode_blocks
         from codec.pcmio import FrameReader, PcmFormat, check_format, read_wav_header
 
@@ -255,7 +259,9 @@ def _add_streaming_commands(sub) -> None:
         levels = _levels(model, args)
         stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
         if args.rate is not None:
-            fmt, frames = PcmFormat(args.rate, args.channels, check_format(args.format)), None
+            rate = limits.check_sample_rate(args.rate, "--rate")
+            fmt = PcmFormat(rate, limits.check_channels(args.channels, "--channels"), check_format(args.format))
+            frames = None
         else:
             fmt, frames = read_wav_header(stdin)
         reader = FrameReader(stdin, fmt, limit_frames=frames)
@@ -497,6 +503,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not fail on the closed pipe too."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (tests capture it): nothing will be flushed to it
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -516,6 +533,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("codec: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of our stdout went away (`| head`): stop quietly, as `cat` does
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, what a shell reports for a process killed by the signal
     except Exception as e:  # a bug, not bad input: say so in one line unless --debug
         if args.debug:
             raise

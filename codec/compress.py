@@ -17,15 +17,16 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from codec import bitstream
+from codec import bitstream, limits
 from codec.atomic import atomic_output
-from codec.audio import WRITE_FORMATS, fit_length, open_audio
+from codec.audio import WRITE_FORMATS, open_audio
 from codec.bitstream import CodesHeader, CodesReader, CodesWriter
 from codec.errors import CodecError
 from codec.models.codec import CodecModel
 from codec.streaming import StreamingDecoder, StreamingEncoder
 
 BLOCK_SECONDS = 2.0  # audio read, encoded or decoded per step: bounds memory for long files
+DECODE_FRAMES = 256  # frames decoded per step: a packet of many frames never sizes one big output
 
 
 def model_id(model: CodecModel) -> str:
@@ -92,18 +93,32 @@ def encode_blocks(
     packet_bytes: int = bitstream.DEFAULT_PACKET_BYTES,
     flush=None,
 ) -> CodesHeader:
-    """Encode float blocks [C, n] into `stream`. With `num_samples` None the length goes in an end record."""
+    """Encode float blocks [C, n] into `stream`. With `num_samples` None the length goes in an end record.
+
+    Everything is checked before the header is written: the input's rate and channels (`codec.limits`),
+    `packet_frames` / `packet_bytes` (named by their CLI flags in errors), and the first block of samples.
+    """
+    fix = "resample or remix the input first (e.g. with sox or ffmpeg)"
+    limits.check_sample_rate(sample_rate, "the input's sample rate", fix)
+    limits.check_channels(channels, "the input's channel count", fix)
     header = new_header(model, sample_rate=sample_rate, channels=channels, levels=levels, num_samples=num_samples)
-    writer = CodesWriter(stream, header)
-    packets = Packetizer(writer, packet_frames or bitstream.frames_per_packet(header, packet_bytes), flush)
+    if num_samples is not None:
+        limits.check_int(num_samples, "the input's length", 0, limits.MAX_SECONDS * sample_rate, "split it")
+    if packet_frames is None:
+        limits.check_int(packet_bytes, "--packet-bytes", 1, limits.MAX_PACKET_BYTES)
+        packet_frames = bitstream.frames_per_packet(header, packet_bytes)
+    limits.check_int(packet_frames, "--packet-frames", 1, bitstream.max_packet_frames(header))
+    packets: Packetizer | None = None  # the header goes out with the first valid samples: a bad input writes nothing
     encoder = StreamingEncoder(model, levels=levels, batch_size=channels, sample_rate=sample_rate)
     total = 0
     for block in blocks:
-        if not np.isfinite(block).all():
-            raise CodecError("the input contains NaN or infinite samples; repair or re-export it")
+        limits.check_pcm(block)
+        if packets is None and block.shape[1]:
+            packets = Packetizer(CodesWriter(stream, header), packet_frames, flush)
         total += block.shape[1]
-        packets.add(encoder.push(block))
-    if total == 0:
+        if block.shape[1]:
+            packets.add(encoder.push(block))
+    if packets is None:
         raise CodecError("the input holds no audio samples")
     if num_samples is not None and total < num_samples:
         raise CodecError(f"the input ended after {total} of the {num_samples} samples it announced; it is truncated")
@@ -111,7 +126,7 @@ def encode_blocks(
         raise CodecError(f"the input holds {total} samples but announced {num_samples}; its header is damaged")
     packets.add(encoder.flush(), final=True)
     if num_samples is None:
-        writer.write_end(total)
+        packets.writer.write_end(total)
         if flush is not None:
             flush()
     return header
@@ -214,16 +229,23 @@ class _Trim:
             self.emitted += audio.shape[1]
             yield audio
 
-    def finish(self, length: int | None, channels: int) -> Iterator[np.ndarray]:
+    def finish(self, length: int | None, channels: int, max_fill: int) -> Iterator[np.ndarray]:
+        """The held samples, then silence up to `length`, but at most `max_fill` samples of it, in blocks."""
         rest = self._held if self._held is not None else np.zeros((channels, 0), np.float32)
         self._held = None
         target = length if length is not None else self.length
         if target is None:
             target = self.emitted + rest.shape[1]
-        rest = fit_length(rest, max(target - self.emitted, 0))
+        rest = rest[:, : max(target - self.emitted, 0)]
         if rest.shape[1]:
             self.emitted += rest.shape[1]
             yield rest
+        fill = min(max(target - self.emitted, 0), max_fill)
+        while fill > 0:  # block by block: a long missing tail never sizes one array
+            n = min(fill, 2**16)
+            self.emitted += n
+            fill -= n
+            yield np.zeros((channels, n), np.float32)
 
 
 def decode_blocks(
@@ -252,14 +274,16 @@ def decode_blocks(
                 )
             report.damaged.append(packet.error)
             if packet.frames:  # frames known: keep the decoder's state moving, output silence
-                audio = np.zeros_like(decoder.push(last.expand(-1, -1, packet.frames)))
+                for start in range(0, packet.frames, DECODE_FRAMES):
+                    n = min(DECODE_FRAMES, packet.frames - start)
+                    yield from trim.feed(np.zeros_like(decoder.push(last.expand(-1, -1, n))))
                 report.frames += packet.frames
-                yield from trim.feed(audio)
             continue
         codes = torch.from_numpy(packet.codes).permute(1, 2, 0)  # [C, N, frames]
         last = codes[..., -1:]
         report.frames += packet.frames
-        yield from trim.feed(decoder.push(codes))
+        for start in range(0, packet.frames, DECODE_FRAMES):
+            yield from trim.feed(decoder.push(codes[..., start : start + DECODE_FRAMES]))
     yield from trim.feed(decoder.flush())
     length = reader.num_samples
     expected = dataclasses.replace(h, num_samples=length).expected_frames  # the end record may carry the length
@@ -272,7 +296,13 @@ def decode_blocks(
         if not conceal:
             raise CodecError(f"{missing}; pass --on-corrupt silence to decode what is there")
         report.damaged.append(missing)
-    yield from trim.finish(length, h.channels)
+    max_fill = limits.CONCEAL_TAIL_SECONDS * h.sample_rate
+    yield from trim.finish(length, h.channels, max_fill)
+    if length is not None and trim.emitted < length:
+        report.damaged.append(
+            f"{name}: the missing tail is longer than {limits.CONCEAL_TAIL_SECONDS} s, the most silence "
+            f"--on-corrupt silence fills in; the output has {trim.emitted} of {length} samples"
+        )
     report.samples = trim.emitted
     return report
 
@@ -301,10 +331,18 @@ def decode_file(
     with open(input_path, "rb") as f:
         reader = CodesReader(f, str(input_path))
         h = reader.header
-        with atomic_output(output_path) as tmp, sf.SoundFile(
-            str(tmp), "w", samplerate=h.sample_rate, channels=h.channels, format=fmt[0], subtype=fmt[1]
-        ) as out:
+        with atomic_output(output_path) as tmp, _open_output(tmp, output_path, h, fmt) as out:
             return _drain(decode_blocks(model, reader, conceal=conceal), lambda b: out.write(np.clip(b, -1.0, 1.0).T))
+
+
+def _open_output(tmp: Path, output_path: Path, h: CodesHeader, fmt: tuple[str, str]) -> sf.SoundFile:
+    try:
+        return sf.SoundFile(str(tmp), "w", samplerate=h.sample_rate, channels=h.channels, format=fmt[0], subtype=fmt[1])
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise CodecError(
+            f"cannot write {output_path.suffix} audio at {h.sample_rate} Hz with {h.channels} channel(s) "
+            f"({str(e).split(':')[-1].strip()}); decode to a .wav file instead"
+        ) from None
 
 
 def _drain(blocks: Generator[np.ndarray, None, DecodeReport], consume) -> DecodeReport:

@@ -13,6 +13,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from codec import limits
 from codec.errors import CodecError
 
 # name -> (sample dtype, full scale)
@@ -75,18 +76,32 @@ def read_wav_header(stream: BinaryIO, name: str = "stdin") -> tuple[PcmFormat, i
                 raise CodecError(f"{name}: WAV data arrives before its fmt chunk")
             known = size not in (0, UNKNOWN_SIZE)
             return fmt, size // fmt.frame_bytes if known else None
+        if chunk_id != b"fmt ":
+            _skip(stream, size + (size & 1))  # in pieces: a forged chunk size never sizes a buffer
+            continue
+        if not 16 <= size <= 256:
+            raise CodecError(f"{name}: the WAV fmt chunk is {size} bytes long; the stream is damaged")
         body = stream.read(size + (size & 1))
-        if chunk_id == b"fmt ":
-            tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
-            if tag == 0xFFFE and len(body) >= 26:  # WAVE_FORMAT_EXTENSIBLE: the real tag starts the sub-format GUID
-                tag = struct.unpack("<H", body[24:26])[0]
-            kinds = {(1, 16): "s16le", (1, 32): "s32le", (3, 32): "f32le"}
-            if (tag, bits) not in kinds or channels < 1:
-                raise CodecError(
-                    f"{name}: unsupported WAV encoding (format tag {tag}, {bits} bits); "
-                    "send 16- or 32-bit integer or 32-bit float PCM"
-                )
-            fmt = PcmFormat(rate, channels, kinds[(tag, bits)])
+        if len(body) < size:
+            raise CodecError(f"{name}: the WAV stream ends inside its fmt chunk")
+        tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
+        if tag == 0xFFFE and len(body) >= 26:  # WAVE_FORMAT_EXTENSIBLE: the real tag starts the sub-format GUID
+            tag = struct.unpack("<H", body[24:26])[0]
+        kinds = {(1, 16): "s16le", (1, 32): "s32le", (3, 32): "f32le"}
+        if (tag, bits) not in kinds or channels < 1:
+            raise CodecError(
+                f"{name}: unsupported WAV encoding (format tag {tag}, {bits} bits); "
+                "send 16- or 32-bit integer or 32-bit float PCM"
+            )
+        fix = "the stream is damaged, or resample or remix it first"
+        rate = limits.check_sample_rate(rate, f"{name}: the WAV sample rate", fix)
+        channels = limits.check_channels(channels, f"{name}: the WAV channel count", fix)
+        fmt = PcmFormat(rate, channels, kinds[(tag, bits)])
+
+
+def _skip(stream: BinaryIO, n: int) -> None:
+    while n > 0 and (piece := stream.read(min(n, 2**16))):
+        n -= len(piece)
 
 
 def wav_header(fmt: PcmFormat, frames: int | None) -> bytes:

@@ -18,8 +18,15 @@ Protocol (one WebSocket connection = one stream; JSON text messages for control,
   server -> any remaining PCM, {"type": "done", "samples": N}, then closes (1000)
 
 Anything malformed (bad JSON, unknown mode or format, binary before "start", a packet that fails its CRC,
-codes from another model) gets {"type": "error", "message": "..."} and the connection closes with code
-1008; other connections are unaffected. Each connection owns its streaming state; all share one model.
+codes from another model, a field outside `codec.limits`, NaN samples) gets {"type": "error", "message": "..."}
+and the connection closes with code 1008; other connections are unaffected. Each connection owns its streaming
+state; all share one model.
+
+Bounds (`ServerLimits`): a message over `max_message` bytes closes with 1009; more than `max_connections` at once
+are refused with 1013; a client that sends nothing (or reads nothing) for `idle_seconds` is closed. Audio is coded
+in steps of at most STEP_SAMPLES samples, yielding to the other connections in between, and each connection is
+paced to `max_speed` x real time, so a client costs memory in proportion to what it sends, never to what a
+header or start message claims.
 """
 
 from __future__ import annotations
@@ -28,12 +35,15 @@ import asyncio
 import io
 import json
 import logging
+import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from codec import limits
 from codec.audio import fit_length
-from codec.bitstream import CodesReader, CodesWriter
+from codec.bitstream import CodesReader, CodesWriter, max_packet_frames
 from codec.compress import Packetizer, check_compatible, model_id, new_header
 from codec.errors import CodecError
 from codec.models.codec import CodecModel
@@ -42,10 +52,27 @@ from codec.streaming import StreamingDecoder, StreamingEncoder
 
 log = logging.getLogger("codec.serve")
 POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
+MAX_MESSAGE_BYTES = limits.MAX_PACKET_BYTES + 1024  # the largest packet; larger messages are closed with 1009
+MAX_CONNECTIONS = 64  # more at once are refused with 1013 (try again later)
+IDLE_SECONDS = 30.0  # a connection that sends nothing, or reads nothing we send, for this long is closed
+MAX_SPEED = 100.0  # seconds of audio one connection may have coded per second of wall time, after
+BURST_SECONDS = 10.0  # of audio coded at full speed
+STEP_SAMPLES = 2**16  # samples (all channels, at the larger of the two rates) coded between yields to others
 
 
 class ProtocolError(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """The per-connection bounds of a server: memory (message size, one step's samples), time and rate."""
+
+    max_message: int = MAX_MESSAGE_BYTES
+    max_connections: int = MAX_CONNECTIONS
+    idle_seconds: float = IDLE_SECONDS
+    max_speed: float = MAX_SPEED
 
 
 def _parse_start(message) -> dict:
@@ -53,11 +80,11 @@ def _parse_start(message) -> dict:
         raise ProtocolError('the first message must be a JSON "start" message')
     try:
         start = json.loads(message)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         raise ProtocolError("the start message is not valid JSON") from None
     if not isinstance(start, dict) or start.get("type") != "start" or start.get("mode") not in ("encode", "decode"):
         raise ProtocolError('expected {"type": "start", "mode": "encode" | "decode", ...}')
-    if start.get("format", "s16le") not in FORMATS:
+    if not isinstance(start.get("format", "s16le"), str) or start.get("format", "s16le") not in FORMATS:
         raise ProtocolError(f"unknown format {start.get('format')!r}; use one of {', '.join(FORMATS)}")
     return start
 
@@ -66,7 +93,7 @@ def _control(message) -> str:
     try:
         data = json.loads(message)
         return data["type"]
-    except (json.JSONDecodeError, TypeError, KeyError):
+    except (ValueError, RecursionError, TypeError, KeyError):
         raise ProtocolError('control messages are JSON objects with a "type"') from None
 
 
@@ -88,35 +115,72 @@ class _Collector(io.RawIOBase):
         return out
 
 
-async def _encode_session(model: CodecModel, ws, start: dict) -> None:
-    try:
-        sample_rate = int(start.get("sample_rate", model.sample_rate))
-        channels = int(start.get("channels", 1))
-        packet_frames = int(start.get("packet_frames", 1))
-        if sample_rate < 1 or not 1 <= channels <= 64 or packet_frames < 1:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ProtocolError("sample_rate, channels and packet_frames must be positive integers") from None
+class _Connection:
+    """One client: receive and send with the idle timeout, and pace the audio coded to `max_speed`."""
+
+    def __init__(self, ws, bounds: ServerLimits) -> None:
+        self.ws, self.bounds = ws, bounds
+        self._start, self._seconds = time.monotonic(), 0.0
+
+    async def recv(self):
+        try:
+            return await asyncio.wait_for(self.ws.recv(), self.bounds.idle_seconds)
+        except asyncio.TimeoutError:
+            seconds = self.bounds.idle_seconds
+            raise ProtocolError(f"nothing received for {seconds:g} s; closing the connection") from None
+
+    async def messages(self):
+        """Messages until the client closes normally, each within the idle timeout (an abrupt close raises)."""
+        from websockets.exceptions import ConnectionClosedOK
+
+        while True:
+            try:
+                yield await self.recv()
+            except ConnectionClosedOK:
+                return
+
+    async def send(self, data) -> None:
+        try:
+            await asyncio.wait_for(self.ws.send(data), self.bounds.idle_seconds)
+        except asyncio.TimeoutError:
+            raise _Stalled from None
+
+    async def coded(self, seconds: float) -> None:
+        """Account for `seconds` of audio just coded; yield to the other connections, sleeping if over speed."""
+        self._seconds += seconds
+        ahead = (self._seconds - BURST_SECONDS) / self.bounds.max_speed - (time.monotonic() - self._start)
+        await asyncio.sleep(max(ahead, 0.0))
+
+
+class _Stalled(Exception):
+    """The client stopped reading what we send."""
+
+
+async def _encode_session(model: CodecModel, conn: _Connection, start: dict) -> None:
+    sample_rate = limits.check_sample_rate(start.get("sample_rate", model.sample_rate), '"sample_rate"')
+    channels = limits.check_channels(start.get("channels", 1), '"channels"')
     fmt = PcmFormat(sample_rate, channels, start.get("format", "s16le"))
-    if start.get("bitrate") is not None and start.get("levels") is not None:
+    bitrate, levels = start.get("bitrate"), start.get("levels")
+    if bitrate is not None and levels is not None:
         raise ProtocolError('give "bitrate" or "levels", not both')
-    try:
-        levels, notice = model.levels_for(bitrate_kbps=start.get("bitrate"), levels=start.get("levels"))
-    except (CodecError, TypeError) as e:
-        raise ProtocolError(str(e)) from None
-    encoder = StreamingEncoder(model, levels=levels, batch_size=channels, sample_rate=sample_rate)
+    if levels is not None:
+        levels = limits.check_int(levels, '"levels"', 1, model.num_levels)
+    levels, notice = model.levels_for(bitrate_kbps=limits.check_number(bitrate, '"bitrate"'), levels=levels)
     out = _Collector()
     header = new_header(model, sample_rate=sample_rate, channels=channels, levels=levels, num_samples=None)
+    packet_frames = limits.check_int(start.get("packet_frames", 1), '"packet_frames"', 1, max_packet_frames(header))
+    encoder = StreamingEncoder(model, levels=levels, batch_size=channels, sample_rate=sample_rate)
     writer = CodesWriter(out, header)
     packets = Packetizer(writer, packet_frames)
     ready = {"type": "ready", "mode": "encode", "model": model.name, "model_id": model_id(model),
              "levels": levels, "bitrate_kbps": model.bitrate(levels) / 1000, "frame_rate": model.frame_rate,
              "frame_samples": model.hop_length * sample_rate / model.sample_rate, "notice": notice}  # fmt: skip
-    await ws.send(json.dumps(ready))
+    await conn.send(json.dumps(ready))
     for chunk in out.take():
-        await ws.send(chunk)
+        await conn.send(chunk)
+    step = max(1, STEP_SAMPLES * sample_rate // max(sample_rate, model.sample_rate) // channels)  # input samples
     rest, total = b"", 0
-    async for message in ws:
+    async for message in conn.messages():
         if isinstance(message, str):
             if _control(message) != "end":
                 raise ProtocolError('expected binary PCM or {"type": "end"}')
@@ -127,48 +191,42 @@ async def _encode_session(model: CodecModel, ws, start: dict) -> None:
         whole = len(data) - len(data) % fmt.frame_bytes
         rest = data[whole:]
         pcm = fmt.decode(data[:whole])
+        limits.check_pcm(pcm, "the PCM")
+        for i in range(0, pcm.shape[1], step):  # in steps, yielding in between: no client holds up the others
+            packets.add(encoder.push(pcm[:, i : i + step]))
+            for chunk in out.take():
+                await conn.send(chunk)
+            await conn.coded(min(step, pcm.shape[1] - i) / sample_rate)
         total += pcm.shape[1]
-        packets.add(encoder.push(pcm))
-        for chunk in out.take():
-            await ws.send(chunk)
     if total:
         packets.add(encoder.flush(), final=True)
     writer.write_end(total)
     for chunk in out.take():
-        await ws.send(chunk)
-    await ws.send(json.dumps({"type": "done", "samples": total}))
+        await conn.send(chunk)
+    await conn.send(json.dumps({"type": "done", "samples": total}))
 
 
-async def _decode_session(model: CodecModel, ws, start: dict) -> None:
-    await ws.send(json.dumps({"type": "ready", "mode": "decode", "model": model.name, "model_id": model_id(model)}))
-    first = await ws.recv()
+async def _decode_session(model: CodecModel, conn: _Connection, start: dict) -> None:
+    await conn.send(json.dumps({"type": "ready", "mode": "decode", "model": model.name, "model_id": model_id(model)}))
+    first = await conn.recv()
     if isinstance(first, str):
         raise ProtocolError("expected the .codes header as the first binary message")
-    try:
-        reader = CodesReader(io.BytesIO(first), "stream")
-    except CodecError as e:
-        raise ProtocolError(str(e)) from None
+    reader = CodesReader(io.BytesIO(first), "stream")
     h = reader.header
-    try:
-        check_compatible(model, h, "the stream")
-    except CodecError as e:
-        raise ProtocolError(str(e)) from None
-    rate = start.get("sample_rate", h.sample_rate)
-    if not isinstance(rate, int) or isinstance(rate, bool) or rate < 1:
-        raise ProtocolError("sample_rate must be a positive integer")
+    check_compatible(model, h, "the stream")
+    rate = limits.check_sample_rate(start.get("sample_rate", h.sample_rate), '"sample_rate"')
     fmt = PcmFormat(rate, h.channels, start.get("format", "s16le"))
     decoder = StreamingDecoder(model, batch_size=h.channels, sample_rate=fmt.sample_rate)
+    frame_out = -(-h.hop_length * max(rate, model.sample_rate) // model.sample_rate)  # samples per frame, at most
+    step = max(1, STEP_SAMPLES // (frame_out * h.channels))
     total = 0
-    async for message in ws:
+    async for message in conn.messages():
         if isinstance(message, str):
             if _control(message) != "end":
                 raise ProtocolError('expected a binary packet or {"type": "end"}')
             break
         reader.stream = io.BytesIO(message)
-        try:
-            packet = reader.read_packet()
-        except CodecError as e:  # a damaged end record
-            raise ProtocolError(str(e)) from None
+        packet = reader.read_packet()
         if packet is not None and packet.error is not None:
             raise ProtocolError(f"bad packet: {packet.error}")
         if reader.stream.read(1):
@@ -177,46 +235,73 @@ async def _decode_session(model: CodecModel, ws, start: dict) -> None:
             if reader.ended:
                 break
             continue
-        pcm = decoder.push(torch.from_numpy(packet.codes).permute(1, 2, 0))
-        total += pcm.shape[1]
-        await ws.send(fmt.encode(pcm))
+        codes = torch.from_numpy(packet.codes).permute(1, 2, 0)
+        for i in range(0, packet.frames, step):  # in steps, yielding in between: no client holds up the others
+            pcm = decoder.push(codes[..., i : i + step])
+            total += pcm.shape[1]
+            await conn.send(fmt.encode(pcm))
+            await conn.coded(pcm.shape[1] / rate)
     tail = decoder.flush()
     if tail.shape[1]:
         total += tail.shape[1]
-        await ws.send(fmt.encode(tail))
-    await ws.send(json.dumps({"type": "done", "samples": total}))
+        await conn.send(fmt.encode(tail))
+    await conn.send(json.dumps({"type": "done", "samples": total}))
 
 
-def make_handler(model: CodecModel):
+def make_handler(model: CodecModel, bounds: ServerLimits | None = None):
+    bounds = bounds or ServerLimits()
+    open_connections = 0
+
     async def handler(ws) -> None:
+        nonlocal open_connections
         peer = getattr(ws, "remote_address", None)
+        if open_connections >= bounds.max_connections:
+            log.info("client %s: refused, %d connections open", peer, open_connections)
+            await ws.close(TRY_AGAIN_LATER, "server busy")
+            return
+        open_connections += 1
+        conn = _Connection(ws, bounds)
         try:
-            start = _parse_start(await ws.recv())
+            start = _parse_start(await conn.recv())
             session = _encode_session if start["mode"] == "encode" else _decode_session
-            await session(model, ws, start)
+            await session(model, conn, start)
             await ws.close()
-        except ProtocolError as e:
+        except (ProtocolError, CodecError) as e:  # bad input from the client: tell it, close, carry on
             log.info("client %s: protocol error: %s", peer, e)
-            await ws.send(json.dumps({"type": "error", "message": str(e)}))
-            await ws.close(POLICY_VIOLATION, "protocol error")
+            await _refuse(ws, str(e), bounds.idle_seconds)
+        except _Stalled:
+            log.info("client %s: stopped reading for %g s; dropped", peer, bounds.idle_seconds)
+            ws.transport.abort()
         except Exception as e:  # noqa: BLE001 - one broken connection must not take the server down
             if type(e).__name__.startswith("ConnectionClosed"):
                 return
             log.exception("client %s: internal error", peer)
-            try:
-                await ws.send(json.dumps({"type": "error", "message": f"internal error: {e}"}))
-                await ws.close(1011, "internal error")
-            except Exception:  # noqa: BLE001
-                pass
+            await _refuse(ws, f"internal error: {e}", bounds.idle_seconds, 1011)
+        finally:
+            open_connections -= 1
 
     return handler
 
 
-async def serve(model: CodecModel, host: str, port: int, ready: asyncio.Event | None = None) -> None:
-    """Serve until cancelled."""
+async def _refuse(ws, message: str, timeout: float, code: int = POLICY_VIOLATION) -> None:
+    """Send an error message and close with `code`, giving up (and dropping the connection) after `timeout`."""
+    try:
+        await asyncio.wait_for(ws.send(json.dumps({"type": "error", "message": message})), timeout)
+        await asyncio.wait_for(ws.close(code, "protocol error" if code == POLICY_VIOLATION else "internal error"),
+                               timeout)  # fmt: skip
+    except Exception:  # noqa: BLE001 - the client is gone or stalled: drop it
+        ws.transport.abort()
+
+
+async def serve(
+    model: CodecModel, host: str, port: int, ready: asyncio.Event | None = None, bounds: ServerLimits | None = None
+) -> None:
+    """Serve until cancelled, each connection within `bounds` (default `ServerLimits()`)."""
     from websockets.asyncio.server import serve as ws_serve
 
-    async with ws_serve(make_handler(model), host, port, max_size=2**24) as server:
+    bounds = bounds or ServerLimits()
+    options = dict(max_size=bounds.max_message, max_queue=4, open_timeout=bounds.idle_seconds)
+    async with ws_serve(make_handler(model, bounds), host, port, **options) as server:
         if ready is not None:
             ready.set()
         for sock in server.sockets:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -147,3 +148,38 @@ def test_overhead_is_small_for_ten_seconds_at_one_kbps():
     assert overhead / payload <= 0.03
     data, _ = _file(header, [409, 91])
     assert len(data) - payload == overhead
+
+
+class _Meter(io.BytesIO):
+    """A stream that remembers the largest read it was asked for."""
+
+    largest = 0
+
+    def read(self, n=-1):
+        self.largest = max(self.largest, n)
+        return super().read(n)
+
+
+def test_forged_lengths_never_size_a_read():
+    header = _header(extra={"note": "x"})
+    big_packet = bitstream.encode_varint(bitstream.max_packet_frames(header)) + b"\x00" * 100  # claims ~1 MiB
+    stream = _Meter(header.to_bytes() + big_packet)
+    packets = list(CodesReader(stream).packets())
+    assert packets[-1].error is not None and "ends in the middle" in packets[-1].error
+    assert stream.largest <= bitstream.READ_PIECE  # the 1 MiB payload was asked for in pieces, as bytes arrived
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("sample_rate", 2**31, "sample rate 2147483648 is out of range 1000..768000"),
+        ("channels", 65, "channels 65 is out of range 1..64"),
+        ("levels", 0, "levels 0 is out of range 1..256"),
+        ("bits", 33, "bits per code 33 is out of range 1..32"),
+        ("num_samples", 2**40, "length 1099511627776 is out of range"),
+    ],
+)
+def test_header_fields_outside_the_limits_are_clear_errors(field, value, message):
+    data = _header(**{field: value}).to_bytes()
+    with pytest.raises(CodecError, match=f"x.codes has a damaged header: {re.escape(message)}"):
+        CodesReader(io.BytesIO(data), "x.codes")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -198,18 +199,119 @@ def test_console_script_and_module_entry_points(tmp_path, tiny_model_file, wav_f
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
 
+ENCODE = ("encode", "{wav}", "{out}.codes", "-m", "{model}")
+STREAM_ENCODE = ("stream-encode", "-m", "{model}")
+BIG = 2**40
+
+
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("argv", "stdin", "message"),
     [
-        (("--threads", "-1"), "--threads -1 is not possible; give 1 or more"),
-        (("--threads", "0"), "--threads 0 is not possible; give 1 or more"),
-        (("--bitrate", "nan"), "bitrate nan kbps is not a number; valid kbps"),
+        (("--threads", "-1", *ENCODE), None, "--threads -1 is not possible; give 1 or more"),
+        (("--threads", "0", *ENCODE), None, "--threads 0 is not possible; give 1 or more"),
+        ((*ENCODE, "--bitrate", "nan"), None, "bitrate nan kbps is not a number; valid kbps"),
+        ((*ENCODE, "--levels", "0"), None, "--levels 0 is out of range; this model has levels 1..4"),
+        ((*ENCODE, "--packet-bytes", "0"), None, "--packet-bytes 0 is out of range 1..1048576"),
+        ((*ENCODE, "--packet-bytes", "-5"), None, "--packet-bytes -5 is out of range 1..1048576"),
+        (("encode", "{loud_wav}", "{out}.codes", "-m", "{model}"), None, "far beyond full scale (+-1)"),
+        (("encode", "{wav}", "{dir}.codes", "-m", "{model}"), None, "is a directory; give a file name"),
+        (("encode", "{wav}", "/sys/x.codes", "-m", "{model}"), None, "cannot write into /sys (Permission denied)"),
+        (("decode", "{codes}", "{dir}.wav", "-m", "{model}"), None, "is a directory; give a file name"),
+        (("decode", "{codes}", "/sys/x.wav", "-m", "{model}"), None, "cannot write into /sys (Permission denied)"),
+        (("decode", "{forged:extra_len=2**40}", "{out}.wav", "-m", "{model}"), None, f"metadata length {BIG} is out"),
+        (("decode", "{forged:frames=2**40}", "{out}.wav", "-m", "{model}"), None, "damaged frame count (over 65536"),
+        (
+            ("decode", "{forged:num_samples=2**40}", "{out}.wav", "-m", "{model}", "--on-corrupt", "silence"),
+            None,
+            "damaged header: length 1099511627775 is out of range 0..4838400000",
+        ),
+        (
+            ("decode", "{forged:sample_rate=2**31}", "{out}.wav", "-m", "{model}"),
+            None,
+            "damaged header: sample rate 2147483648 is out of range 1000..768000",
+        ),
+        (("decode", "{forged:channels=0}", "{out}.wav", "-m", "{model}"), None, "channels 0 is out of range 1..64"),
+        (
+            ("decode", "{forged:sample_rate=700000}", "{out}.flac", "-m", "{model}"),
+            None,
+            "cannot write .flac audio at 700000 Hz",
+        ),
+        (("info", "{forged:sample_rate=2**31}"), None, "sample rate 2147483648 is out of range"),
+        ((*STREAM_ENCODE, "--rate", "-16000"), "pcm", "--rate -16000 is out of range 1000..768000"),
+        ((*STREAM_ENCODE, "--rate", "0"), "pcm", "--rate 0 is out of range 1000..768000"),
+        ((*STREAM_ENCODE, "--rate", "8000", "--channels", "0"), "pcm", "--channels 0 is out of range 1..64"),
+        ((*STREAM_ENCODE, "--packet-frames", "0"), "wav", "--packet-frames 0 is out of range 1..65536"),
+        (STREAM_ENCODE, "wav_rate_2**31", "stdin: the WAV sample rate 2147483648 is out of range"),
+        ((*STREAM_ENCODE, "--format", "f32le", "--rate", "8000"), "nan_pcm", "contains NaN or infinite samples"),
+        (("stream-decode", "-m", "{model}"), "forged:frames=2**40", "stdin: packet 0 (byte 21) has a damaged"),
     ],
 )
-def test_bad_flag_values_are_one_line_errors_with_no_output(capsys, tmp_path, tiny_model_file, wav_file, args, message):
-    out = tmp_path / "x.codes"
-    verb_args = ("encode", wav_file, out, "--model", tiny_model_file)
-    argv = (*args, *verb_args) if args[0] == "--threads" else (*verb_args, *args)
+def test_bad_inputs_are_one_line_errors_with_no_output(
+    capsys, monkeypatch, tmp_path, tiny_model_file, wav_file, argv, stdin, message
+):
+    """Every bad input: exit 1, one `codec: error:` line naming the problem and the fix, no output anywhere."""
+    import io
+    import struct
+
+    from codec import load_model
+    from codec.compress import encode_file
+    from tests.fuzzing import forge_frames, forge_header
+
+    codes = tmp_path / "good.codes"
+    encode_file(load_model(tiny_model_file), wav_file, codes, levels=2)
+
+    def forged(spec: str) -> bytes:
+        name, value = spec.split("=")
+        value = eval(value)  # "2**40" in the table reads better than 1099511627776
+        data = codes.read_bytes()
+        return forge_frames(data, 0, value) if name == "frames" else forge_header(data, **{name: value})
+
+    def path(token: str) -> str:  # the table's placeholders -> files
+        if token.startswith("{forged:"):
+            forged_path = tmp_path / "forged.codes"
+            forged_path.write_bytes(forged(token[len("{forged:") : -1]))
+            return str(forged_path)
+        loud = tmp_path / "loud.wav"
+        if token == "{loud_wav}":  # integer PCM values stored as float
+            sf.write(loud, tone(0.2, 8000).T * 32768, 8000, subtype="FLOAT")
+        if token.startswith("{dir}"):  # an existing directory where the output file should go
+            (tmp_path / token.replace("{dir}", "dir")).mkdir()
+        names = {"{wav}": wav_file, "{model}": tiny_model_file, "{codes}": codes, "{loud_wav}": loud}
+        if token in names:
+            return str(names[token])
+        return token.replace("{out}", str(tmp_path / "out")).replace("{dir}", str(tmp_path / "dir"))
+
+    pcm = (tone(0.2, 8000) * 8000).astype("<i2").tobytes()
+    wav = io.BytesIO()
+    sf.write(wav, tone(0.2, 8000).T, 8000, format="WAV", subtype="PCM_16")
+    inputs = {
+        "pcm": pcm,
+        "wav": wav.getvalue(),
+        "wav_rate_2**31": wav.getvalue()[:24] + struct.pack("<I", 2**31) + wav.getvalue()[28:],
+        "nan_pcm": np.full(1600, np.nan, "<f4").tobytes(),
+    }
+    stdout = io.BytesIO()
+    if stdin is not None:
+        data = forged(stdin.split(":")[1]) if stdin.startswith("forged:") else inputs[stdin]
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+        monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(stdout))
+    argv = [path(token) for token in argv]
+    before = set(tmp_path.rglob("*"))
     code, _, err = run(capsys, *argv)
-    assert code == 1 and err.startswith("codec: error: ") and message in err and err.count("\n") == 1
-    assert not out.exists()
+    assert code == 1 and err.startswith("codec: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert message in err, err
+    assert set(tmp_path.rglob("*")) == before and not stdout.getvalue()  # no output file, nothing half-written
+    assert not Path("/sys/x.codes").exists() and not Path("/sys/x.wav").exists()
+
+
+@pytest.mark.parametrize("verb", ["stream-encode", "stream-decode"])
+def test_a_closed_output_pipe_ends_quietly(tmp_path, tiny_model_file, verb):
+    """`codec stream-* | head -c 100`: exit 141 (as if killed by SIGPIPE), nothing on stderr."""
+    src = tmp_path / "long.wav"
+    sf.write(src, tone(8.0, 8000).T, 8000)
+    codes = tmp_path / "long.codes"
+    assert main(["encode", str(src), str(codes), "-m", str(tiny_model_file), "-q"]) == 0
+    stdin = src if verb == "stream-encode" else codes  # 128 KB of PCM out: more than a pipe holds
+    script = f'"{sys.executable}" -m codec {verb} -m "{tiny_model_file}" < "{stdin}" | head -c 100 > /dev/null'
+    result = subprocess.run(["bash", "-c", script + '; echo "${PIPESTATUS[0]}"'], capture_output=True, text=True)
+    assert result.stdout.strip() == "141" and result.stderr == "", result.stderr

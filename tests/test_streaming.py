@@ -22,6 +22,7 @@ from codec.bitstream import CodesReader
 from codec.compress import decode_file, decode_stream, encode_audio, encode_file
 from codec.streaming import StreamingDecoder, StreamingEncoder
 from tests.conftest import make_tiny, tone
+from tests.fuzzing import layout as fuzz_layout
 
 HOP = 12  # tiny.yaml at 8 kHz
 
@@ -147,7 +148,7 @@ def test_pipe_errors_are_one_line(tmp_path, tiny_model_file):
 @pytest.fixture(scope="module")
 def server_url():
     pytest.importorskip("websockets")
-    from codec.serve import serve
+    from codec.serve import ServerLimits, serve
 
     model = make_tiny()
     with socket.socket() as s:
@@ -155,7 +156,8 @@ def server_url():
         port = s.getsockname()[1]
     loop = asyncio.new_event_loop()
     ready = asyncio.Event()
-    thread = threading.Thread(target=lambda: loop.run_until_complete(serve(model, "127.0.0.1", port, ready)))
+    bounds = ServerLimits(idle_seconds=3.0, max_connections=24)  # short, so the idle test is quick
+    thread = threading.Thread(target=lambda: loop.run_until_complete(serve(model, "127.0.0.1", port, ready, bounds)))
     thread.daemon = True
     thread.start()
     for _ in range(200):
@@ -298,3 +300,92 @@ def test_server_refuses_ambiguous_rates_and_partial_frames(server_url):
     start = {"type": "start", "mode": "encode", "sample_rate": 8000, "format": "s16le"}
     reply, code = asyncio.run(session(start, b"\x00" * 201))  # 100.5 frames of s16
     assert reply["type"] == "error" and "partial frame" in reply["message"] and code == 1008
+
+
+def test_hostile_clients_leave_the_server_up_bounded_and_serving(server_url):
+    """Forged lengths and rates, bad fields, NaN, oversized and garbage messages, abrupt and idle connections."""
+    import resource
+
+    from websockets.asyncio.client import connect
+
+    from codec.serve import encode_remote
+    from tests.fuzzing import forge_frames, forge_header
+
+    url, model = server_url
+    audio = np.round(tone(1.0, 8000) * 32768) / 32768
+    good = io.BytesIO()
+    encode_audio(model, audio.astype(np.float32), 8000, good, levels=2, packet_bytes=16)
+    good = good.getvalue()
+    header_size = CodesReader(io.BytesIO(good)).header_size
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    async def session(start, *messages):
+        """Send `start` and `messages`; the server's last JSON reply and close code."""
+        async with connect(url, max_size=None) as ws:
+            await ws.send(json.dumps(start) if isinstance(start, dict) else start)
+            reply = None
+            try:
+                for message in messages:
+                    await ws.send(message)
+                async for answer in ws:
+                    if isinstance(answer, str):
+                        reply = json.loads(answer)
+            except Exception as e:  # noqa: BLE001 - the server may close while we still send
+                if not type(e).__name__.startswith("ConnectionClosed"):
+                    raise
+            await ws.wait_closed()
+            return reply, ws.close_code
+
+    encode = {"type": "start", "mode": "encode", "sample_rate": 8000}
+    decode = {"type": "start", "mode": "decode"}
+    forged_extra = forge_header(good, extra_len=2**40)
+    forged_rate = forge_header(good, sample_rate=2**27)
+    forged_frames = forge_frames(good, 1, 2**40)
+    (first, first_size), (second, second_size) = fuzz_layout(good)[1][:2]
+    forged_second = forged_frames[second : second + second_size + len(forged_frames) - len(good)]
+    hostile = {
+        "sample_rate 1": (session({**encode, "sample_rate": 1}), 1008, '"sample_rate" 1 is out of range'),
+        "levels 1.5": (session({**encode, "levels": 1.5}), 1008, '"levels" 1.5 is not a whole number'),
+        "bitrate abc": (session({**encode, "bitrate": "abc"}), 1008, "\"bitrate\" 'abc' is not a number"),
+        "channels 10**9": (session({**encode, "channels": 10**9}), 1008, '"channels" 1000000000 is out of range'),
+        "nan pcm": (session({**encode, "format": "f32le"}, np.full(800, np.nan, "<f4").tobytes()), 1008, "NaN"),
+        "forged extra": (session(decode, forged_extra[: header_size + 64]), 1008, "metadata length"),
+        "forged rate": (
+            session(decode, forged_rate[: header_size + len(forged_rate) - len(good)]),
+            1008,
+            "sample rate 134217728 is out of range",
+        ),
+        "forged frames": (
+            session(decode, good[:header_size], good[first : first + first_size], forged_second),
+            1008,
+            "damaged frame count",
+        ),
+        "oversized": (session(encode, b"\x00" * (2**20 + 2048)), 1009, None),
+        "garbage": (session(b"\xff\xfe garbage " * 100), 1008, "start"),
+        "idle": (session(encode), 1008, "nothing received for 3 s"),
+    }
+
+    async def drop(n: int, start: bool) -> None:
+        """Open `n` connections and drop them without a closing handshake."""
+        for _ in range(n):
+            ws = await connect(url)
+            if start:
+                await ws.send(json.dumps(encode))
+                await ws.send(b"\x00" * 1600)
+            ws.transport.abort()
+
+    async def main():
+        bystander = asyncio.create_task(encode_remote(url, audio, 8000, levels=2, chunk_seconds=0.02, realtime=True))
+        results = await asyncio.gather(*(run for run, _, _ in hostile.values()), drop(20, False), drop(20, True))
+        return await bystander, results
+
+    data, results = asyncio.run(main())
+    for (name, (_, code, needle)), (reply, close_code) in zip(hostile.items(), results, strict=False):
+        assert close_code == code, (name, close_code, reply)
+        if needle is not None:
+            assert reply["type"] == "error" and needle in reply["message"], (name, reply)
+    codes = lambda data: np.concatenate([p.codes for p in CodesReader(io.BytesIO(data)).packets()])  # noqa: E731
+    assert np.array_equal(codes(data), codes(good))  # the bystander was served, correctly, all along
+    assert np.array_equal(codes(asyncio.run(encode_remote(url, audio, 8000, levels=2))), codes(good))  # still up
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 256, f"the server's peak memory grew by {grown_mib:.0f} MiB"
