@@ -245,6 +245,7 @@ def build_model(config: ModelConfig) -> CodecModel:
             kmeans_iters=q.kmeans_iters,
             dead_code_threshold=q.dead_code_threshold,
             dropout=q.dropout,
+            gradient=q.gradient,
         ),
         sample_rate=config.sample_rate,
         hop_length=config.hop_length,

@@ -33,6 +33,27 @@ class QuantizerOutput:
     levels: torch.Tensor  # [B] levels each item used (all of them unless quantizer dropout chose fewer)
 
 
+def rotation_trick(e: torch.Tensor, q: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """The value of q [..., d] with a gradient to e [..., d] carried by the rotation and rescaling that map e
+    onto q (Fifty et al., 2024, "Restructuring vector quantization with the rotation trick").
+
+    With e_hat, q_hat the unit vectors and r = (e_hat + q_hat) / |e_hat + q_hat|, the rotation
+    R = I - 2 r r^T + 2 q_hat e_hat^T takes e_hat to q_hat; the output is lambda R e with lambda = |q| / |e|,
+    R and lambda held constant. So dL/de = lambda R^T dL/dq instead of the straight-through copy: the
+    gradient keeps its angle to the codeword, and a latent far from its codeword gets a scaled one.
+    """
+    q = q.detach()
+    e_norm = e.detach().norm(dim=-1, keepdim=True).clamp_min(eps)
+    q_norm = q.norm(dim=-1, keepdim=True).clamp_min(eps)
+    e_hat = e.detach() / e_norm
+    q_hat = q / q_norm
+    r = e_hat + q_hat
+    r = r / r.norm(dim=-1, keepdim=True).clamp_min(eps)
+    rotated = e - 2 * r * (r * e).sum(-1, keepdim=True) + 2 * q_hat * (e_hat * e).sum(-1, keepdim=True)
+    scaled = rotated * (q_norm / e_norm)
+    return scaled + (q - scaled).detach()  # exactly q's value; the gradient is the rotation's
+
+
 class GroupResidualVQ(nn.Module):
     """Args:
     dim: latent dimension D (divisible by num_groups).
@@ -42,6 +63,7 @@ class GroupResidualVQ(nn.Module):
     kmeans_iters: k-means iterations at initialisation (0 = random codewords from the batch).
     dead_code_threshold: a code whose EMA cluster size falls below this is restarted.
     dropout: probability that a training item keeps only a random prefix of levels.
+    gradient: straight_through, or rotation (`rotation_trick`) for the path from decoder to encoder.
     """
 
     def __init__(
@@ -58,6 +80,7 @@ class GroupResidualVQ(nn.Module):
         kmeans_iters: int = 10,
         dead_code_threshold: float = 2.0,
         dropout: float = 1.0,
+        gradient: str = "straight_through",
     ) -> None:
         super().__init__()
         G, L, K = num_groups, num_levels, codebook_size
@@ -67,6 +90,9 @@ class GroupResidualVQ(nn.Module):
         self.lookup = "cosine" if factorized else "euclidean"
         self.decay, self.epsilon, self.kmeans_iters = decay, epsilon, kmeans_iters
         self.dead_code_threshold, self.dropout = dead_code_threshold, dropout
+        if gradient not in ("straight_through", "rotation"):
+            raise ValueError(f"gradient must be straight_through or rotation, got {gradient!r}")
+        self.gradient = gradient
         if factorized:
             self.in_proj = weight_norm(nn.Conv1d(dim, G * d, 1, groups=G))
             self.out_proj = weight_norm(nn.Conv1d(G * d, dim, 1, groups=G))
@@ -166,7 +192,10 @@ class GroupResidualVQ(nn.Module):
         per_level = ((x[:, None] - before - chosen) ** 2).mean(-1)  # [N, L, G]; gradient reaches the encoder
         commitment = (per_level * keep_frames[..., None]).sum(1).mean()
         q_sum = (chosen * keep_frames[..., None, None]).sum(1)  # [N, G, d]
-        quantized = x + (q_sum - x).detach()
+        if self.gradient == "rotation":
+            quantized = rotation_trick(x, q_sum)
+        else:
+            quantized = x + (q_sum - x).detach()
         if self.training:
             self._ema_update(residuals, codes)
         return QuantizerOutput(
