@@ -56,9 +56,13 @@ class QuantizerConfig:
     # how the decoder's gradient reaches the encoder through the quantizer: straight_through (copied as is) or
     # rotation (Fifty et al., 2024: rotated and rescaled by the map that takes each latent onto its codeword)
     gradient: str = "straight_through"
+    # how codebooks learn: ema (moving averages of their residuals, dead codes restarted) or simvq (Zhu et al., 2024:
+    # a frozen basis times a learned linear map, trained by a codebook loss; adds basis and transform to the model)
+    codebook_update: str = "ema"
 
     def __post_init__(self) -> None:
         _check_choice("model.quantizer.gradient", self.gradient, ("straight_through", "rotation"))
+        _check_choice("model.quantizer.codebook_update", self.codebook_update, ("ema", "simvq"))
 
 
 # QuantizerConfig fields that only steer training: two models that differ in these alone are the same architecture

@@ -175,6 +175,42 @@ def test_rotation_gradient_gives_the_same_forward_and_trains():
         make_tiny(**{"quantizer.gradient": "copy"})
 
 
+def test_simvq_codebooks_learn_by_gradient_and_stay_in_sync():
+    torch.manual_seed(0)
+    model = make_tiny(**{"quantizer.codebook_update": "simvq", "quantizer.dropout": 0.0}).train()
+    quantizer = model.quantizer
+    x = _audio(batch=8)
+    model(x)  # k-means: the centroids become the frozen basis, the transform starts at identity
+    assert torch.equal(quantizer.basis, quantizer.codebooks)
+    z = model.encoder(x).detach()
+    with torch.no_grad():
+        quantizer.basis.normal_(0, z.std().item())  # from a random basis, as in the paper: only the map can learn
+
+    def error():
+        with torch.no_grad():
+            return ((quantizer.decode(quantizer.encode(z)) - z) ** 2).mean().item()
+
+    before = error()
+    optimizer = torch.optim.Adam([quantizer.transform], lr=1e-2)
+    for _ in range(30):
+        optimizer.zero_grad()
+        quantizer(z).commitment_loss.backward()
+        optimizer.step()
+    assert quantizer.transform.grad.abs().sum() > 0
+    assert error() < before  # encode/decode see the transform's latest value, not the last forward's
+    books = torch.einsum("glkd,glde->glke", quantizer.basis, quantizer.transform)
+    assert torch.allclose(quantizer.codebooks, books)
+    state = model.state_dict()
+    assert torch.allclose(state["quantizer.codebooks"], books)
+    clone = make_tiny(**{"quantizer.codebook_update": "simvq", "quantizer.dropout": 0.0})
+    clone.load_state_dict(state)
+    clone.eval()
+    model.eval()
+    assert torch.equal(clone.encode(x), model.encode(x))
+    with pytest.raises(CodecError, match="codebook_update"):
+        make_tiny(**{"quantizer.codebook_update": "adam"})
+
+
 def test_quantizer_dropout_keeps_random_prefixes():
     model = make_tiny().train()
     torch.manual_seed(3)
