@@ -53,10 +53,20 @@ class QuantizerConfig:
     kmeans_iters: int = 10  # k-means iterations for initialisation from the first batch
     dead_code_threshold: float = 2.0  # codes whose EMA usage falls below this are restarted
     dropout: float = 1.0  # probability that a training item uses a random prefix of levels
+    # how the decoder's gradient reaches the encoder through the quantizer: straight_through (copied as is) or
+    # rotation (Fifty et al., 2024: rotated and rescaled by the map that takes each latent onto its codeword)
+    gradient: str = "straight_through"
+    # how codebooks learn: ema (moving averages of their residuals, dead codes restarted) or simvq (Zhu et al., 2024:
+    # a frozen basis times a learned linear map, trained by a codebook loss; adds basis and transform to the model)
+    codebook_update: str = "ema"
+
+    def __post_init__(self) -> None:
+        _check_choice("model.quantizer.gradient", self.gradient, ("straight_through", "rotation"))
+        _check_choice("model.quantizer.codebook_update", self.codebook_update, ("ema", "simvq"))
 
 
 # QuantizerConfig fields that only steer training: two models that differ in these alone are the same architecture
-QUANTIZER_TRAINING_KEYS = ("decay", "epsilon", "kmeans_iters", "dead_code_threshold", "dropout")
+QUANTIZER_TRAINING_KEYS = ("decay", "epsilon", "kmeans_iters", "dead_code_threshold", "dropout", "gradient")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import torch
 from codec.config import builtin_config_path, load_config
 from codec.errors import CodecError
 from codec.models.codec import build_model
+from codec.quantization.grvq import rotation_trick
 from tests.conftest import make_tiny, tone
 
 HOP = 12  # tiny.yaml
@@ -136,6 +137,78 @@ def test_training_forward_initialises_codebooks_and_passes_gradients():
     assert first.grad is not None and first.grad.abs().sum() > 0
     stats = model.quantizer.codebook_stats()
     assert stats["perplexity"].shape == (2, 4) and torch.all(stats["perplexity"] >= 1)
+
+
+def test_rotation_trick_keeps_the_codeword_and_rotates_the_gradient():
+    torch.manual_seed(1)
+    e = torch.randn(5, 3, 6, requires_grad=True)
+    q = torch.randn(5, 3, 6)
+    out = rotation_trick(e, q)
+    assert torch.allclose(out, q, atol=1e-6)
+    g = torch.randn_like(q)
+    (out * g).sum().backward()
+    for i in range(5):  # dL/de = lambda R^T g, R the rotation taking e's direction to q's, by explicit matrices
+        for j in range(3):
+            ev, qv = e[i, j].detach().double(), q[i, j].double()
+            e_hat, q_hat = ev / ev.norm(), qv / qv.norm()
+            r = (e_hat + q_hat) / (e_hat + q_hat).norm()
+            R = torch.eye(6, dtype=torch.double) - 2 * torch.outer(r, r) + 2 * torch.outer(q_hat, e_hat)
+            assert torch.allclose(R @ e_hat, q_hat, atol=1e-9)
+            want = qv.norm() / ev.norm() * R.T @ g[i, j].double()
+            assert torch.allclose(e.grad[i, j].double(), want, atol=1e-5)
+
+
+def test_rotation_gradient_gives_the_same_forward_and_trains():
+    straight = make_tiny().train()
+    rotated = make_tiny(**{"quantizer.gradient": "rotation"}).train()
+    rotated.load_state_dict(straight.state_dict())
+    x = _audio(batch=4)
+    torch.manual_seed(5)
+    y_straight, _ = straight(x)
+    torch.manual_seed(5)
+    y_rotated, q = rotated(x)
+    assert torch.allclose(y_straight, y_rotated, atol=1e-5)
+    ((y_rotated - x) ** 2).mean().add(q.commitment_loss).backward()
+    first = rotated.encoder.model[0].weight.v
+    assert first.grad is not None and torch.isfinite(first.grad).all() and first.grad.abs().sum() > 0
+    with pytest.raises(CodecError, match="gradient"):
+        make_tiny(**{"quantizer.gradient": "copy"})
+
+
+def test_simvq_codebooks_learn_by_gradient_and_stay_in_sync():
+    torch.manual_seed(0)
+    model = make_tiny(**{"quantizer.codebook_update": "simvq", "quantizer.dropout": 0.0}).train()
+    quantizer = model.quantizer
+    x = _audio(batch=8)
+    model(x)  # k-means: the centroids become the frozen basis, the transform starts at identity
+    assert torch.equal(quantizer.basis, quantizer.codebooks)
+    z = model.encoder(x).detach()
+    with torch.no_grad():
+        quantizer.basis.normal_(0, z.std().item())  # from a random basis, as in the paper: only the map can learn
+
+    def error():
+        with torch.no_grad():
+            return ((quantizer.decode(quantizer.encode(z)) - z) ** 2).mean().item()
+
+    before = error()
+    optimizer = torch.optim.Adam([quantizer.transform], lr=1e-2)
+    for _ in range(30):
+        optimizer.zero_grad()
+        quantizer(z).commitment_loss.backward()
+        optimizer.step()
+    assert quantizer.transform.grad.abs().sum() > 0
+    assert error() < before  # encode/decode see the transform's latest value, not the last forward's
+    books = torch.einsum("glkd,glde->glke", quantizer.basis, quantizer.transform)
+    assert torch.allclose(quantizer.codebooks, books)
+    state = model.state_dict()
+    assert torch.allclose(state["quantizer.codebooks"], books)
+    clone = make_tiny(**{"quantizer.codebook_update": "simvq", "quantizer.dropout": 0.0})
+    clone.load_state_dict(state)
+    clone.eval()
+    model.eval()
+    assert torch.equal(clone.encode(x), model.encode(x))
+    with pytest.raises(CodecError, match="codebook_update"):
+        make_tiny(**{"quantizer.codebook_update": "adam"})
 
 
 def test_quantizer_dropout_keeps_random_prefixes():

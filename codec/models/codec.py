@@ -245,6 +245,8 @@ def build_model(config: ModelConfig) -> CodecModel:
             kmeans_iters=q.kmeans_iters,
             dead_code_threshold=q.dead_code_threshold,
             dropout=q.dropout,
+            gradient=q.gradient,
+            codebook_update=q.codebook_update,
         ),
         sample_rate=config.sample_rate,
         hop_length=config.hop_length,

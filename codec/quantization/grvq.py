@@ -33,6 +33,27 @@ class QuantizerOutput:
     levels: torch.Tensor  # [B] levels each item used (all of them unless quantizer dropout chose fewer)
 
 
+def rotation_trick(e: torch.Tensor, q: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """The value of q [..., d] with a gradient to e [..., d] carried by the rotation and rescaling that map e
+    onto q (Fifty et al., 2024, "Restructuring vector quantization with the rotation trick").
+
+    With e_hat, q_hat the unit vectors and r = (e_hat + q_hat) / |e_hat + q_hat|, the rotation
+    R = I - 2 r r^T + 2 q_hat e_hat^T takes e_hat to q_hat; the output is lambda R e with lambda = |q| / |e|,
+    R and lambda held constant. So dL/de = lambda R^T dL/dq instead of the straight-through copy: the
+    gradient keeps its angle to the codeword, and a latent far from its codeword gets a scaled one.
+    """
+    q = q.detach()
+    e_norm = e.detach().norm(dim=-1, keepdim=True).clamp_min(eps)
+    q_norm = q.norm(dim=-1, keepdim=True).clamp_min(eps)
+    e_hat = e.detach() / e_norm
+    q_hat = q / q_norm
+    r = e_hat + q_hat
+    r = r / r.norm(dim=-1, keepdim=True).clamp_min(eps)
+    rotated = e - 2 * r * (r * e).sum(-1, keepdim=True) + 2 * q_hat * (e_hat * e).sum(-1, keepdim=True)
+    scaled = rotated * (q_norm / e_norm)
+    return scaled + (q - scaled).detach()  # exactly q's value; the gradient is the rotation's
+
+
 class GroupResidualVQ(nn.Module):
     """Args:
     dim: latent dimension D (divisible by num_groups).
@@ -42,6 +63,10 @@ class GroupResidualVQ(nn.Module):
     kmeans_iters: k-means iterations at initialisation (0 = random codewords from the batch).
     dead_code_threshold: a code whose EMA cluster size falls below this is restarted.
     dropout: probability that a training item keeps only a random prefix of levels.
+    gradient: straight_through, or rotation (`rotation_trick`) for the path from decoder to encoder.
+    codebook_update: ema (codebooks are moving averages of their residuals, dead codes restarted), or simvq
+        (Zhu et al., 2024: codebooks = frozen basis @ learned linear map, trained by a codebook loss added to
+        the commitment loss, so every code moves at every step and none falls out of use).
     """
 
     def __init__(
@@ -58,6 +83,8 @@ class GroupResidualVQ(nn.Module):
         kmeans_iters: int = 10,
         dead_code_threshold: float = 2.0,
         dropout: float = 1.0,
+        gradient: str = "straight_through",
+        codebook_update: str = "ema",
     ) -> None:
         super().__init__()
         G, L, K = num_groups, num_levels, codebook_size
@@ -67,6 +94,12 @@ class GroupResidualVQ(nn.Module):
         self.lookup = "cosine" if factorized else "euclidean"
         self.decay, self.epsilon, self.kmeans_iters = decay, epsilon, kmeans_iters
         self.dead_code_threshold, self.dropout = dead_code_threshold, dropout
+        if gradient not in ("straight_through", "rotation"):
+            raise ValueError(f"gradient must be straight_through or rotation, got {gradient!r}")
+        self.gradient = gradient
+        if codebook_update not in ("ema", "simvq"):
+            raise ValueError(f"codebook_update must be ema or simvq, got {codebook_update!r}")
+        self.codebook_update = codebook_update
         if factorized:
             self.in_proj = weight_norm(nn.Conv1d(dim, G * d, 1, groups=G))
             self.out_proj = weight_norm(nn.Conv1d(G * d, dim, 1, groups=G))
@@ -77,11 +110,39 @@ class GroupResidualVQ(nn.Module):
         # Sums of assigned residuals. Not saved: codebooks * smoothed cluster sizes gives it back on load.
         self.register_buffer("embed_sum", torch.zeros(G, L, K, d), persistent=False)
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        if codebook_update == "simvq":
+            # codebooks = basis @ transform per (group, level): a frozen basis (k-means centroids of the warm start,
+            # random before) and a learned d x d map, so every gradient step moves every code. `codebooks` holds
+            # the product for search and decoding; it is refreshed whenever `transform` has changed.
+            self.register_buffer("basis", torch.randn(G, L, K, d))
+            self.transform = nn.Parameter(torch.eye(d).repeat(G, L, 1, 1))
+            self._synced: tuple | None = None
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         with torch.no_grad():
             self.embed_sum.copy_(self.codebooks * self._smoothed_sizes()[..., None])
+        if self.codebook_update == "simvq":
+            self._synced = None
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
+        self._sync_codebooks()
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
+    def _simvq_codebooks(self) -> torch.Tensor:
+        """basis @ transform [G, L, K, d] (differentiable in transform)."""
+        return torch.einsum("glkd,glde->glke", self.basis, self.transform)
+
+    def _sync_codebooks(self) -> None:
+        """simvq: recompute `codebooks` from basis and transform if either changed since the last time (an
+        optimizer step, an EMA update or a load bumps their version counters)."""
+        if self.codebook_update != "simvq":
+            return
+        key = (self.transform._version, self.transform.data_ptr(), self.basis._version, self.basis.data_ptr())
+        if key != self._synced:
+            with torch.no_grad():
+                self.codebooks.copy_(self._simvq_codebooks())
+            self._synced = key
 
     def _smoothed_sizes(self) -> torch.Tensor:
         """Laplace-smoothed cluster sizes [G, L, K]: the divisor that turns embed_sum into codebooks."""
@@ -123,6 +184,7 @@ class GroupResidualVQ(nn.Module):
     # --- inference --------------------------------------------------------------------------------
     def encode(self, z: torch.Tensor, levels: int | None = None) -> torch.Tensor:
         """Codes [B, levels * G, F] for latent z [B, D, F]."""
+        self._sync_codebooks()
         codes, _ = rvq_search(self._frames(z), self.codebooks, levels or self.num_levels, lookup=self.lookup)
         return self._pack_codes(codes, z.shape[0])
 
@@ -130,6 +192,7 @@ class GroupResidualVQ(nn.Module):
         """Latent [B, D, F] from level-major codes [B, n * G, F] (any prefix of levels)."""
         if codes.numel() and (codes.min() < 0 or codes.max() >= self.codebook_size):
             raise ValueError(f"codes must lie in [0, {self.codebook_size})")
+        self._sync_codebooks()
         frames = dequantize(self._unpack_codes(codes.long()), self.codebooks)
         return self._latent(frames, codes.shape[0])
 
@@ -155,18 +218,31 @@ class GroupResidualVQ(nn.Module):
             )
         if self.training and not bool(self.initialized):
             self._init_kmeans(x.detach())
+        simvq = self.codebook_update == "simvq" and self.training and torch.is_grad_enabled()
+        if simvq:  # a differentiable codebook, its value also written to the buffer the search reads
+            books = self._simvq_codebooks()
+            with torch.no_grad():
+                self.codebooks.copy_(books)
+        else:
+            self._sync_codebooks()
+            books = self.codebooks
         codes, _ = rvq_search(x.detach(), self.codebooks, L, lookup=self.lookup, backend="torch")  # [N, L, G]
         level_index = torch.arange(L, device=z.device)[None, :, None]
         group_index = torch.arange(self.num_groups, device=z.device)[None, None, :]
-        chosen = self.codebooks[group_index, level_index, codes]  # [N, L, G, d]
-        before = chosen.cumsum(1) - chosen  # sum of the levels before each level (codebooks carry no gradient)
+        chosen = books[group_index, level_index, codes]  # [N, L, G, d]
+        before = (chosen.cumsum(1) - chosen).detach()  # sum of the levels before each level
         residuals = x.detach()[:, None] - before  # what enters each level [N, L, G, d]
         keep = self._level_mask(B, L, z.device)  # [B, L]
         keep_frames = keep.repeat_interleave(F, dim=0)  # [N, L]
-        per_level = ((x[:, None] - before - chosen) ** 2).mean(-1)  # [N, L, G]; gradient reaches the encoder
+        per_level = ((x[:, None] - before - chosen.detach()) ** 2).mean(-1)  # [N, L, G]; gradient reaches the encoder
+        if simvq:  # the codebook loss: each level's codeword towards the residual it quantizes
+            per_level = per_level + ((residuals - chosen) ** 2).mean(-1)
         commitment = (per_level * keep_frames[..., None]).sum(1).mean()
-        q_sum = (chosen * keep_frames[..., None, None]).sum(1)  # [N, G, d]
-        quantized = x + (q_sum - x).detach()
+        q_sum = (chosen.detach() * keep_frames[..., None, None]).sum(1)  # [N, G, d]
+        if self.gradient == "rotation":
+            quantized = rotation_trick(x, q_sum)
+        else:
+            quantized = x + (q_sum - x).detach()
         if self.training:
             self._ema_update(residuals, codes)
         return QuantizerOutput(
@@ -206,6 +282,9 @@ class GroupResidualVQ(nn.Module):
         for buffer in (self.codebooks, self.cluster_size):
             broadcast_(buffer)
         self.embed_sum.copy_(self.codebooks * self._smoothed_sizes()[..., None])
+        if self.codebook_update == "simvq":  # the centroids become the frozen basis, the transform starts at identity
+            self.basis.copy_(self.codebooks)
+            self.transform.copy_(torch.eye(self.codebook_dim, device=self.transform.device).expand_as(self.transform))
         self.initialized.fill_(True)
 
     @torch.no_grad()
@@ -224,6 +303,8 @@ class GroupResidualVQ(nn.Module):
         counts = counts.view(G, self.num_levels, K)[:, :L]
         sums = sums.view(G, self.num_levels, K, d)[:, :L]
         self.cluster_size[:, :L].mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        if self.codebook_update == "simvq":  # usage statistics only: the codebooks learn by gradient
+            return
         self.embed_sum[:, :L].mul_(self.decay).add_(sums, alpha=1 - self.decay)
         self.codebooks.copy_(self.embed_sum / self._smoothed_sizes()[..., None])
         self._restart_dead(residuals)
