@@ -1,10 +1,11 @@
 """Decode speed of grvq16k with each decoder head (waveform, istft), side by side in one process, one thread.
 
 Prints one JSON line per head and mode: the median seconds to decode `--seconds` of audio (offline, and
-streaming one frame per call), the real-time factor (audio seconds per compute second) and the decoder's
-parameters. Rounds alternate between the heads so machine load hits both alike; weights are random (speed
-does not depend on them). Both wall-clock and process CPU time are measured: on a machine shared with other
-jobs (and under `nice`) wall time mostly measures waiting, while the CPU time of one thread is the compute.
+streaming one frame per call) or to run one training forward and backward on `--train_batch` x 1 s, the
+real-time factor (audio seconds per compute second) and the decoder's parameters. Rounds alternate between
+the heads so machine load hits both alike; weights are random (speed does not depend on them).
+Both wall-clock and process CPU time are measured: on a machine shared with other jobs (and under `nice`)
+wall time mostly measures waiting, while the CPU time of one thread is the compute.
 
     python tools/bench_decoder_heads.py [--config grvq16k] [--seconds 10] [--repeats 7]
 """
@@ -29,6 +30,7 @@ def main() -> None:
     parser.add_argument("--stream_seconds", type=float, default=2.0)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--istft_stage", type=int, default=None, help="override decoder.istft_stage")
+    parser.add_argument("--train_batch", type=int, default=8, help="items of 1 s in the timed training step")
     args = parser.parse_args()
     torch.set_num_threads(1)
     path = builtin_config_path(args.config)
@@ -53,22 +55,34 @@ def main() -> None:
             for f in range(stream_frames):
                 model.decode(codes[..., f : f + 1])
 
-    times = {(head, mode): [] for head in models for mode in ("offline", "streaming")}
+    batch = torch.randn(args.train_batch, 1, any_model.sample_rate) * 0.1
+
+    def train_step(model):
+        # the generator's forward and backward (quantizer bypassed, waveform L1): what the head changes in a step
+        with torch.enable_grad():
+            y, _ = model(batch, quantize=False)
+            (y - batch).abs().mean().backward()
+        model.zero_grad(set_to_none=True)
+
+    modes = (("offline", offline), ("streaming", streaming), ("train_step", train_step))
+    times = {(head, mode): [] for head in models for mode, _ in modes}
     cpu_times = {key: [] for key in times}
-    with torch.inference_mode():
+    with torch.no_grad():
         for model in models.values():  # warm-up
-            offline(model)
-            streaming(model)
+            for _, fn in modes:
+                fn(model)
         for _ in range(args.repeats):
             for head, model in models.items():
-                for mode, fn in (("offline", offline), ("streaming", streaming)):
+                for mode, fn in modes:
                     start, cpu_start = time.perf_counter(), time.process_time()
                     fn(model)
                     times[head, mode].append(time.perf_counter() - start)
                     cpu_times[head, mode].append(time.process_time() - cpu_start)
     for (head, mode), values in times.items():
         model = models[head]
-        audio = (frames if mode == "offline" else stream_frames) / model.frame_rate
+        audio = {"offline": frames / model.frame_rate, "streaming": stream_frames / model.frame_rate}.get(
+            mode, float(args.train_batch)
+        )
         median, cpu = statistics.median(values), statistics.median(cpu_times[head, mode])
         last = model.decoder.model[-1]
         print(
