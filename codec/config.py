@@ -37,6 +37,26 @@ class SEANetConfig:
     # a lapped linear path beside the deep one, frame to latent (encoder) and latent to frame (decoder): a learned
     # transform code the deep path refines, so the autoencoder reconstructs the waveform from the first steps
     linear_skip: bool = False
+    # decoder only: how the last features become samples. "waveform": a convolution (and unpatching) at the last
+    # stage's rate; "istft": after `istft_stage` of the upsampling stages, a causal inverse-STFT head
+    # (codec/modules/istft.py) predicts log-magnitude and phase per frame and overlap-adds them, with STFT hop =
+    # hop_length / the upsampling left. It adds no latency. Default stage 1: in grvq16k (stages at 250, 1000 and
+    # 2000 Hz) that is 250 Hz, hop 64, n_fft 256 (16 ms, 62.5 Hz bins: the harmonics of most voices fall in
+    # separate bins), and it drops the two widest-rate stages, about half the decoder's arithmetic; stage 2
+    # (1000 Hz, hop 16, n_fft 64: 250 Hz bins) would keep most of the cost and resolve no harmonics.
+    head: str = "waveform"
+    istft_stage: int = 1  # upsampling stages before the istft head (0 = at the latent frame rate)
+    istft_n_fft: int | None = None  # DFT size of the istft head (none = 4 x its hop)
+
+    def __post_init__(self) -> None:
+        _check_choice("head", self.head, ("waveform", "istft"))
+        if self.head == "istft" and not 0 <= self.istft_stage <= len(self.ratios):
+            raise CodecError(f"istft_stage {self.istft_stage} must lie in 0..{len(self.ratios)} (the number of ratios)")
+
+    @property
+    def istft_hop(self) -> int:
+        """Samples per frame at the istft head: the upsampling that the stages after it would have done."""
+        return self.patch_size * _prod(self.ratios[: len(self.ratios) - self.istft_stage])
 
 
 @dataclass(frozen=True)
@@ -98,6 +118,15 @@ class ModelConfig:
             )
         if any(r < 1 for r in enc.ratios + dec.ratios) or min(enc.patch_size, dec.patch_size) < 1:
             problems.append("ratios and patch_size must be positive")
+        if enc.head != "waveform":
+            problems.append(f"encoder.head is {enc.head!r}; the output head is a decoder setting")
+        elif dec.head == "istft":
+            n_fft = dec.istft_n_fft or 4 * dec.istft_hop
+            if n_fft % 2 or n_fft % dec.istft_hop or n_fft < 3 * dec.istft_hop:
+                problems.append(
+                    f"decoder.istft_n_fft {n_fft} must be even, a multiple of the istft hop {dec.istft_hop} "
+                    f"and at least 3 times it"
+                )
         if problems:
             raise CodecError("invalid model config: " + "; ".join(problems))
 

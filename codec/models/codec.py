@@ -211,7 +211,7 @@ class CodecModel(StreamingModule):
 def build_model(config: ModelConfig) -> CodecModel:
     """The one place a config becomes modules."""
 
-    def side(c, cls):
+    def side(c, cls, **extra):
         return cls(
             audio_channels=config.channels,
             latent_dim=config.latent_dim,
@@ -227,12 +227,19 @@ def build_model(config: ModelConfig) -> CodecModel:
             max_channels=c.max_channels,
             patch_size=c.patch_size,
             linear_skip=c.linear_skip,
+            **extra,
         )
 
     q = config.quantizer
     model = CodecModel(
         encoder=side(config.encoder, SEANetEncoder),
-        decoder=side(config.decoder, SEANetDecoder),
+        decoder=side(
+            config.decoder,
+            SEANetDecoder,
+            head=config.decoder.head,
+            istft_stage=config.decoder.istft_stage,
+            istft_n_fft=config.decoder.istft_n_fft,
+        ),
         quantizer=GroupResidualVQ(
             dim=config.latent_dim,
             num_groups=q.num_groups,

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from codec.modules.conv import StreamingConv1d, StreamingConvTranspose1d, StreamingLSTM
+from codec.modules.istft import ISTFTHead
 
 
 class ResidualUnit(nn.Module):
@@ -131,6 +132,10 @@ class SEANetDecoder(nn.Module):
 
     `ratios` are given in encoder order and applied reversed. Shapes: z [B, D, F] -> [B, C, F * hop_length];
     with patch_size P the last convolution emits C * P channels that are unfolded into P samples each.
+
+    head="istft" ends the network after the first `istft_stage` upsampling stages with an `ISTFTHead`
+    (hop = hop_length / the upsampling left, `istft_n_fft` = 4 x hop when none); the later stages, the last
+    convolution and the unpatching are not built. Either head emits hop_length samples per latent frame, causally.
     """
 
     def __init__(
@@ -150,8 +155,13 @@ class SEANetDecoder(nn.Module):
         max_channels: int = 1024,
         patch_size: int = 1,
         linear_skip: bool = False,
+        head: str = "waveform",
+        istft_stage: int = 1,
+        istft_n_fft: int | None = None,
     ) -> None:
         super().__init__()
+        if head not in ("waveform", "istft"):
+            raise ValueError(f"unknown head {head!r} (use 'waveform' or 'istft')")
         hop = patch_size * math.prod(ratios)
         # the lapped linear path: each latent frame spreads over its own frame and the next (overlap-add in state)
         self.skip = StreamingConvTranspose1d(latent_dim, audio_channels, 2 * hop, stride=hop) if linear_skip else None
@@ -162,7 +172,10 @@ class SEANetDecoder(nn.Module):
         layers: list[nn.Module] = [StreamingConv1d(latent_dim, width, kernel_size)]
         if lstm_layers:
             layers.append(StreamingLSTM(width, num_layers=lstm_layers))
-        for i, ratio in reversed(list(enumerate(ratios))):
+        stages = reversed(list(enumerate(ratios)))
+        if head == "istft":
+            stages = list(stages)[:istft_stage]
+        for i, ratio in stages:
             narrower = widths[i]
             layers += [nn.ELU(), StreamingConvTranspose1d(width, narrower, 2 * ratio, stride=ratio)]
             width = narrower
@@ -173,9 +186,14 @@ class SEANetDecoder(nn.Module):
                 dilation_base=dilation_base,
                 compress=compress,
             )
-        layers += [nn.ELU(), StreamingConv1d(width, audio_channels * patch_size, last_kernel_size)]
-        if patch_size > 1:
-            layers.append(Unpatchify(patch_size))
+        if head == "istft":
+            istft_hop = patch_size * math.prod(ratios[: len(ratios) - istft_stage])
+            n_fft = istft_n_fft or 4 * istft_hop
+            layers += [nn.ELU(), ISTFTHead(width, audio_channels=audio_channels, hop=istft_hop, n_fft=n_fft)]
+        else:
+            layers += [nn.ELU(), StreamingConv1d(width, audio_channels * patch_size, last_kernel_size)]
+            if patch_size > 1:
+                layers.append(Unpatchify(patch_size))
         self.model = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
