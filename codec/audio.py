@@ -62,6 +62,8 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
 
 def open_audio(path: str | Path) -> sf.SoundFile:
     """Open an audio file for block-wise reading, with the same clear errors as `read_audio`."""
+    if not str(path).strip():
+        raise CodecError("input path is empty; pass an audio file")
     path = Path(path)
     if not path.exists():
         raise CodecError(f"input file {path} not found")

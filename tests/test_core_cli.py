@@ -214,6 +214,7 @@ BIG = 2**40
         ((*ENCODE, "--packet-bytes", "0"), None, "--packet-bytes 0 is out of range 1..1048576"),
         ((*ENCODE, "--packet-bytes", "-5"), None, "--packet-bytes -5 is out of range 1..1048576"),
         (("encode", "{loud_wav}", "{out}.codes", "-m", "{model}"), None, "far beyond full scale (+-1)"),
+        (("encode", "", "{out}.codes", "-m", "{model}"), None, "input path is empty; pass an audio file"),
         (("encode", "{wav}", "{dir}.codes", "-m", "{model}"), None, "is a directory; give a file name"),
         (("encode", "{wav}", "/sys/x.codes", "-m", "{model}"), None, "cannot write into /sys (Permission denied)"),
         (("decode", "{codes}", "{dir}.wav", "-m", "{model}"), None, "is a directory; give a file name"),
