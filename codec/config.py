@@ -59,6 +59,10 @@ class SEANetConfig:
         return self.patch_size * _prod(self.ratios[: len(self.ratios) - self.istft_stage])
 
 
+QUANTIZER_GRADIENTS = ("straight_through", "rotation")  # how the decoder's gradient reaches the encoder
+CODEBOOK_UPDATES = ("ema", "simvq")  # how codebooks learn
+
+
 @dataclass(frozen=True)
 class QuantizerConfig:
     """Group-residual vector quantization: `num_groups` groups, each an RVQ of `num_levels` levels."""
@@ -81,8 +85,8 @@ class QuantizerConfig:
     codebook_update: str = "ema"
 
     def __post_init__(self) -> None:
-        _check_choice("model.quantizer.gradient", self.gradient, ("straight_through", "rotation"))
-        _check_choice("model.quantizer.codebook_update", self.codebook_update, ("ema", "simvq"))
+        _check_choice("model.quantizer.gradient", self.gradient, QUANTIZER_GRADIENTS)
+        _check_choice("model.quantizer.codebook_update", self.codebook_update, CODEBOOK_UPDATES)
 
 
 # QuantizerConfig fields that only steer training: two models that differ in these alone are the same architecture

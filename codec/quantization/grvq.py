@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from codec.config import CODEBOOK_UPDATES, QUANTIZER_GRADIENTS
 from codec.dist import all_reduce_, broadcast_
 from codec.quantization.codebook import kmeans, perplexity
 from codec.quantization.search import dequantize, rvq_search
@@ -94,11 +95,11 @@ class GroupResidualVQ(nn.Module):
         self.lookup = "cosine" if factorized else "euclidean"
         self.decay, self.epsilon, self.kmeans_iters = decay, epsilon, kmeans_iters
         self.dead_code_threshold, self.dropout = dead_code_threshold, dropout
-        if gradient not in ("straight_through", "rotation"):
-            raise ValueError(f"gradient must be straight_through or rotation, got {gradient!r}")
+        if gradient not in QUANTIZER_GRADIENTS:
+            raise ValueError(f"gradient must be one of {QUANTIZER_GRADIENTS}, got {gradient!r}")
         self.gradient = gradient
-        if codebook_update not in ("ema", "simvq"):
-            raise ValueError(f"codebook_update must be ema or simvq, got {codebook_update!r}")
+        if codebook_update not in CODEBOOK_UPDATES:
+            raise ValueError(f"codebook_update must be one of {CODEBOOK_UPDATES}, got {codebook_update!r}")
         self.codebook_update = codebook_update
         if factorized:
             self.in_proj = weight_norm(nn.Conv1d(dim, G * d, 1, groups=G))
@@ -296,15 +297,15 @@ class GroupResidualVQ(nn.Module):
         slot = (slot + torch.arange(L, device=codes.device)[None, :, None]) * K + codes  # [N, L, G]
         counts = torch.zeros(G * self.num_levels * K, device=codes.device)
         counts.index_add_(0, slot.flatten(), torch.ones(slot.numel(), device=codes.device))
-        sums = torch.zeros(G * self.num_levels * K, d, device=codes.device)
-        sums.index_add_(0, slot.flatten(), residuals.reshape(-1, d))
         all_reduce_(counts)
-        all_reduce_(sums)
         counts = counts.view(G, self.num_levels, K)[:, :L]
-        sums = sums.view(G, self.num_levels, K, d)[:, :L]
         self.cluster_size[:, :L].mul_(self.decay).add_(counts, alpha=1 - self.decay)
         if self.codebook_update == "simvq":  # usage statistics only: the codebooks learn by gradient
             return
+        sums = torch.zeros(G * self.num_levels * K, d, device=codes.device)
+        sums.index_add_(0, slot.flatten(), residuals.reshape(-1, d))
+        all_reduce_(sums)
+        sums = sums.view(G, self.num_levels, K, d)[:, :L]
         self.embed_sum[:, :L].mul_(self.decay).add_(sums, alpha=1 - self.decay)
         self.codebooks.copy_(self.embed_sum / self._smoothed_sizes()[..., None])
         self._restart_dead(residuals)
