@@ -132,6 +132,28 @@ def test_init_from_fine_tunes_from_weights_with_fresh_critics_and_step(straight_
         Trainer(other, progress_bar=False)
 
 
+def test_resume_from_a_checkpoint_older_than_a_model_option(straight_and_resumed, tmp_path):
+    """A checkpoint written before a model option existed lacks its key; it resumes as that option's default,
+    while a real change of model settings is still refused."""
+    _, trainer, _, _ = straight_and_resumed
+    state = torch.load(checkpoints.list_checkpoints(trainer.checkpoint_dir)[-1], map_location="cpu", weights_only=False)
+    del state["config"]["model"]["quantizer"]["codebook_update"]  # as before that option was added
+    del state["config"]["model"]["decoder"]["head"]
+    old = tmp_path / "old.pt"
+    torch.save(state, old)
+    for name, overrides in ("same", ()), ("other", ("model.latent_dim=4",)):
+        (tmp_path / name).mkdir()
+        config = tiny_training_config(tmp_path / name, trainer.config.data.train_dir, *RUN, *overrides, valid=False)
+        if not overrides:
+            resumed = Trainer(config, resume=old, progress_bar=False)
+            assert resumed.step == trainer.step
+            assert_same_state(resumed.model.state_dict(), trainer.model.state_dict())
+            resumed.close()
+        else:
+            with pytest.raises(CodecError, match="different model config"):
+                Trainer(config, resume=old, progress_bar=False)
+
+
 def test_export_errors_are_one_line(tmp_path, capsys):
     assert main(["export", str(tmp_path), str(tmp_path / "m.safetensors")]) == 1
     assert "no training checkpoints" in capsys.readouterr().err

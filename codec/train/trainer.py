@@ -323,10 +323,16 @@ class Trainer:
         }
 
     def load_state(self, state: dict, source: Path | str = "checkpoint") -> None:
-        if state["config"]["model"] != to_dict(self.config)["model"]:
+        # parsed, not compared raw: a checkpoint written before a model option existed holds no key for it,
+        # and reads as that option's default (as its exported model file would)
+        try:
+            saved_model = to_dict(from_dict(ModelConfig, state["config"]["model"], "model"))
+        except (CodecError, TypeError, ValueError) as error:
+            raise CodecError(f"{source}: its model config no longer parses ({error}); it needs another version of codec")
+        if saved_model != to_dict(self.config)["model"]:
             raise CodecError(
-                f"{source} was trained with a different model config; resume with the config in "
-                f"{self.output_dir / 'config.yaml'} (model settings cannot change mid-run)"
+                f"{source} was trained with a different model config; resume with the model section of the "
+                "config.yaml beside its checkpoints (model settings cannot change mid-run)"
             )
         if state["config"]["discriminator"] != to_dict(self.config)["discriminator"]:
             raise CodecError(
