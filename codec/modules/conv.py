@@ -117,7 +117,8 @@ class StreamingConv1d(StreamingModule):
         return y.transpose(1, 2)
 
     def _uses_matmul(self) -> bool:
-        return self.groups == 1 and (self.stride > 1 or self.in_channels == 1)
+        # ONNX Runtime's Conv has no such slow path (and an exported Unfold is not one op): export a Conv
+        return self.groups == 1 and (self.stride > 1 or self.in_channels == 1) and not torch.onnx.is_in_onnx_export()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B = x.shape[0]
@@ -191,10 +192,10 @@ class StreamingConvTranspose1d(StreamingModule):
         B, C_in, frames = x.shape
         s = self.stride
         spread = (x.transpose(1, 2) @ weight.reshape(C_in, -1)).view(B, frames, self.out_channels, 2, s)
-        out = spread[..., 0, :].clone()  # [B, F, C_out, s]: each frame's own first half ...
-        out[:, 1:] += spread[:, :-1, :, 1, :]  # ... plus the previous frame's second half
-        out[:, 0] += partial.view(B, self.out_channels, s)
-        out = out.permute(0, 2, 1, 3).reshape(B, self.out_channels, frames * s)
+        # [B, F, C_out, s]: each frame's own first half plus the previous frame's second half (the state for the
+        # first frame); one add, no in-place writes, so the ONNX exporter traces it too
+        before = torch.cat([partial.view(B, 1, self.out_channels, s), spread[:, :-1, :, 1, :]], dim=1)
+        out = (spread[..., 0, :] + before).permute(0, 2, 1, 3).reshape(B, self.out_channels, frames * s)
         return out, spread[:, -1, :, 1, :]
 
 

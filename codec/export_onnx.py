@@ -1,0 +1,149 @@
+"""`codec export-onnx`: the encoder step and the decoder step of a model as ONNX graphs, plus a JSON manifest.
+
+Each graph codes one frame per call and carries the streaming state as explicit inputs and outputs, so the
+caller owns the state (plain arrays) exactly as `StreamingEncoder` does for the torch path:
+
+    encoder.onnx   audio [B, C, hop_length] float32, enc_state_0..n  ->  codes [B, levels * G, 1] int64, ..._next
+    decoder.onnx   codes [B, num_levels * G, 1] int64, dec_state_0..m  ->  audio [B, C, hop_length] float32, ..._next
+
+A fresh stream starts from zero states (shapes in the manifest). The encoder graph holds the codebooks and the
+residual search of the reference backend for the exported level count (all levels by default: a lower bitrate
+is a prefix of the codes). The decoder graph takes all levels; the levels a stream did not send are filled
+with `pad_code` (= codebook_size), which names an all-zero codeword. Offline coding is the same graphs called
+frame after frame (the torch path codes offline frame by frame too), so no separate offline graphs are written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from codec import __version__
+from codec.errors import CodecError
+from codec.models.codec import CodecModel
+from codec.quantization.search import dequantize, search_torch
+
+MANIFEST = "manifest.json"
+FORMAT = "codec-onnx"
+FORMAT_VERSION = 1
+OPSET = 17
+
+
+def _flat_state(model: CodecModel, side: str) -> tuple[list[tuple[str, str]], list[torch.Tensor]]:
+    """(layer path, key) pairs of the `side` ('encoder' or 'decoder') in a fixed order, and their fresh state."""
+    states = model.new_streaming_state(1)
+    keys = [(layer, key) for layer in sorted(states) if layer.startswith(side + ".") for key in sorted(states[layer])]
+    return keys, [states[layer][key] for layer, key in keys]
+
+
+def _with_state(model: CodecModel, keys: list[tuple[str, str]], tensors) -> dict[str, dict[str, torch.Tensor]]:
+    """A full streaming state of `model` (fresh, batch 1) with the layers in `keys` set to `tensors`."""
+    states = model.new_streaming_state(1)
+    for (layer, key), tensor in zip(keys, tensors, strict=True):
+        states[layer][key] = tensor
+    return states
+
+
+class EncoderStep(nn.Module):
+    """One frame of audio and the encoder's state -> the frame's codes and the next state."""
+
+    def __init__(self, model: CodecModel, levels: int) -> None:
+        super().__init__()
+        self.model, self.levels = model, levels
+        self.keys, _ = _flat_state(model, "encoder")
+
+    def forward(self, audio: torch.Tensor, *state: torch.Tensor):
+        q = self.model.quantizer
+        states = _with_state(self.model, self.keys, state)
+        with self.model.streaming_with(states):
+            z = self.model.encoder(audio)
+        codes, _ = search_torch(q._frames(z), q.codebooks, self.levels, q.lookup)
+        return (q._pack_codes(codes, audio.shape[0]), *(states[layer][key] for layer, key in self.keys))
+
+
+class DecoderStep(nn.Module):
+    """One frame of codes (all levels, missing ones = pad_code) and the decoder's state -> audio, next state."""
+
+    def __init__(self, model: CodecModel) -> None:
+        super().__init__()
+        self.model = model
+        self.keys, _ = _flat_state(model, "decoder")
+        books = model.quantizer.codebooks
+        self.register_buffer("books", torch.cat([books, books.new_zeros(*books.shape[:2], 1, books.shape[3])], 2))
+
+    def forward(self, codes: torch.Tensor, *state: torch.Tensor):
+        q = self.model.quantizer
+        B = codes.shape[0]
+        latent = q._latent(dequantize(q._unpack_codes(codes), self.books), B)
+        states = _with_state(self.model, self.keys, state)
+        with self.model.streaming_with(states):
+            audio = self.model.decoder(latent)
+        return (audio, *(states[layer][key] for layer, key in self.keys))
+
+
+def _export(step: nn.Module, example: tuple, path: Path, first: str, out: str, states: list[torch.Tensor]) -> list:
+    n = len(states)
+    inputs = [first] + [f"state_{i}" for i in range(n)]
+    outputs = [out] + [f"state_{i}_next" for i in range(n)]
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the tracer's notes on shape-dependent Python branches (fixed per frame)
+        torch.onnx.export(
+            step, example, str(path), input_names=inputs, output_names=outputs, opset_version=OPSET, dynamo=False
+        )
+    return [
+        {"name": f"state_{i}", "layer": f"{layer}:{key}", "shape": list(s.shape)}
+        for i, ((layer, key), s) in enumerate(zip(step.keys, states, strict=True))
+    ]
+
+
+def export_onnx(model: CodecModel, out_dir: str | Path, *, levels: int | None = None) -> dict:
+    """Write encoder.onnx, decoder.onnx and manifest.json for `model` into `out_dir`; returns the manifest."""
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it to check and save the graphs)
+    except ImportError:
+        raise CodecError("ONNX export needs the onnx extra: pip install -e '.[onnx]'") from None
+    from codec.compress import model_id
+
+    model = model.eval()
+    if model.audio_channels != 1:
+        raise CodecError(f"model {model.name} codes {model.audio_channels} channels jointly; ONNX export is mono")
+    levels = levels or model.num_levels
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    hop, C = model.hop_length, model.audio_channels
+    encoder, decoder = EncoderStep(model, levels), DecoderStep(model)
+    _, enc_states = _flat_state(model, "encoder")
+    _, dec_states = _flat_state(model, "decoder")
+    audio = torch.zeros(1, C, hop)
+    codes = torch.zeros(1, model.num_levels * model.num_groups, 1, dtype=torch.long)
+    enc_spec = _export(encoder, (audio, *enc_states), out / "encoder.onnx", "audio", "codes", enc_states)
+    dec_spec = _export(decoder, (codes, *dec_states), out / "decoder.onnx", "codes", "audio", dec_states)
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": model.name,
+        "model_id": model_id(model),
+        "codec_version": __version__,
+        "torch_version": torch.__version__,
+        "opset": OPSET,
+        "sample_rate": model.sample_rate,
+        "channels": C,
+        "hop_length": hop,
+        "frame_rate": model.frame_rate,
+        "num_groups": model.num_groups,
+        "num_levels": model.num_levels,
+        "codebook_size": model.codebook_size,
+        "bits_per_code": int(math.log2(model.codebook_size)),
+        "levels": levels,
+        "bitrate": model.bitrate(levels),
+        "pad_code": model.codebook_size,
+        "encoder": {"file": "encoder.onnx", "input": "audio", "output": "codes", "states": enc_spec},
+        "decoder": {"file": "decoder.onnx", "input": "codes", "output": "audio", "states": dec_spec},
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
