@@ -395,6 +395,24 @@ def _add_streaming_commands(sub) -> None:
     p.set_defaults(func=cmd_bench)
 
 
+def _add_onnx_commands(sub) -> None:
+    """`codec export-onnx`: the encoder and decoder steps as ONNX graphs (docs/ONNX.md)."""
+
+    def cmd_export_onnx(args) -> None:
+        from codec.export_onnx import export_onnx
+
+        model = _load(args.model)
+        manifest = export_onnx(model, args.out_dir, levels=_levels(model, args))
+        print(f"{args.out_dir}: encoder.onnx, decoder.onnx, manifest.json ({manifest['model']} {manifest['model_id']}, "
+              f"{manifest['levels']} levels, {manifest['bitrate'] / 1000:g} kbps at most)")  # fmt: skip
+
+    p = sub.add_parser("export-onnx", help="write the encoder and decoder steps as ONNX graphs with a manifest")
+    p.add_argument("model", help="model name (see `codec models`) or model file")
+    p.add_argument("out_dir", help="folder for encoder.onnx, decoder.onnx and manifest.json")
+    rate_options(p)
+    p.set_defaults(func=cmd_export_onnx)
+
+
 def _add_tokens_commands(sub) -> None:
     """`codec tokens`: corpus -> LM token shards (imports codec.tokens only when run); works under torchrun."""
 
@@ -500,6 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_commands(sub)
     _add_training_commands(sub)
     _add_tokens_commands(sub)
+    _add_onnx_commands(sub)
     return parser
 
 

@@ -25,14 +25,14 @@ def load_manifest(onnx_dir: str | Path) -> dict:
 
 
 class OnnxSide:
-    """One direction (encoder or decoder) of one or more streams: `step(x)` codes one frame and keeps the state.
+    """One direction (encoder or decoder) of one stream: `step(x)` codes one frame and keeps the state.
 
     Args:
         onnx_dir: a folder written by `codec export-onnx`. side: 'encoder' or 'decoder'.
-        batch_size: streams per call. threads: ONNX Runtime intra-op threads (1 = one core).
+        threads: ONNX Runtime intra-op threads (1 = one core). The graphs code one stream (batch 1).
     """
 
-    def __init__(self, onnx_dir: str | Path, side: str, *, batch_size: int = 1, threads: int = 1) -> None:
+    def __init__(self, onnx_dir: str | Path, side: str, *, threads: int = 1) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -47,14 +47,11 @@ class OnnxSide:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for missing and damaged files
             raise CodecError(f"cannot load {path} ({e}); export the model again with `codec export-onnx`") from None
-        self.batch_size = batch_size
         self.reset()
 
     def reset(self) -> None:
         """Every stream starts afresh (zero state)."""
-        self.state = {
-            s["name"]: np.zeros(s["shape"], np.float32) for s in self.spec["states"]
-        }
+        self.state = {s["name"]: np.zeros(s["shape"], np.float32) for s in self.spec["states"]}
 
     def step(self, x: np.ndarray) -> np.ndarray:
         """Encoder: audio [B, C, hop] float32 -> codes [B, levels * G, 1]. Decoder: codes [B, L * G, 1] -> audio."""

@@ -2,12 +2,12 @@
 # Set up everything the test suite needs on a fresh machine, then run it (CI runs this through .ci/run).
 #  - torch from `pip install torch==2.13.0` (the local CPU build), installed first so that the package's
 #    `torch>=2.1` requirement is already met and pip never pulls the CUDA wheels;
-#  - the package with the extras the tests exercise (training, evaluation, the WebSocket server);
+#  - the package with the extras the tests exercise (training, evaluation, the WebSocket server, ONNX export);
 #  - Debian's opus-tools (the Opus baseline) and chromium + chromium-driver (the listening-page test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q torch==2.13.0
-python -m pip install -q -e ".[dev,train,eval,serve,recipes]"
+python -m pip install -q -e ".[dev,train,eval,serve,recipes,onnx]"
 need=()
 command -v opusenc >/dev/null || need+=(opus-tools)
 command -v chromium >/dev/null || need+=(chromium)

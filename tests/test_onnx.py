@@ -1,0 +1,108 @@
+"""ONNX export: every shipped config (shrunk, random weights) exports; ONNX Runtime gives torch's codes and audio."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from codec.config import builtin_config_path, load_config
+from codec.errors import CodecError
+from codec.models.codec import build_model
+from tests.conftest import tone
+
+pytest.importorskip("onnx", reason="the onnx extra is not installed")
+pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+
+from codec.export_onnx import export_onnx  # noqa: E402
+from codec.onnx_runtime import OnnxSide, pad_levels  # noqa: E402
+
+CONFIGS = sorted(p.stem for p in (Path(builtin_config_path("tiny")).parent).glob("*.yaml"))
+AUDIO_TOLERANCE = 1e-4  # decoded audio, ONNX Runtime against torch (float rounding of other kernels; peak ~0.3)
+SHRINK = ["encoder.channels=4", "decoder.channels=4", "encoder.max_channels=16", "decoder.max_channels=16",
+          "quantizer.codebook_size=16", "latent_dim=16"]  # fmt: skip
+
+
+def shrunk(name: str):
+    """The config's architecture (patching, skips, LSTMs, factorized codes, ratios) at a test's size."""
+    torch.manual_seed(0)
+    return build_model(load_config(builtin_config_path(name), [f"model.{o}" for o in SHRINK]).model).eval()
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_config_exports_and_onnx_runtime_matches_torch(tmp_path, name):
+    model = shrunk(name)
+    manifest = export_onnx(model, tmp_path)
+    assert manifest["hop_length"] == model.hop_length and manifest["levels"] == model.num_levels
+    hop, frames = model.hop_length, 12
+    audio = tone(frames * hop / model.sample_rate, model.sample_rate)[None]
+    reference = model.encode(torch.from_numpy(audio)).numpy()
+    encoder = OnnxSide(tmp_path, "encoder")
+    codes = np.concatenate([encoder.step(audio[..., i * hop : (i + 1) * hop]) for i in range(frames)], -1)
+    assert np.array_equal(codes, reference)
+    decoder = OnnxSide(tmp_path, "decoder")
+    for levels in (1, model.num_levels):
+        prefix = reference[:, : levels * model.num_groups]
+        decoder.reset()
+        steps = [decoder.step(pad_levels(prefix[..., i : i + 1], manifest)) for i in range(frames)]
+        decoded = np.concatenate(steps, -1)
+        expected = model.decode(torch.from_numpy(prefix)).numpy()
+        assert np.abs(decoded - expected).max() < AUDIO_TOLERANCE
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory, tiny_model_file):
+    out = tmp_path_factory.mktemp("onnx")
+    done = subprocess.run([sys.executable, "-m", "codec", "export-onnx", str(tiny_model_file), str(out), "-l", "3"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "3 levels" in done.stdout
+    return out
+
+
+def test_cli_manifest_names_shapes_and_model(tiny_onnx, tiny_model):
+    from codec.compress import model_id
+
+    manifest = json.loads((tiny_onnx / "manifest.json").read_text())
+    assert manifest["model_id"] == model_id(tiny_model) and manifest["levels"] == 3
+    assert manifest["pad_code"] == tiny_model.codebook_size
+    state = dict(tiny_model.new_streaming_state(1))
+    for spec in manifest["encoder"]["states"] + manifest["decoder"]["states"]:
+        layer, key = spec["layer"].split(":")
+        assert spec["shape"] == list(state[layer][key].shape)
+
+
+def test_bad_onnx_dirs_are_one_line_errors(tmp_path, tiny_onnx):
+    with pytest.raises(CodecError, match="export-onnx"):
+        OnnxSide(tmp_path, "encoder")  # no manifest
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text((tiny_onnx / "manifest.json").read_text())
+    (broken / "encoder.onnx").write_bytes(b"not a graph")
+    with pytest.raises(CodecError, match="export the model again"):
+        OnnxSide(broken, "encoder")
+
+
+def test_docs_example_streams_a_wav_without_torch(tmp_path, tiny_onnx, tiny_model):
+    """The example in docs/ONNX.md runs with numpy, soundfile and onnxruntime alone and gives torch's codes."""
+    text = (Path(__file__).parents[1] / "docs" / "ONNX.md").read_text()
+    example = re.search(r"```python\n(# onnx_stream\.py.*?)```", text, re.S).group(1)
+    script = tmp_path / "onnx_stream.py"
+    script.write_text(example)
+    sf.write(tmp_path / "in.wav", tone(0.5, 8000).T, 8000, subtype="PCM_16")
+    audio = sf.read(tmp_path / "in.wav", dtype="float32")[0][None]  # what the example reads: int16 / 32768
+    block_torch = "import sys; sys.modules['torch'] = None; sys.argv = sys.argv[1:]; exec(open(sys.argv[0]).read())"
+    args = [script, tiny_onnx, tmp_path / "in.wav", tmp_path / "codes.npy", tmp_path / "out.wav"]
+    done = subprocess.run([sys.executable, "-c", block_torch, *map(str, args)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    codes = np.load(tmp_path / "codes.npy")
+    assert np.array_equal(codes, tiny_model.encode(torch.from_numpy(audio)[None], 3)[0].numpy())
+    decoded, rate = sf.read(tmp_path / "out.wav", dtype="float32")
+    assert rate == 8000 and decoded.shape == (codes.shape[-1] * tiny_model.hop_length,)
