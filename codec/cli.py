@@ -347,7 +347,13 @@ def _add_streaming_commands(sub) -> None:
             torch.manual_seed(0)
             model = build_model(load_config(path).model).eval().to(_device(args.device))
         bench.describe(model)
-        if args.streaming:
+        if args.onnx:  # torch eager against ONNX Runtime, side by side (exports into a temporary folder)
+            from codec.export_onnx import export_onnx
+
+            with tempfile.TemporaryDirectory(prefix="codec-onnx-") as onnx_dir:
+                export_onnx(model, onnx_dir)
+                bench.onnx_versus_torch(model, onnx_dir, frames=args.frames, seconds=args.seconds)
+        elif args.streaming:
             bench.streaming(model, frames=args.frames)
         else:
             bench.offline(model, seconds=args.seconds, repeats=args.repeats)
@@ -392,6 +398,7 @@ def _add_streaming_commands(sub) -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="audio length for the offline figures")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--frames", type=int, default=500, help="frames for the streaming figures")
+    p.add_argument("--onnx", action="store_true", help="torch eager vs ONNX Runtime, per frame and offline")
     p.set_defaults(func=cmd_bench)
 
 
