@@ -190,10 +190,7 @@ class CodecModel(StreamingModule):
         state = self._streaming_state
         if state is None:
             raise RuntimeError("flush() is only meaningful inside `with model.streaming(...)`")
-        pending = state["pending"]
-        if pending.shape[-1] == 0:
-            B = pending.shape[0]
-            return torch.zeros(B, (levels or self.num_levels) * self.num_groups, 0, dtype=torch.long)
+        pending = state["pending"]  # nothing pending: no frame, empty codes on the model's device
         state["pending"] = pending[..., :0]
         return self.quantizer.encode(self.encoder(self._pad_to_frames(pending)), levels or self.num_levels)
 
