@@ -190,7 +190,10 @@ class CodecModel(StreamingModule):
         state = self._streaming_state
         if state is None:
             raise RuntimeError("flush() is only meaningful inside `with model.streaming(...)`")
-        pending = state["pending"]  # nothing pending: no frame, empty codes on the model's device
+        pending = state["pending"]
+        if pending.shape[-1] == 0:  # nothing pending: no frame, empty codes on the model's device
+            n = (levels or self.num_levels) * self.num_groups
+            return torch.zeros(pending.shape[0], n, 0, dtype=torch.long, device=pending.device)
         state["pending"] = pending[..., :0]
         return self.quantizer.encode(self.encoder(self._pad_to_frames(pending)), levels or self.num_levels)
 
