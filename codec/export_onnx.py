@@ -10,7 +10,8 @@ A fresh stream starts from zero states (shapes in the manifest). The encoder gra
 residual search of the reference backend for the exported level count (all levels by default: a lower bitrate
 is a prefix of the codes). The decoder graph takes all levels; the levels a stream did not send are filled
 with `pad_code` (= codebook_size), which names an all-zero codeword. Offline coding is the same graphs called
-frame after frame (the torch path codes offline frame by frame too), so no separate offline graphs are written.
+frame after frame (codec.onnx_runtime.OnnxEncoder), so no separate offline graphs are written, and the codes do not
+depend on how the audio is chunked (docs/STREAMING.md).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from torch import nn
 from codec import __version__
 from codec.errors import CodecError
 from codec.models.codec import CodecModel
+from codec.modules.conv import StreamingConv1d
 from codec.quantization.search import dequantize, search_torch
 
 MANIFEST = "manifest.json"
@@ -92,9 +94,13 @@ def _export(step: nn.Module, example: tuple, path: Path, first: str, out: str, s
     outputs = [out] + [f"state_{i}_next" for i in range(n)]
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the tracer's notes on shape-dependent Python branches (fixed per frame)
-        torch.onnx.export(
-            step, example, str(path), input_names=inputs, output_names=outputs, opset_version=OPSET, dynamo=False
-        )
+        StreamingConv1d.export_plain_conv = True  # a plain Conv node, not the torch path's unfold + matmul
+        try:
+            torch.onnx.export(
+                step, example, str(path), input_names=inputs, output_names=outputs, opset_version=OPSET, dynamo=False
+            )
+        finally:
+            StreamingConv1d.export_plain_conv = False
     return [
         {"name": f"state_{i}", "layer": f"{layer}:{key}", "shape": list(s.shape)}
         for i, ((layer, key), s) in enumerate(zip(step.keys, states, strict=True))
@@ -110,6 +116,7 @@ def export_onnx(model: CodecModel, out_dir: str | Path, *, levels: int | None = 
     from codec.compress import model_id
 
     model = model.eval()
+    model.quantizer._sync_codebooks()  # simvq: the searched codebooks are basis x map; the graphs hold constants
     if model.audio_channels != 1:
         raise CodecError(f"model {model.name} codes {model.audio_channels} channels jointly; ONNX export is mono")
     levels = levels or model.num_levels

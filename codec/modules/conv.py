@@ -116,9 +116,13 @@ class StreamingConv1d(StreamingModule):
             y = y + self.bias
         return y.transpose(1, 2)
 
+    # Set (on the class) by codec.export_onnx while it traces: ONNX Runtime's Conv has no such slow path, and an
+    # exported unfold is not one op. A class attribute, not torch.onnx.is_in_onnx_export(): that would import
+    # torch.onnx (seconds of cold start) and cost a Python call per layer per frame.
+    export_plain_conv = False
+
     def _uses_matmul(self) -> bool:
-        # ONNX Runtime's Conv has no such slow path (and an exported Unfold is not one op): export a Conv
-        return self.groups == 1 and (self.stride > 1 or self.in_channels == 1) and not torch.onnx.is_in_onnx_export()
+        return self.groups == 1 and (self.stride > 1 or self.in_channels == 1) and not self.export_plain_conv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B = x.shape[0]
