@@ -66,3 +66,71 @@ def pad_levels(codes: np.ndarray, manifest: dict) -> np.ndarray:
     B, NC, F = codes.shape
     full = manifest["num_levels"] * manifest["num_groups"]
     return np.concatenate([codes, np.full((B, full - NC, F), manifest["pad_code"], np.int64)], axis=1)
+
+
+class OnnxEncoder:
+    """Audio chunks of any length -> codes of the frames they complete, one encoder-graph call per frame.
+
+    Samples wait here until a frame is whole, so every frame is the same graph call on same-shaped arrays: the
+    codes are bitwise the same however the audio is chunked (one sample at a time, odd sizes or the whole
+    file at once, which is what `encode` does). One stream (batch 1); audio [C, T] float32 at the model's rate.
+    """
+
+    def __init__(self, onnx_dir: str | Path, *, levels: int | None = None, threads: int = 1) -> None:
+        self.side = OnnxSide(onnx_dir, "encoder", threads=threads)
+        m = self.manifest = self.side.manifest
+        levels = levels or m["levels"]
+        if not 1 <= levels <= m["levels"]:
+            raise CodecError(f"{onnx_dir} searches {m['levels']} levels; export it again with `-l {levels}`")
+        self.hop, self.width = m["hop_length"], levels * m["num_groups"]
+        self.reset()
+
+    def reset(self) -> None:
+        self.side.reset()
+        self.pending = np.zeros((1, self.manifest["channels"], 0), np.float32)
+
+    def push(self, audio: np.ndarray) -> np.ndarray:
+        """Codes [1, levels * G, F] (int64) of the frames this chunk completes (F may be 0)."""
+        audio = np.asarray(audio, np.float32).reshape(1, self.manifest["channels"], -1)
+        pending = np.concatenate([self.pending, audio], -1)
+        whole = pending.shape[-1] - pending.shape[-1] % self.hop
+        self.pending = pending[..., whole:]
+        frames = [np.ascontiguousarray(pending[..., i : i + self.hop]) for i in range(0, whole, self.hop)]
+        codes = [self.side.step(frame)[:, : self.width] for frame in frames]
+        return np.concatenate(codes, -1) if codes else np.zeros((1, self.width, 0), np.int64)
+
+    def flush(self) -> np.ndarray:
+        """Codes of the last partial frame, zero-padded (empty if nothing is pending); the stream may go on."""
+        if self.pending.shape[-1] == 0:
+            return np.zeros((1, self.width, 0), np.int64)
+        return self.push(np.zeros((self.pending.shape[1], -self.pending.shape[-1] % self.hop), np.float32))
+
+    def encode(self, audio: np.ndarray) -> np.ndarray:
+        """Offline: codes [1, levels * G, ceil(T / hop)] of a whole signal [C, T] from a fresh state."""
+        self.reset()
+        codes = np.concatenate([self.push(audio), self.flush()], -1)
+        self.reset()
+        return codes
+
+
+class OnnxDecoder:
+    """Codes [1, n * G, F] of any level count n -> audio [1, C, F * hop], one decoder-graph call per frame."""
+
+    def __init__(self, onnx_dir: str | Path, *, threads: int = 1) -> None:
+        self.side = OnnxSide(onnx_dir, "decoder", threads=threads)
+        self.manifest = self.side.manifest
+
+    def reset(self) -> None:
+        self.side.reset()
+
+    def push(self, codes: np.ndarray) -> np.ndarray:
+        full = pad_levels(np.asarray(codes, np.int64), self.manifest)
+        audio = [self.side.step(full[..., i : i + 1]) for i in range(full.shape[-1])]
+        return np.concatenate(audio, -1) if audio else np.zeros((1, self.manifest["channels"], 0), np.float32)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """Offline: audio of whole codes from a fresh state."""
+        self.reset()
+        audio = self.push(codes)
+        self.reset()
+        return audio
