@@ -27,8 +27,8 @@ from torch import nn
 from codec import __version__
 from codec.errors import CodecError
 from codec.models.codec import CodecModel
-from codec.modules.conv import StreamingConv1d
-from codec.quantization.search import dequantize, search_torch
+from codec.modules.conv import exporting
+from codec.quantization.search import dequantize
 
 MANIFEST = "manifest.json"
 FORMAT = "codec-onnx"
@@ -51,6 +51,25 @@ def _with_state(model: CodecModel, keys: list[tuple[str, str]], tensors) -> dict
     return states
 
 
+def _search(residual: torch.Tensor, codebooks: torch.Tensor, levels: int, lookup: str) -> torch.Tensor:
+    """codec.quantization.search.search_torch (the reference: same scores, ties to the lowest index) written for
+    the exporter's tracer: codes gathered in a list, not written into a preallocated tensor."""
+    r = residual.transpose(0, 1).contiguous()  # [G, N, D]
+    group_index = torch.arange(residual.shape[1])[:, None]
+    codes = []
+    for level in range(levels):
+        book = codebooks[:, level]  # [G, K, D]
+        dots = torch.bmm(r, book.transpose(1, 2))  # [G, N, K]
+        if lookup == "euclidean":
+            score = (book * book).sum(-1)[:, None, :] - 2 * dots
+        else:
+            score = -dots / book.norm(dim=-1).clamp_min(1e-12)[:, None, :]
+        index = score.argmin(-1)  # [G, N]
+        codes.append(index)
+        r = r - book[group_index, index]
+    return torch.stack(codes).permute(2, 0, 1)  # [N, levels, G]
+
+
 class EncoderStep(nn.Module):
     """One frame of audio and the encoder's state -> the frame's codes and the next state."""
 
@@ -64,7 +83,7 @@ class EncoderStep(nn.Module):
         states = _with_state(self.model, self.keys, state)
         with self.model.streaming_with(states):
             z = self.model.encoder(audio)
-        codes, _ = search_torch(q._frames(z), q.codebooks, self.levels, q.lookup)
+        codes = _search(q._frames(z), q.codebooks, self.levels, q.lookup)
         return (q._pack_codes(codes, audio.shape[0]), *(states[layer][key] for layer, key in self.keys))
 
 
@@ -94,13 +113,10 @@ def _export(step: nn.Module, example: tuple, path: Path, first: str, out: str, s
     outputs = [out] + [f"state_{i}_next" for i in range(n)]
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the tracer's notes on shape-dependent Python branches (fixed per frame)
-        StreamingConv1d.export_plain_conv = True  # a plain Conv node, not the torch path's unfold + matmul
-        try:
+        with exporting():  # plain Conv nodes, no in-place writes (codec/modules/conv.py)
             torch.onnx.export(
                 step, example, str(path), input_names=inputs, output_names=outputs, opset_version=OPSET, dynamo=False
             )
-        finally:
-            StreamingConv1d.export_plain_conv = False
     return [
         {"name": f"state_{i}", "layer": f"{layer}:{key}", "shape": list(s.shape)}
         for i, ((layer, key), s) in enumerate(zip(step.keys, states, strict=True))

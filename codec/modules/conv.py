@@ -21,11 +21,29 @@ of which the first `stride` are final once that frame is seen; the remaining
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from codec.modules.streaming import State, StreamingModule
+
+# True only inside `exporting()` (codec.export_onnx, while it traces): a few layers then take the forms the ONNX
+# exporter handles best. A module flag, not torch.onnx.is_in_onnx_export(): that call imports torch.onnx (seconds of
+# cold start) and costs a Python call per layer per frame on the torch path.
+_exporting = False
+
+
+@contextlib.contextmanager
+def exporting() -> Iterator[None]:
+    global _exporting
+    _exporting = True
+    try:
+        yield
+    finally:
+        _exporting = False
 
 
 class NormedWeight(nn.Module):
@@ -116,13 +134,9 @@ class StreamingConv1d(StreamingModule):
             y = y + self.bias
         return y.transpose(1, 2)
 
-    # Set (on the class) by codec.export_onnx while it traces: ONNX Runtime's Conv has no such slow path, and an
-    # exported unfold is not one op. A class attribute, not torch.onnx.is_in_onnx_export(): that would import
-    # torch.onnx (seconds of cold start) and cost a Python call per layer per frame.
-    export_plain_conv = False
-
     def _uses_matmul(self) -> bool:
-        return self.groups == 1 and (self.stride > 1 or self.in_channels == 1) and not self.export_plain_conv
+        # not while exporting: ONNX Runtime's Conv has no such slow path, and an exported unfold is not one op
+        return self.groups == 1 and (self.stride > 1 or self.in_channels == 1) and not _exporting
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B = x.shape[0]
@@ -196,10 +210,14 @@ class StreamingConvTranspose1d(StreamingModule):
         B, C_in, frames = x.shape
         s = self.stride
         spread = (x.transpose(1, 2) @ weight.reshape(C_in, -1)).view(B, frames, self.out_channels, 2, s)
-        # [B, F, C_out, s]: each frame's own first half plus the previous frame's second half (the state for the
-        # first frame); one add, no in-place writes, so the ONNX exporter traces it too
-        before = torch.cat([partial.view(B, 1, self.out_channels, s), spread[:, :-1, :, 1, :]], dim=1)
-        out = (spread[..., 0, :] + before).permute(0, 2, 1, 3).reshape(B, self.out_channels, frames * s)
+        if _exporting:  # the same sum without in-place writes, for the ONNX exporter's tracer
+            before = torch.cat([partial.view(B, 1, self.out_channels, s), spread[:, :-1, :, 1, :]], dim=1)
+            out = spread[..., 0, :] + before
+        else:
+            out = spread[..., 0, :].clone()  # [B, F, C_out, s]: each frame's own first half ...
+            out[:, 1:] += spread[:, :-1, :, 1, :]  # ... plus the previous frame's second half
+            out[:, 0] += partial.view(B, self.out_channels, s)
+        out = out.permute(0, 2, 1, 3).reshape(B, self.out_channels, frames * s)
         return out, spread[:, -1, :, 1, :]
 
 

@@ -50,7 +50,7 @@ def search_torch(
     """Reference search: one batched matmul, argmin, gather and subtract per level."""
     N, G, D = residual.shape
     r = residual.transpose(0, 1).contiguous()  # [G, N, D]
-    codes = []  # a list, not writes into a preallocated tensor: the ONNX exporter traces this function too
+    codes = torch.empty(levels, G, N, dtype=torch.long, device=residual.device)
     group_index = torch.arange(G, device=residual.device)[:, None]
     for level in range(levels):
         book = codebooks[:, level]  # [G, K, D]
@@ -60,10 +60,10 @@ def search_torch(
         else:
             score = -dots / book.norm(dim=-1).clamp_min(1e-12)[:, None, :]
         index = score.argmin(-1)  # [G, N]; first minimum on ties
-        codes.append(index)
+        codes[level] = index
         r = r - book[group_index, index]
     quantized = residual - r.transpose(0, 1)
-    return torch.stack(codes).permute(2, 0, 1), quantized
+    return codes.permute(2, 0, 1), quantized
 
 
 def _load_numba() -> SearchFn:
