@@ -17,44 +17,62 @@ from codec.config import builtin_config_path, load_config
 from codec.errors import CodecError
 from codec.models.codec import build_model
 from tests.conftest import tone
+from tests.near_ties import ONNX_TIE_RTOL, parting_gaps
 
 pytest.importorskip("onnx", reason="the onnx extra is not installed")
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 
 from codec.export_onnx import export_onnx  # noqa: E402
-from codec.onnx_runtime import OnnxSide, pad_levels  # noqa: E402
+from codec.onnx_runtime import OnnxDecoder, OnnxEncoder, OnnxSide  # noqa: E402
 
 CONFIGS = sorted(p.stem for p in (Path(builtin_config_path("tiny")).parent).glob("*.yaml"))
-AUDIO_TOLERANCE = 1e-4  # decoded audio, ONNX Runtime against torch (float rounding of other kernels; peak ~0.3)
+ROOT = Path(__file__).resolve().parents[1]
+# every config under codec/configs/, the istft decoder head (the recipe's arm and on tiny), and the quantizer's
+# training-only choices (simvq codebooks, the rotation trick), which must not change inference
+VARIANTS = {name: (builtin_config_path(name), []) for name in CONFIGS} | {
+    "grvq16k_cpu_istft": (ROOT / "egs" / "folder" / "conf" / "grvq16k_cpu_istft.yaml", []),
+    "tiny_istft": (builtin_config_path("tiny"), ["decoder.head=istft", "decoder.istft_stage=1"]),
+    "tiny_simvq_rotation": (
+        builtin_config_path("tiny"),
+        ["quantizer.codebook_update=simvq", "quantizer.gradient=rotation"],
+    ),
+}
+AUDIO_TOLERANCE = 1e-4  # decoded audio, ONNX Runtime against torch, max abs (float rounding of other kernels)
 SHRINK = ["encoder.channels=4", "decoder.channels=4", "encoder.max_channels=16", "decoder.max_channels=16",
           "quantizer.codebook_size=16", "latent_dim=16"]  # fmt: skip
 
 
 def shrunk(name: str):
-    """The config's architecture (patching, skips, LSTMs, factorized codes, ratios) at a test's size."""
+    """The variant's architecture (patching, skips, LSTMs, factorized codes, ratios, head) at a test's size."""
+    path, extra = VARIANTS[name]
     torch.manual_seed(0)
-    return build_model(load_config(builtin_config_path(name), [f"model.{o}" for o in SHRINK]).model).eval()
+    model = build_model(load_config(path, [f"model.{o}" for o in SHRINK + extra]).model).eval()
+    q = model.quantizer
+    if q.codebook_update == "simvq":  # a learned map that is not the identity: the codebooks are basis @ map
+        with torch.no_grad():
+            q.transform.add_(0.3 * torch.randn_like(q.transform))
+    return model
 
 
-@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_every_config_exports_and_onnx_runtime_matches_torch(tmp_path, name):
     model = shrunk(name)
     manifest = export_onnx(model, tmp_path)
     assert manifest["hop_length"] == model.hop_length and manifest["levels"] == model.num_levels
-    hop, frames = model.hop_length, 12
-    audio = tone(frames * hop / model.sample_rate, model.sample_rate)[None]
-    reference = model.encode(torch.from_numpy(audio)).numpy()
-    encoder = OnnxSide(tmp_path, "encoder")
-    codes = np.concatenate([encoder.step(audio[..., i * hop : (i + 1) * hop]) for i in range(frames)], -1)
-    assert np.array_equal(codes, reference)
-    decoder = OnnxSide(tmp_path, "decoder")
+    frames = 12
+    audio = tone(frames * model.hop_length / model.sample_rate, model.sample_rate)
+    x = torch.from_numpy(audio)[None]
+    codes = OnnxEncoder(tmp_path).encode(audio)
+    differ, total, gap = parting_gaps(model, x, codes)
+    assert gap <= ONNX_TIE_RTOL, f"{differ} of {total} frames part from torch's codes at a gap of {gap:.1e}"
+    reference = model.encode(x).numpy()  # the decoders get the same codes
+    decoder = OnnxDecoder(tmp_path)
     for levels in (1, model.num_levels):
         prefix = reference[:, : levels * model.num_groups]
-        decoder.reset()
-        steps = [decoder.step(pad_levels(prefix[..., i : i + 1], manifest)) for i in range(frames)]
-        decoded = np.concatenate(steps, -1)
+        decoded = decoder.decode(prefix)
         expected = model.decode(torch.from_numpy(prefix)).numpy()
-        assert np.abs(decoded - expected).max() < AUDIO_TOLERANCE
+        assert decoded.shape == expected.shape
+        assert np.abs(decoded - expected).max() < AUDIO_TOLERANCE, f"levels={levels}"
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +109,7 @@ def test_bad_onnx_dirs_are_one_line_errors(tmp_path, tiny_onnx):
 
 
 def test_docs_example_streams_a_wav_without_torch(tmp_path, tiny_onnx, tiny_model):
-    """The example in docs/ONNX.md runs with numpy, soundfile and onnxruntime alone and gives torch's codes."""
+    """The example in docs/ONNX.md runs with numpy and onnxruntime alone and gives the runner's codes."""
     text = (Path(__file__).parents[1] / "docs" / "ONNX.md").read_text()
     example = re.search(r"```python\n(# onnx_stream\.py.*?)```", text, re.S).group(1)
     script = tmp_path / "onnx_stream.py"
@@ -103,6 +121,8 @@ def test_docs_example_streams_a_wav_without_torch(tmp_path, tiny_onnx, tiny_mode
     done = subprocess.run([sys.executable, "-c", block_torch, *map(str, args)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     codes = np.load(tmp_path / "codes.npy")
-    assert np.array_equal(codes, tiny_model.encode(torch.from_numpy(audio)[None], 3)[0].numpy())
+    assert np.array_equal(codes, OnnxEncoder(tiny_onnx).encode(audio)[0])  # the runner's codes, bit for bit
+    _, _, gap = parting_gaps(tiny_model, torch.from_numpy(audio)[None], codes[None], 3)
+    assert gap <= ONNX_TIE_RTOL  # and torch's but at near-ties
     decoded, rate = sf.read(tmp_path / "out.wav", dtype="float32")
     assert rate == 8000 and decoded.shape == (codes.shape[-1] * tiny_model.hop_length,)
