@@ -3,6 +3,7 @@
 Offline: encode/decode real-time factors and container overhead per bitrate.
 Streaming (`--streaming`): per-frame compute time (median and p99) for encode and decode, against the
 frame duration, plus the algorithmic latency.
+ONNX (`--onnx`): torch eager against ONNX Runtime (the graphs of `codec export-onnx`), per frame and offline.
 """
 
 from __future__ import annotations
@@ -71,14 +72,11 @@ def offline(model: CodecModel, seconds: float = 10.0, repeats: int = 7) -> None:
     x = torch.from_numpy(audio)[None].to(next(model.parameters()).device)
     for levels in sorted({1, model.num_levels}):
         enc = _median_time(lambda levels=levels: model.encode(x, levels), repeats)
-        # the encoder over the whole signal in one call: faster, but its codes depend on chunking (docs/STREAMING.md)
-        whole = _median_time(lambda levels=levels: _encode_whole(model, x, levels), repeats)
         codes = model.encode(x, levels)
         dec = _median_time(lambda codes=codes: model.decode(codes), repeats)
         emit(what="realtime_factor", levels=levels, kbps=model.bitrate(levels) / 1000, audio_seconds=seconds,
              encode_seconds=round(enc, 4), decode_seconds=round(dec, 4),
-             encode_x_realtime=round(seconds / enc, 1), decode_x_realtime=round(seconds / dec, 1),
-             whole_signal_encode_seconds=round(whole, 4), frame_by_frame_cost=round(enc / whole, 2))  # fmt: skip
+             encode_x_realtime=round(seconds / enc, 1), decode_x_realtime=round(seconds / dec, 1))  # fmt: skip
     ten_s = np.resize(audio, (1, 10 * sr))
     for levels in range(1, model.num_levels + 1):
         stream = io.BytesIO()
@@ -127,75 +125,83 @@ def streaming(model: CodecModel, frames: int = 500, batch_sizes: tuple[int, ...]
                      p99_percent_of_frame=round(float(100 * np.percentile(ms, 99) / frame_ms), 1))  # fmt: skip
 
 
-@torch.no_grad()
-def _encode_whole(model: CodecModel, x: torch.Tensor, levels: int) -> torch.Tensor:
-    """The encoder and search over all frames in one call (the path before codes were made chunking-independent)."""
-    return model.quantizer.encode(model.encoder(model._pad_to_frames(x)), levels)
+def _cpu_and_wall(fn, repeats: int) -> tuple[float, float]:
+    """Median wall and process-CPU seconds of `fn()` over `repeats` calls (after one warm-up call)."""
+    fn()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        w, c = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - w)
+        cpu.append(time.process_time() - c)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def onnx_versus_torch(model: CodecModel, onnx_dir: str, frames: int = 500, seconds: float = 10.0) -> None:
-    """Torch eager against ONNX Runtime (graphs of `codec export-onnx`), one stream, interleaved per frame.
+    """Torch eager against ONNX Runtime (graphs of `codec export-onnx` in `onnx_dir`), one stream, one thread.
 
-    Per-frame wall time (median, p99) of each runtime's encoder and decoder step, and offline real-time factors
-    (torch: `model.encode` / `model.decode`; ONNX Runtime: the step graphs called frame after frame).
+    Per frame: each runtime's streaming encoder and decoder (`StreamingEncoder` / `StreamingDecoder` against
+    `OnnxEncoder` / `OnnxDecoder`), the four pushes interleaved on the same frames, so load on the machine falls
+    on all of them alike; wall-clock median and p99, and process-CPU median and p99 (what the code costs when
+    other processes take the CPU away mid-frame). Offline: real-time factors of `model.encode` / `model.decode`
+    (one whole-signal call) against the ONNX graphs called frame after frame. At 1 level and at all levels; the
+    ONNX encoder for fewer levels than `onnx_dir` searches is exported beside it with `-l` (so that it does not
+    search levels it drops).
     """
-    from codec.onnx_runtime import OnnxSide, pad_levels
+    from codec.export_onnx import export_onnx
+    from codec.onnx_runtime import OnnxDecoder, OnnxEncoder, load_manifest
 
     hop = model.hop_length
     frame_ms = 1000 * hop / model.sample_rate
+    top = load_manifest(onnx_dir)["levels"]
+    dirs = {top: Path(onnx_dir)}
+    for levels in sorted({1, top} - {top}):
+        dirs[levels] = Path(onnx_dir) / f"levels-{levels}"
+        export_onnx(model, dirs[levels], levels=levels)
     audio = (0.1 * np.random.default_rng(0).standard_normal((1, hop * frames))).astype(np.float32)
-    enc, dec = OnnxSide(onnx_dir, "encoder"), OnnxSide(onnx_dir, "decoder")
-    manifest = enc.manifest
-    G = model.num_groups
-    for levels in sorted({1, manifest["levels"]}):
-        encoder, decoder = StreamingEncoder(model, levels=levels), StreamingDecoder(model)
-        enc.reset(), dec.reset()
-        times = {(r, d): [] for r in ("torch", "onnxruntime") for d in ("encode", "decode")}
+    for levels in sorted(dirs):
+        kbps = model.bitrate(levels) / 1000
+        pushes = {
+            ("torch", "encode"): StreamingEncoder(model, levels=levels).push,
+            ("torch", "decode"): StreamingDecoder(model).push,
+            ("onnxruntime", "encode"): OnnxEncoder(dirs[levels]).push,
+            ("onnxruntime", "decode"): OnnxDecoder(dirs[levels]).push,
+        }
+        times = {key: ([], []) for key in pushes}
         for i in range(frames):
             frame = audio[:, i * hop : (i + 1) * hop]
-            start = time.perf_counter()
-            codes = encoder.push(frame)
-            times["torch", "encode"].append(time.perf_counter() - start)
-            start = time.perf_counter()
-            decoder.push(codes)
-            times["torch", "decode"].append(time.perf_counter() - start)
-            start = time.perf_counter()
-            onnx_codes = enc.step(frame[None])[:, : levels * G]
-            times["onnxruntime", "encode"].append(time.perf_counter() - start)
-            start = time.perf_counter()
-            dec.step(pad_levels(onnx_codes, manifest))
-            times["onnxruntime", "decode"].append(time.perf_counter() - start)
-        for (runtime, direction), wall in times.items():
-            ms = np.array(wall[10:]) * 1000
-            emit(what="streaming_frame_time", runtime=runtime, direction=direction, levels=levels,
-                 kbps=model.bitrate(levels) / 1000, streams_per_call=1, frame_ms=frame_ms,
-                 median_ms=round(float(np.median(ms)), 3), p99_ms=round(float(np.percentile(ms, 99)), 3),
-                 median_percent_of_frame=round(float(100 * np.median(ms) / frame_ms), 1),
-                 p99_percent_of_frame=round(float(100 * np.percentile(ms, 99) / frame_ms), 1))  # fmt: skip
-    x = (0.1 * np.random.default_rng(1).standard_normal((1, 1, int(seconds * model.sample_rate)))).astype(np.float32)
-    x = np.pad(x, ((0, 0), (0, 0), (0, -x.shape[-1] % hop)))
-    n = x.shape[-1] // hop
-
-    def onnx_encode():
-        enc.reset()
-        return np.concatenate([enc.step(x[..., i * hop : (i + 1) * hop]) for i in range(n)], -1)
-
-    def onnx_decode(codes):
-        dec.reset()
-        return np.concatenate([dec.step(pad_levels(codes[..., i : i + 1], manifest)) for i in range(n)], -1)
-
-    for levels in sorted({1, manifest["levels"]}):
-        codes = model.encode(torch.from_numpy(x), levels)
-        onnx_codes = onnx_encode()[:, : levels * G]
-        same = bool(np.array_equal(onnx_codes, codes.numpy()))
+            for runtime in ("torch", "onnxruntime"):
+                codes = None
+                for direction in ("encode", "decode"):
+                    x = frame if direction == "encode" else codes
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    out = pushes[runtime, direction](x)
+                    times[runtime, direction][0].append(time.perf_counter() - wall)
+                    times[runtime, direction][1].append(time.process_time() - cpu)
+                    codes = out
+        for (runtime, direction), (wall_s, cpu_s) in times.items():
+            ms, cpu_ms = np.array(wall_s[10:]) * 1000, np.array(cpu_s[10:]) * 1000
+            emit(what="streaming_frame_time", runtime=runtime, direction=direction, levels=levels, kbps=kbps,
+                 streams_per_call=1, frame_ms=frame_ms, median_ms=round(float(np.median(ms)), 3),
+                 p99_ms=round(float(np.percentile(ms, 99)), 3), cpu_median_ms=round(float(np.median(cpu_ms)), 3),
+                 cpu_p99_ms=round(float(np.percentile(cpu_ms, 99)), 3),
+                 cpu_median_percent_of_frame=round(float(100 * np.median(cpu_ms) / frame_ms), 1))  # fmt: skip
+    x = (0.1 * np.random.default_rng(1).standard_normal((1, int(seconds * model.sample_rate)))).astype(np.float32)
+    x = x[:, : x.shape[-1] - x.shape[-1] % hop]
+    audio_s = x.shape[-1] / model.sample_rate
+    for levels in sorted(dirs):
+        encoder, decoder = OnnxEncoder(dirs[levels]), OnnxDecoder(dirs[levels])
+        codes = model.encode(torch.from_numpy(x)[None], levels)
+        onnx_codes = encoder.encode(x)
         figures = {
-            "torch": (partial(model.encode, torch.from_numpy(x), levels), partial(model.decode, codes)),
-            "onnxruntime": (onnx_encode, partial(onnx_decode, onnx_codes)),
+            "torch": (partial(model.encode, torch.from_numpy(x)[None], levels), partial(model.decode, codes)),
+            "onnxruntime": (partial(encoder.encode, x), partial(decoder.decode, onnx_codes)),
         }
         for runtime, (encode, decode) in figures.items():
-            e, d = _median_time(encode, 3), _median_time(decode, 3)
-            audio_s = n * hop / model.sample_rate
+            (enc, enc_cpu), (dec, dec_cpu) = _cpu_and_wall(encode, 3), _cpu_and_wall(decode, 3)
             emit(what="realtime_factor", runtime=runtime, levels=levels, kbps=model.bitrate(levels) / 1000,
-                 audio_seconds=round(audio_s, 3), encode_seconds=round(e, 4), decode_seconds=round(d, 4),
-                 encode_x_realtime=round(audio_s / e, 1), decode_x_realtime=round(audio_s / d, 1),
-                 codes_equal_torch=same if runtime == "onnxruntime" else None)  # fmt: skip
+                 audio_seconds=round(audio_s, 3), encode_seconds=round(enc, 4), decode_seconds=round(dec, 4),
+                 encode_x_realtime=round(audio_s / enc, 1), decode_x_realtime=round(audio_s / dec, 1),
+                 encode_cpu_x_realtime=round(audio_s / enc_cpu, 1), decode_cpu_x_realtime=round(audio_s / dec_cpu, 1),
+                 frames_with_other_codes=int((onnx_codes != codes.numpy()).any(1).sum()) if runtime == "onnxruntime"
+                 else None)  # fmt: skip
