@@ -369,16 +369,24 @@ def model_for_codes(input_path: str | Path, model: str | None, device: str | tor
 
 
 def model_for_header(header: CodesHeader, name: str, device: str | torch.device = "cpu"):
+    """The model that decodes a stream with this header when none is named (see `model_name_for_header`)."""
+    from codec.checkpoint import load_model
+
+    return load_model(model_name_for_header(header, name), device=device)
+
+
+def model_name_for_header(header: CodesHeader, name: str) -> str:
+    """The shipped model whose weights made `header`'s codes, else the shipped default; `name` is the input's."""
     from codec import pretrained
-    from codec.checkpoint import load_model, shipped_model_for_id
+    from codec.checkpoint import shipped_model_for_id
 
     known = shipped_model_for_id(header.model_id)
     if known:
-        return load_model(known, device=device)
+        return known
     default = pretrained.default_model()
     if default is None:
         raise CodecError(
             f"{name} was made by model id {header.model_id}, which does not ship with this version; "
             "pass --model PATH with the model that encoded it"
         )
-    return load_model(default.name, device=device)
+    return default.name
