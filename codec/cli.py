@@ -12,8 +12,8 @@ from codec import __version__
 from codec.errors import CodecError
 
 NO_DEFAULT = (
-    "no pretrained default model ships with this version of codec yet; "
-    "pass one with --model PATH (a model file written by `codec export` or `codec.checkpoint.save_model`)"
+    "no default model: this installation's codec/pretrained/registry.json marks none as the default; "
+    "pass one with --model NAME or PATH (`codec models` lists the shipped ones; a model file comes from `codec export`)"
 )
 
 
@@ -166,7 +166,8 @@ def cmd_models(args) -> None:
         print(json.dumps([{"name": m.name, "default": m.default, "description": m.description} for m in models]))
         return
     if not models:
-        print("no models ship with this version of codec yet (the trained default arrives in a later release)")
+        print("no models ship with this installation (codec/pretrained/registry.json lists none); "
+              "pass a model file with --model PATH")
     for m in models:
         print(f"{m.name}{' (default)' if m.default else ''}: {m.description}")
 
