@@ -199,7 +199,11 @@ def container_overhead(header: CodesHeader, frames: int, packet_frames: int) -> 
 
 # --- writing --------------------------------------------------------------------------------------------
 class CodesWriter:
-    """Write a header, then packets as frames arrive; `close()` writes the end record if the length was unknown."""
+    """Write a .codes stream: the header at once, then one packet per `write_packet` call.
+
+    A stream whose header left the length unknown (`num_samples` None) must end with `write_end(num_samples)`,
+    which the caller calls; the writer buffers nothing and never closes `stream`, which stays the caller's.
+    """
 
     def __init__(self, stream: BinaryIO, header: CodesHeader) -> None:
         self.stream, self.header = stream, header

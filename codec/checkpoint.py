@@ -62,6 +62,12 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
         return path
     shipped = pretrained.find(str(name_or_path))
     if shipped is not None:
+        if not shipped.path.is_file():
+            raise CodecError(
+                f"shipped model {shipped.name} is listed in codec/pretrained/registry.json but its file "
+                f"{shipped.path} is missing from this installation; reinstall codec (pip install .) from a complete "
+                "copy, or pass another model with --model PATH"
+            )
         return shipped.path
     names = [m.name for m in pretrained.shipped_models()]
     listing = f"shipped models: {', '.join(names)}" if names else "no models ship with this version"

@@ -12,8 +12,8 @@ from codec import __version__
 from codec.errors import CodecError
 
 NO_DEFAULT = (
-    "no pretrained default model ships with this version of codec yet; "
-    "pass one with --model PATH (a model file written by `codec export` or `codec.checkpoint.save_model`)"
+    "no default model: this installation's codec/pretrained/registry.json marks none as the default; "
+    "pass one with --model NAME or PATH (`codec models` lists the shipped ones; a model file comes from `codec export`)"
 )
 
 
@@ -58,9 +58,26 @@ def _human(n: int) -> str:
     return f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n} B"
 
 
+def _progress(args) -> bool:
+    """A progress bar for many files: on a terminal, unless --quiet."""
+    return not args.quiet and sys.stderr.isatty()
+
+
+def _finish_batch(result, total_what: str) -> None:
+    """One line per failed input, then a one-line error (exit status 1) if any failed."""
+    failures = result.failures
+    for outcome in failures:
+        print(f"codec: failed: {outcome.item.name}: {outcome.error}", file=sys.stderr)
+    if failures:
+        raise CodecError(f"{len(failures)} of {len(result.outcomes)} {total_what} failed (listed above)")
+
+
 def cmd_encode(args) -> None:
+    from codec.batch import is_batch_input
     from codec.compress import encode_file
 
+    if is_batch_input(args.input):
+        return _encode_batch(args)
     model = _load(args.model, args.device)
     levels = _levels(model, args)
     header = encode_file(model, args.input, args.output, levels=levels, packet_bytes=args.packet_bytes)
@@ -73,9 +90,32 @@ def cmd_encode(args) -> None:
         )
 
 
+def _encode_batch(args) -> None:
+    from codec import batch
+
+    items = batch.plan_encode(args.input, args.output)  # checked before the model loads
+    model = _load(args.model, args.device)
+    levels = _levels(model, args)
+    result = batch.encode_many(
+        model, items, levels=levels, packet_bytes=args.packet_bytes, jobs=args.jobs, progress=_progress(args)
+    )
+    done = result.done
+    if done and not args.quiet:
+        size, seconds = sum(o.bytes for o in done), sum(o.seconds for o in done)
+        measured = f" ({size * 8 / seconds / 1000:.3f} kbps measured)" if seconds else ""
+        print(
+            f"{args.output}: {len(done)} .codes files, {model.name}, {levels} levels, "
+            f"{model.bitrate(levels) / 1000:g} kbps payload, {size} bytes for {seconds:.2f} s of audio{measured}"
+        )
+    _finish_batch(result, "inputs")
+
+
 def cmd_decode(args) -> None:
+    from codec.batch import is_batch_input
     from codec.compress import decode_file, model_for_codes
 
+    if is_batch_input(args.input):
+        return _decode_batch(args)
     model = model_for_codes(args.input, args.model, device=_device(args.device))
     report = decode_file(model, args.input, args.output, conceal=args.on_corrupt == "silence")
     for problem in report.damaged:
@@ -83,6 +123,24 @@ def cmd_decode(args) -> None:
     if not args.quiet:
         h = report.header
         print(f"{args.output}: {h.channels} channel(s), {h.sample_rate} Hz, {h.levels} levels, {report.frames} frames")
+
+
+def _decode_batch(args) -> None:
+    from codec import batch
+
+    items = batch.plan_decode(args.input, args.output)  # checked before a model loads
+    device = _device(args.device)
+    model = _load(args.model, args.device) if args.model else None  # None: the model named in each file
+    result = batch.decode_many(
+        model, items, device=device, conceal=args.on_corrupt == "silence", jobs=args.jobs, progress=_progress(args)
+    )
+    for outcome in result.done:
+        for problem in outcome.warnings:
+            print(f"codec: warning: {outcome.item.name}: {problem}; replaced by silence", file=sys.stderr)
+    done = result.done
+    if done and not args.quiet:
+        print(f"{args.output}: {len(done)} {batch.DECODED_SUFFIX} files, {sum(o.seconds for o in done):.2f} s of audio")
+    _finish_batch(result, "inputs")
 
 
 def cmd_info(args) -> None:
@@ -108,7 +166,8 @@ def cmd_models(args) -> None:
         print(json.dumps([{"name": m.name, "default": m.default, "description": m.description} for m in models]))
         return
     if not models:
-        print("no models ship with this version of codec yet (the trained default arrives in a later release)")
+        print("no models ship with this installation (codec/pretrained/registry.json lists none); "
+              "pass a model file with --model PATH")
     for m in models:
         print(f"{m.name}{' (default)' if m.default else ''}: {m.description}")
 
@@ -154,6 +213,22 @@ def model_option(p) -> None:
 
 def device_option(p) -> None:
     p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda or cuda:N (default: cpu)")
+
+
+MANY_INPUTS = (
+    "Many inputs: a folder (every matching file under it, recursively, the outputs mirroring its tree; a Kaldi "
+    "data dir if it holds a wav.scp), a Kaldi table of `id path` lines (*.scp; for encode a path may be a command "
+    "ending in |), or a list file of one path per line (*.txt, *.list, *.lst; the id is the file name without "
+    "its suffix). The model loads once; an input that fails is reported at the end and the rest go on "
+    "(exit status 1 if any failed); existing outputs are replaced."
+)
+
+
+def jobs_option(p) -> None:
+    p.add_argument(
+        "--jobs", "-j", type=int, default=1, metavar="N",
+        help="many inputs: code them in N processes, each with its own copy of the model and one torch thread",
+    )  # fmt: skip
 
 
 def rate_options(p) -> None:
@@ -474,9 +549,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CPU threads for torch, 1 or more (default: torch's choice)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("encode", help="compress an audio file into a .codes file")
-    p.add_argument("input", help="audio file (wav, flac, ogg, mp3; any rate and channel count)")
-    p.add_argument("output", help="output .codes file")
+    p = sub.add_parser(
+        "encode",
+        help="compress an audio file (or many) into .codes",
+        description="Compress an audio file into a .codes file, or many audio files into a folder of them. "
+        f"{MANY_INPUTS} Each input becomes OUTPUT/<id>.codes.",
+    )
+    p.add_argument(
+        "input",
+        help="audio file (wav, flac, ogg, mp3; any rate and channel count), or many: a folder, a wav.scp (*.scp) "
+        "or a list file (*.txt, *.list, *.lst)",
+    )
+    p.add_argument("output", help="output .codes file; for many inputs, an output folder")
     model_option(p)
     rate_options(p)
     p.add_argument(
@@ -485,12 +569,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=1024,
         help="payload bytes per packet: smaller loses less to a damaged packet, larger costs less overhead",
     )
-    p.add_argument("--quiet", "-q", action="store_true")
+    jobs_option(p)
+    p.add_argument("--quiet", "-q", action="store_true", help="no summary line and no progress bar")
     p.set_defaults(func=cmd_encode)
 
-    p = sub.add_parser("decode", help="decompress a .codes file into audio")
-    p.add_argument("input", help=".codes file")
-    p.add_argument("output", help="output audio file (.wav, .flac or .ogg)")
+    p = sub.add_parser(
+        "decode",
+        help="decompress a .codes file (or many) into audio",
+        description="Decompress a .codes file into audio, or many .codes files into a folder of .wav files. "
+        f"{MANY_INPUTS} Each input becomes OUTPUT/<id>.wav.",
+    )
+    p.add_argument("input", help=".codes file, or many: a folder, a *.scp table or a list file (*.txt, *.list, *.lst)")
+    p.add_argument("output", help="output audio file (.wav, .flac or .ogg); for many inputs, an output folder")
     p.add_argument(
         "--model",
         "-m",
@@ -504,7 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="damaged or missing packets: stop with an error, or decode the rest with silence in their place",
     )
     device_option(p)
-    p.add_argument("--quiet", "-q", action="store_true")
+    jobs_option(p)
+    p.add_argument("--quiet", "-q", action="store_true", help="no summary line and no progress bar")
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("info", help="describe a model (bitrates, architecture) or a .codes file (header, bitrate)")

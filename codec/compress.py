@@ -29,15 +29,6 @@ BLOCK_SECONDS = 2.0  # audio read, encoded or decoded per step: bounds memory fo
 DECODE_FRAMES = 256  # frames decoded per step: a packet of many frames never sizes one big output
 
 
-def model_id(model: CodecModel) -> str:
-    """The 8-hex-digit id written in .codes headers: the start of the model's weights hash."""
-    if getattr(model, "weights_hash", None) is None:
-        from codec.checkpoint import weights_hash
-
-        model.weights_hash = weights_hash(model.state_dict())
-    return model.weights_hash[:8]
-
-
 def _check_mono_network(model: CodecModel) -> None:
     if model.audio_channels != 1:
         raise CodecError(
@@ -68,7 +59,7 @@ class Packetizer:
 def new_header(model: CodecModel, *, sample_rate: int, channels: int, levels: int, num_samples: int | None):
     _check_mono_network(model)
     return CodesHeader(
-        model_id=model_id(model),
+        model_id=model.model_id,
         sample_rate=sample_rate,
         model_sample_rate=model.sample_rate,
         channels=channels,
@@ -182,7 +173,7 @@ class DecodeReport:
 def check_compatible(model: CodecModel, header: CodesHeader, name: str) -> None:
     """Refuse to decode codes made by another model, with the fix in the message."""
     _check_mono_network(model)
-    ours = model_id(model)
+    ours = model.model_id
     if header.model_id != ours:
         from codec.checkpoint import shipped_model_for_id
         from codec.pretrained import retired_model
@@ -369,16 +360,24 @@ def model_for_codes(input_path: str | Path, model: str | None, device: str | tor
 
 
 def model_for_header(header: CodesHeader, name: str, device: str | torch.device = "cpu"):
+    """The model that decodes a stream with this header when none is named (see `model_name_for_header`)."""
+    from codec.checkpoint import load_model
+
+    return load_model(model_name_for_header(header, name), device=device)
+
+
+def model_name_for_header(header: CodesHeader, name: str) -> str:
+    """The shipped model whose weights made `header`'s codes, else the shipped default; `name` is the input's."""
     from codec import pretrained
-    from codec.checkpoint import load_model, shipped_model_for_id
+    from codec.checkpoint import shipped_model_for_id
 
     known = shipped_model_for_id(header.model_id)
     if known:
-        return load_model(known, device=device)
+        return known
     default = pretrained.default_model()
     if default is None:
         raise CodecError(
             f"{name} was made by model id {header.model_id}, which does not ship with this version; "
             "pass --model PATH with the model that encoded it"
         )
-    return load_model(default.name, device=device)
+    return default.name

@@ -1,6 +1,6 @@
-"""Kaldi data dirs, wav.scp lists and folders of audio: the one reader of utterances and their audio.
+"""Kaldi data dirs, wav.scp lists, list files and folders of audio: the one reader of utterances and their audio.
 
-Training, token extraction, evaluation and the recipe tools all read their data through here.
+Training, token extraction, evaluation, batch coding and the recipe tools all read their data through here.
 
 A data dir holds `wav.scp` (`recording-id path`), optionally `segments` (`utt-id recording-id start end`,
 times in seconds, end -1 = to the end of the recording) and `utt2dur` (`utt-id seconds`); without
@@ -147,11 +147,11 @@ def read_data_dir(directory: str | Path, *, unique: bool = True) -> list[Utteran
     return utts
 
 
-def read_folder(folder: str | Path) -> list[Utterance]:
-    """Audio files under `folder`, recursively; the id is the path relative to it, without its suffix,
-    whitespace replaced by `_` (two files making one id is an error)."""
+def read_folder(folder: str | Path, suffixes: tuple[str, ...] = AUDIO_SUFFIXES) -> list[Utterance]:
+    """Files under `folder` with one of `suffixes` (audio by default), recursively; the id is the path relative
+    to it, without its suffix, whitespace replaced by `_` (two files making one id is an error)."""
     folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
     seen: dict[str, Path] = {}
     for p in files:
         key = "_".join(p.relative_to(folder).with_suffix("").as_posix().split())
@@ -159,6 +159,30 @@ def read_folder(folder: str | Path) -> list[Utterance]:
             raise DataDirError(f"{seen[key]} and {p} both make utterance id {key}; rename one or list them in wav.scp")
         seen[key] = p
     return [Utterance(key, str(p)) for key, p in seen.items()]
+
+
+def read_list(path: str | Path) -> list[Utterance]:
+    """The files of a list file, one path per line, in file order; the id is a file's name without its suffix,
+    whitespace replaced by `_`. Blank lines are skipped; a relative path is found as in wav.scp
+    (`resolve_path`). Two lines making one id is an error: a wav.scp names such files apart."""
+    path = Path(path)
+    utts: list[Utterance] = []
+    seen: dict[str, int] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        where = line.strip()
+        if not where:
+            continue
+        key = "_".join(Path(where).stem.split())
+        if not key:
+            raise DataDirError(f"{path}:{number}: {where!r} names no file")
+        if key in seen:
+            raise DataDirError(
+                f"{path}:{number}: {where} makes id {key}, as line {seen[key]} does; "
+                "list files with different names, or give each an id in a wav.scp"
+            )
+        seen[key] = number
+        utts.append(Utterance(key, resolve_path(where, path)))
+    return utts
 
 
 def list_utterances(data: str | Path) -> list[Utterance]:

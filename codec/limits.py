@@ -26,6 +26,7 @@ MAX_SECONDS = 7 * 24 * 3600  # the longest input a .codes header may announce: o
 MAX_PACKET_FRAMES = 2**16  # frames in one packet
 MAX_PACKET_BYTES = 2**20  # payload bytes in one packet
 CONCEAL_TAIL_SECONDS = 600  # --on-corrupt silence fills a missing tail with at most this much silence
+MAX_JOBS = 1024  # worker processes of a batch: more than any machine has cores
 MAX_SAMPLE_MAGNITUDE = 64.0  # float input beyond +-64 (36 dB over full scale) is mis-scaled, not loud
 
 

@@ -44,7 +44,7 @@ import torch
 from codec import limits
 from codec.audio import fit_length
 from codec.bitstream import CodesReader, CodesWriter, max_packet_frames
-from codec.compress import Packetizer, check_compatible, model_id, new_header
+from codec.compress import Packetizer, check_compatible, new_header
 from codec.errors import CodecError
 from codec.models.codec import CodecModel
 from codec.pcmio import FORMATS, PcmFormat
@@ -172,7 +172,7 @@ async def _encode_session(model: CodecModel, conn: _Connection, start: dict) -> 
     encoder = StreamingEncoder(model, levels=levels, batch_size=channels, sample_rate=sample_rate)
     writer = CodesWriter(out, header)
     packets = Packetizer(writer, packet_frames)
-    ready = {"type": "ready", "mode": "encode", "model": model.name, "model_id": model_id(model),
+    ready = {"type": "ready", "mode": "encode", "model": model.name, "model_id": model.model_id,
              "levels": levels, "bitrate_kbps": model.bitrate(levels) / 1000, "frame_rate": model.frame_rate,
              "frame_samples": model.hop_length * sample_rate / model.sample_rate, "notice": notice}  # fmt: skip
     await conn.send(json.dumps(ready))
@@ -207,7 +207,7 @@ async def _encode_session(model: CodecModel, conn: _Connection, start: dict) -> 
 
 
 async def _decode_session(model: CodecModel, conn: _Connection, start: dict) -> None:
-    await conn.send(json.dumps({"type": "ready", "mode": "decode", "model": model.name, "model_id": model_id(model)}))
+    await conn.send(json.dumps({"type": "ready", "mode": "decode", "model": model.name, "model_id": model.model_id}))
     first = await conn.recv()
     if isinstance(first, str):
         raise ProtocolError("expected the .codes header as the first binary message")

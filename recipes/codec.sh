@@ -6,7 +6,7 @@
 #   2 format       resample to the model rate (soxr), mix down, drop too short/long: dump/<set> with utt2dur
 #   3 train        python -m codec train (torchrun --nproc_per_node ngpu when --ngpu > 1); resumes by itself
 #   4 export       python -m codec export -> exp/<tag>/model.safetensors
-#   5 decode       codec encode / codec decode every test utterance at each bitrate
+#   5 decode       codec encode / codec decode of every test utterance at each bitrate (one call per set)
 #   6 score        codec eval on every test set; writes RESULTS.md from its summary
 #   7 tokens       codec tokens on the token sets
 #
@@ -23,7 +23,7 @@ help_message="Usage: ./run.sh [options]   (or: ./codec.sh [options] from a recip
 stage=0                  # first stage: 0 download, 1 data prep, 2 format, 3 train, 4 export, 5 decode, 6 score, 7 tokens
 stop_stage=100           # last stage to run
 ngpu=0                   # GPUs for training: 0 = CPU, 1 = one GPU, >1 = torchrun with one process per GPU
-nj=4                     # parallel jobs for formatting, decoding and token extraction
+nj=4                     # parallel jobs for formatting, decoding and scoring
 python=python            # the Python that has the codec package installed
 corpus_dir=downloads     # where the corpus is, or is downloaded to
 local_data_opts=         # extra options for local/data.sh (e.g. "--train_parts train-clean-360")
@@ -39,7 +39,7 @@ init_model=              # fine-tune: start training from this model file or che
 tag=                     # experiment name; default: the train config's file name
 min_seconds=0.5          # stage 2 drops train/valid utterances shorter than this (seconds)
 max_seconds=30           # stage 2 drops train/valid utterances longer than this (seconds; 0 = no limit)
-max_test_utts=0          # stage 2 keeps this many utterances of each test set, spread over it (0 = all)
+max_test_utts=0          # stage 2 keeps this many utterances of each test set, spread over it (0 = all, the recipes' choice)
 bitrates=all             # kbps for decoding and scoring, comma-separated, or all of the model's
 baselines=opus,codec2    # classical codecs scored beside the model in stage 6 (none = none)
 eval_args=               # extra options for codec eval (e.g. "--metrics si_sdr,mel_distance")
@@ -197,37 +197,6 @@ if begin_stage 4 "export $model"; then
   end_stage
 fi
 
-run_parallel() {  # run_parallel LOGDIR DATADIR COMMAND...: COMMAND JOBDIR on each of nj parts, in parallel
-  local logdir=$1 data=$2 n jobs=() failed=0 i
-  shift 2
-  n=$(wc -l < "$data/wav.scp")
-  [ "$n" -lt "$nj" ] || n=$nj
-  mkdir -p "$logdir"
-  "$python" "$utils/split_data_dir.py" "$data" "$n" > /dev/null
-  for i in $(seq 1 "$n"); do
-    "$@" "$data/split$n/$i" > "$logdir/job.$i.log" 2>&1 &
-    jobs+=($!)
-  done
-  for i in "${!jobs[@]}"; do
-    if ! wait "${jobs[$i]}"; then
-      echo "codec.sh: job $((i + 1)) of $n failed; see $logdir/job.$((i + 1)).log:" >&2
-      tail -n 3 "$logdir/job.$((i + 1)).log" >&2
-      failed=1
-    fi
-  done
-  return $failed
-}
-
-decode_part() {  # decode_part OUTDIR KBPS PARTDIR: encode and decode every utterance of one part
-  trap - ERR  # a failure is reported by run_parallel, with the resume command, in the main shell
-  local out=$1 kbps=$2 utt path
-  while read -r utt path; do
-    "$python" -m codec encode "$path" "$out/codes/$utt.codes" --model "$model" --bitrate "$kbps" --quiet
-    "$python" -m codec decode "$out/codes/$utt.codes" "$out/wav/$utt.wav" --model "$model" --quiet
-    echo "$utt $(readlink -f "$out/wav/$utt.wav")" >> "$out/log/wav.scp.$(basename "$3")"
-  done < "$3/wav.scp"
-}
-
 if begin_stage 5 "decode ${test_sets// /, } at ${bitrates} kbps with $model"; then
   rates=$bitrates
   [ "$rates" != all ] || rates=$(model_bitrates)
@@ -235,10 +204,13 @@ if begin_stage 5 "decode ${test_sets// /, } at ${bitrates} kbps with $model"; th
     for kbps in ${rates//,/ }; do
       out=$exp/decode_${set}_${kbps}kbps
       done_or "$out/.done" && continue
-      rm -f "$out"/log/wav.scp.*
-      mkdir -p "$out/codes" "$out/wav" "$out/log"
-      run_parallel "$out/log" "$dump_dir/$set" decode_part "$out" "$kbps"
-      cat "$out"/log/wav.scp.* | LC_ALL=C sort > "$out/wav.scp"
+      rm -rf "$out/codes" "$out/wav"
+      mkdir -p "$out"
+      # one call per direction for the whole set: the model loads once in each of the nj processes
+      "$python" -m codec encode "$dump_dir/$set" "$out/codes" --model "$model" --bitrate "$kbps" --jobs "$nj"
+      "$python" -m codec decode "$out/codes" "$out/wav" --model "$model" --jobs "$nj"
+      wav_dir=$(cd "$out/wav" && pwd)
+      awk -v dir="$wav_dir" '{ print $1, dir "/" $1 ".wav" }' "$dump_dir/$set/utt2dur" | LC_ALL=C sort > "$out/wav.scp"
       cp "$dump_dir/$set/utt2dur" "$out/utt2dur"
       log "$out: $(wc -l < "$out/wav.scp") utterances"
       mark_done "$out/.done"
@@ -260,7 +232,7 @@ if begin_stage 6 "score ${test_sets// /, } with codec eval (baselines: $baseline
     out=$exp/eval_$set
     done_or "$out/.done" && continue
     "$python" -m codec eval --data "$dump_dir/$set" --model "$model" --bitrates "$bitrates" \
-      --baselines "$baselines" --out "$out" --quiet "${eval_opts[@]}"
+      --baselines "$baselines" --out "$out" --jobs "$nj" --quiet "${eval_opts[@]}"
     mark_done "$out/.done"
   done
   end_stage

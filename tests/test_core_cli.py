@@ -86,10 +86,20 @@ def test_models_and_demo_without_a_default(capsys, tmp_path, tiny_model_file, mo
     code, out, _ = run(capsys, "models")
     assert code == 0 and "no models ship" in out
     code, _, err = run(capsys, "demo")
-    assert_one_line_error(code, err, "no pretrained default model ships", "--model")
+    assert_one_line_error(code, err, "no default model", "registry.json", "--model")
     code, out, _ = run(capsys, "demo", "--model", tiny_model_file, "--out-dir", tmp_path)
     assert code == 0 and out.count("kbps:") == 3
     assert len(list(tmp_path.glob("*.codes"))) == 3 and len(list(tmp_path.glob("*.wav"))) == 3
+
+
+def test_a_shipped_model_whose_file_is_missing(capsys, tmp_path, monkeypatch):
+    from codec import pretrained
+
+    gone = pretrained.ShippedModel("gone16k", tmp_path / "gone16k.safetensors", "listed, file deleted", True)
+    monkeypatch.setattr(pretrained, "shipped_models", lambda: [gone])
+    for args in (["demo"], ["demo", "--model", "gone16k"]):
+        code, _, err = run(capsys, *args)
+        assert_one_line_error(code, err, "gone16k", "is missing from this installation", "reinstall")
 
 
 # --- bad input -------------------------------------------------------------------------------------------

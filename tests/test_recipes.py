@@ -278,6 +278,31 @@ def test_format_drops_short_and_long_training_utterances(fake_recipe):
     assert len(datadir.DataDir(recipe / "dump/test").utterances()) == 3  # test sets are never filtered
 
 
+def test_decode_stage_codes_every_test_utterance_and_names_a_bad_one(fake_recipe):
+    import torch
+
+    from codec.checkpoint import save_model
+
+    recipe, corpus = fake_recipe
+    codec_sh(recipe, corpus, "--stage", "1", "--stop_stage", "2")
+    torch.manual_seed(0)
+    save_model(build_model(load_config(recipe / "conf/mini.yaml").model), recipe / "exp/mini/model.safetensors")
+    codec_sh(recipe, corpus, "--stage", "5", "--stop_stage", "5", "--bitrates", "2.4")
+    out = recipe / "exp/mini/decode_test_2.4kbps"
+    ids = ["test_1", "test_2", "test_3"]
+    assert sorted(p.name for p in (out / "codes").iterdir()) == [f"{u}.codes" for u in ids]
+    scp = dict(line.split() for line in (out / "wav.scp").read_text().splitlines())
+    assert sorted(scp) == ids and all(sf.info(path).samplerate == 16000 for path in scp.values())
+
+    (recipe / "dump/test/audio/test_2.flac").write_text("damaged")
+    proc = codec_sh(recipe, corpus, "--stage", "5", "--stop_stage", "5", "--bitrates", "4.8", check=False)
+    assert proc.returncode == 1
+    assert "codec: failed: " in proc.stderr and "test_2.flac" in proc.stderr and "1 of 3 inputs failed" in proc.stderr
+    assert "./run.sh --stage 5" in proc.stderr
+    assert (recipe / "exp/mini/decode_test_4.8kbps/codes/test_1.codes").is_file()
+    assert not (recipe / "exp/mini/decode_test_4.8kbps/.done").exists()
+
+
 # --- data-dir tools --------------------------------------------------------------------------------------------
 def make_dir(path: Path, rows: dict[str, float], audio: Path, unsorted: bool = False) -> Path:
     path.mkdir(parents=True, exist_ok=True)
@@ -542,7 +567,7 @@ def test_mini_recipe_end_to_end(mini_run):
         assert system in results
     assert (work / "exp/mini/model.safetensors").is_file()
     decoded = list((work / "exp/mini/decode_test_4.8kbps/wav").glob("*.wav"))
-    assert len(decoded) == 4  # --max_test_utts 4
+    assert len(decoded) == 9  # every test utterance
 
 
 @pytest.mark.slow

@@ -14,7 +14,6 @@ set -euo pipefail
   --train_set train --valid_set dev --test_sets test \
   --train_config conf/grvq16k.yaml \
   --min_seconds 0.5 --max_seconds 30 \
-  --max_test_utts 200 \
   --bitrates all \
   --baselines opus,codec2 \
   --token_format npy \

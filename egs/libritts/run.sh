@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # LibriTTS (OpenSLR 60): 24 kHz read English, 2456 speakers. Trains grvq24k on train-clean-100, validates on
-# dev-clean, scores test-clean (500 utterances spread over it) against Opus and Codec2, extracts tokens.
+# dev-clean, scores every test-clean utterance against Opus and Codec2, extracts tokens.
 #   ./run.sh                                         everything, training on one GPU
 #   ./run.sh --ngpu 8 --stage 3                      train on 8 GPUs (torchrun)
 #   ./run.sh --stage 1 --corpus_dir /data/corpora    a copy already on disk (/data/corpora/LibriTTS/...)
@@ -15,7 +15,6 @@ set -euo pipefail
   --train_set train --valid_set dev --test_sets test \
   --train_config conf/grvq24k.yaml \
   --min_seconds 1.0 --max_seconds 20 \
-  --max_test_utts 500 \
   --bitrates all \
   --baselines opus,codec2 \
   --token_format npy \

@@ -14,7 +14,6 @@ set -euo pipefail
   --train_set train --valid_set dev --test_sets test \
   --train_config conf/grvq24k.yaml \
   --min_seconds 1.0 --max_seconds 15 \
-  --max_test_utts 300 \
   --bitrates all \
   --baselines opus,codec2 \
   --token_format npy \
