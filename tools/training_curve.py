@@ -89,7 +89,7 @@ def plot(args: argparse.Namespace) -> None:
         axis.set_xlabel("hours of training on one CPU thread")
         axis.set_ylabel(f"speech {metric} (dev subset)")
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
+        axis.legend(fontsize=7, loc="center right", framealpha=0.6)
     fig.savefig(args.out, format="png", dpi=90)
 
 
