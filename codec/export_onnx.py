@@ -129,7 +129,6 @@ def export_onnx(model: CodecModel, out_dir: str | Path, *, levels: int | None = 
         import onnx  # noqa: F401  (torch's exporter needs it to check and save the graphs)
     except ImportError:
         raise CodecError("ONNX export needs the onnx extra: pip install -e '.[onnx]'") from None
-    from codec.compress import model_id
 
     model = model.eval()
     model.quantizer._sync_codebooks()  # simvq: the searched codebooks are basis x map; the graphs hold constants
@@ -150,7 +149,7 @@ def export_onnx(model: CodecModel, out_dir: str | Path, *, levels: int | None = 
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model": model.name,
-        "model_id": model_id(model),
+        "model_id": model.model_id,
         "codec_version": __version__,
         "torch_version": torch.__version__,
         "opset": OPSET,

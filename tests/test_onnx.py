@@ -86,10 +86,8 @@ def tiny_onnx(tmp_path_factory, tiny_model_file):
 
 
 def test_cli_manifest_names_shapes_and_model(tiny_onnx, tiny_model):
-    from codec.compress import model_id
-
     manifest = json.loads((tiny_onnx / "manifest.json").read_text())
-    assert manifest["model_id"] == model_id(tiny_model) and manifest["levels"] == 3
+    assert manifest["model_id"] == tiny_model.model_id and manifest["levels"] == 3
     assert manifest["pad_code"] == tiny_model.codebook_size
     state = dict(tiny_model.new_streaming_state(1))
     for spec in manifest["encoder"]["states"] + manifest["decoder"]["states"]:
