@@ -28,7 +28,7 @@ from codec import __version__
 from codec.errors import CodecError
 from codec.models.codec import CodecModel
 from codec.modules.conv import exporting
-from codec.quantization.search import dequantize
+from codec.quantization.search import dequantize, level_scores
 
 MANIFEST = "manifest.json"
 FORMAT = "codec-onnx"
@@ -52,19 +52,14 @@ def _with_state(model: CodecModel, keys: list[tuple[str, str]], tensors) -> dict
 
 
 def _search(residual: torch.Tensor, codebooks: torch.Tensor, levels: int, lookup: str) -> torch.Tensor:
-    """codec.quantization.search.search_torch (the reference: same scores, ties to the lowest index) written for
+    """codec.quantization.search.search_torch (the reference: its level_scores, ties to the lowest index) written for
     the exporter's tracer: codes gathered in a list, not written into a preallocated tensor."""
     r = residual.transpose(0, 1).contiguous()  # [G, N, D]
     group_index = torch.arange(residual.shape[1])[:, None]
     codes = []
     for level in range(levels):
         book = codebooks[:, level]  # [G, K, D]
-        dots = torch.bmm(r, book.transpose(1, 2))  # [G, N, K]
-        if lookup == "euclidean":
-            score = (book * book).sum(-1)[:, None, :] - 2 * dots
-        else:
-            score = -dots / book.norm(dim=-1).clamp_min(1e-12)[:, None, :]
-        index = score.argmin(-1)  # [G, N]
+        index = level_scores(r, book, lookup).argmin(-1)  # [G, N]
         codes.append(index)
         r = r - book[group_index, index]
     return torch.stack(codes).permute(2, 0, 1)  # [N, levels, G]

@@ -44,6 +44,15 @@ TIE_RTOL = 1e-5  # about 100 fp32 ulps of the score's scale; see "Near-ties" abo
 SearchFn = Callable[[torch.Tensor, torch.Tensor, int, str], tuple[torch.Tensor, torch.Tensor]]
 
 
+def level_scores(r: torch.Tensor, book: torch.Tensor, lookup: str) -> torch.Tensor:
+    """Scores [G, N, K] of residuals r [G, N, D] against one level's codebooks [G, K, D]; the best code is the
+    lowest score. The one definition of the reference search's rule (also traced into the ONNX encoder graph)."""
+    dots = torch.bmm(r, book.transpose(1, 2))  # [G, N, K]
+    if lookup == "euclidean":
+        return (book * book).sum(-1)[:, None, :] - 2 * dots
+    return -dots / book.norm(dim=-1).clamp_min(1e-12)[:, None, :]
+
+
 def search_torch(
     residual: torch.Tensor, codebooks: torch.Tensor, levels: int, lookup: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,12 +63,7 @@ def search_torch(
     group_index = torch.arange(G, device=residual.device)[:, None]
     for level in range(levels):
         book = codebooks[:, level]  # [G, K, D]
-        dots = torch.bmm(r, book.transpose(1, 2))  # [G, N, K]
-        if lookup == "euclidean":
-            score = (book * book).sum(-1)[:, None, :] - 2 * dots
-        else:
-            score = -dots / book.norm(dim=-1).clamp_min(1e-12)[:, None, :]
-        index = score.argmin(-1)  # [G, N]; first minimum on ties
+        index = level_scores(r, book, lookup).argmin(-1)  # [G, N]; first minimum on ties
         codes[level] = index
         r = r - book[group_index, index]
     quantized = residual - r.transpose(0, 1)
