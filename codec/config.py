@@ -198,6 +198,7 @@ class LossConfig:
     mel_bins: tuple[int, ...] = (5, 10, 20, 40, 80, 160, 320)  # mel bands per window size
     mel_weight: float = 15.0  # multi-scale mel: L1 of log10 and of linear mel magnitudes, averaged over scales
     waveform_weight: float = 0.0  # L1 between waveforms
+    level_weight: float = 0.0  # per item |log10(output RMS / input RMS)|: the level error in dB / 20
     stft_windows: tuple[int, ...] = (128, 256, 512, 1024, 2048)  # STFT sizes of the stft and complex terms
     stft_weight: float = 0.0  # multi-resolution STFT: spectral convergence + L1 of log magnitudes
     complex_weight: float = 0.0  # power-law compressed complex STFT (phase-aware) + compressed magnitude MSE

@@ -51,6 +51,22 @@ def test_objective_computes_only_weighted_terms_and_sums_them():
     assert torch.isclose(total, config.mel_weight * terms["mel"] + 2.0 * terms["complex"])
 
 
+def test_level_term_measures_the_level_error_in_db_and_pulls_a_quiet_output_up():
+    config = LossConfig(mel_windows=(64, 128), mel_bins=(10, 20), level_weight=3.0)
+    objective = ReconstructionObjective(config, sample_rate=16000)
+    x = torch.cat([speechlike(), 0.1 * speechlike()])  # two items at different levels
+    assert float(objective(x, x)["level"]) < 1e-6
+    # the second item 6 dB low, the first exact: mean |dB / 20| = 6 / 20 / 2
+    y_hat = x * torch.tensor([1.0, 10 ** (-6 / 20)])[:, None, None]
+    assert abs(float(objective(y_hat, x)["level"]) - 0.15) < 1e-4
+    gain = torch.tensor(0.5, requires_grad=True)
+    objective(gain * x, x)["level"].backward()
+    assert gain.grad < 0  # raising the gain lowers the loss
+    silent = torch.zeros_like(x, requires_grad=True)
+    objective(silent, x)["level"].backward()
+    assert torch.isfinite(silent.grad).all()
+
+
 def test_loss_config_is_validated():
     with pytest.raises(CodecError, match="complex_power"):
         LossConfig(complex_power=0.0)

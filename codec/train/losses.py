@@ -54,6 +54,19 @@ def waveform_l1(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(y_hat.float(), y.float())
 
 
+def level_l1(y_hat: torch.Tensor, y: torch.Tensor, *, floor: float = 1e-4) -> torch.Tensor:
+    """Mean over items of |log10(rms(y_hat) / rms(y))|: the output level error in dB / 20, per item.
+
+    A waveform L1 rewards a quiet output wherever the phase is uncertain; this term pulls the item's level
+    back to the input's. RMS values are floored at `floor` (-80 dBFS) so silent items give finite gradients.
+    """
+    def rms(a: torch.Tensor) -> torch.Tensor:
+        a = a.float().reshape(a.shape[0], -1)
+        return (a.square().mean(dim=1) + floor**2).sqrt()
+
+    return (rms(y_hat).log10() - rms(y).log10()).abs().mean()
+
+
 def generator_adversarial(fake_logits: list[torch.Tensor], kind: str) -> torch.Tensor:
     """Mean over critics of hinge max(0, 1 - D(G(x))) or least squares (1 - D(G(x)))^2."""
     losses = [F.relu(1 - f.float()).mean() if kind == "hinge" else ((1 - f.float()) ** 2).mean() for f in fake_logits]

@@ -9,7 +9,9 @@ Terms (a weight of 0 turns a term off and skips its computation):
   MSE of the compressed magnitudes |S|^p (p = 0.3, as in speech enhancement: MP-SENet, Lu et al., 2023).
   Unlike the magnitude terms it is phase-aware, so it rewards a waveform that lines up with the
   input, without a waveform term's pull towards a quiet, averaged output;
-- ``waveform``: L1 between waveforms.
+- ``waveform``: L1 between waveforms;
+- ``level``: per item, |log10| of the output's RMS over the input's (the level error in dB / 20), which
+  offsets the waveform term's pull towards a quiet output.
 
 The adversarial and feature-matching weights live here too, so the trainer reads one weight table.
 The commitment loss comes from the quantizer itself.
@@ -21,7 +23,7 @@ import torch
 from torch import nn
 
 from codec.config import LossConfig
-from codec.train.losses import MelLoss, waveform_l1
+from codec.train.losses import MelLoss, level_l1, waveform_l1
 
 
 class STFTLosses(nn.Module):
@@ -93,6 +95,7 @@ class ReconstructionObjective(nn.Module):
             "stft": config.stft_weight,
             "complex": config.complex_weight,
             "waveform": config.waveform_weight,
+            "level": config.level_weight,
             "adversarial": config.adversarial_weight,
             "feature_matching": config.feature_matching_weight,
         }
@@ -105,6 +108,8 @@ class ReconstructionObjective(nn.Module):
             terms.update(self.stft(y_hat, y, magnitude=w["stft"] > 0, complex=w["complex"] > 0))
         if w["waveform"] > 0:
             terms["waveform"] = waveform_l1(y_hat, y)
+        if w["level"] > 0:
+            terms["level"] = level_l1(y_hat, y)
         return terms
 
     def weighted_sum(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
