@@ -20,7 +20,19 @@ import json
 import sys
 from pathlib import Path
 
-COLUMNS = ("run", "step", "hours", "clips", "kbps", "pesq_wb", "stoi", "si_sdr", "mel_distance", "level_db", "music_mel")
+COLUMNS = (
+    "run",
+    "step",
+    "hours",
+    "clips",
+    "kbps",
+    "pesq_wb",
+    "stoi",
+    "si_sdr",
+    "mel_distance",
+    "level_db",
+    "music_mel",
+)
 
 
 def rows_of_summary(summary: dict) -> list[dict]:
@@ -53,8 +65,10 @@ def add(args: argparse.Namespace) -> None:
     clips = summary["run"]["clips"]
     table = read_table(Path(args.table))
     if table and int(table[0]["clips"]) != clips:
-        sys.exit(f"training_curve: {args.summary} scored {clips} clips, the table's rows {table[0]['clips']}; "
-                 "score every checkpoint on the same set (tools/eval_subset.sh)")
+        sys.exit(
+            f"training_curve: {args.summary} scored {clips} clips, the table's rows {table[0]['clips']}; "
+            "score every checkpoint on the same set (tools/eval_subset.sh)"
+        )
     table = [r for r in table if not (r["run"] == args.run and int(r["step"]) == args.step)]
     for row in rows_of_summary(summary):
         row.update(run=args.run, step=args.step, hours=args.hours, clips=clips)
@@ -75,7 +89,7 @@ def plot(args: argparse.Namespace) -> None:
         sys.exit(f"training_curve: {args.table} has no rows; add some first")
     metrics = ("pesq_wb", "stoi")
     fig = Figure(figsize=(5.5 * len(metrics), 4.0), layout="constrained")
-    for axis, metric in zip(fig.subplots(1, len(metrics)), metrics):
+    for axis, metric in zip(fig.subplots(1, len(metrics)), metrics, strict=True):
         for run in dict.fromkeys(r["run"] for r in table):
             for kbps in sorted({float(r["kbps"]) for r in table}):
                 points = sorted(
@@ -84,7 +98,7 @@ def plot(args: argparse.Namespace) -> None:
                     if r["run"] == run and float(r["kbps"]) == kbps and r[metric]
                 )
                 if points:
-                    hours, values = zip(*points)
+                    hours, values = zip(*points, strict=True)
                     axis.plot(hours, values, marker="o", label=f"{run}, {kbps:g} kbps")
         axis.set_xlabel("hours of training on one CPU thread")
         axis.set_ylabel(f"speech {metric} (dev subset)")

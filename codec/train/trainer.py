@@ -328,7 +328,9 @@ class Trainer:
         try:
             saved_model = to_dict(from_dict(ModelConfig, state["config"]["model"], "model"))
         except (CodecError, TypeError, ValueError) as error:
-            raise CodecError(f"{source}: its model config no longer parses ({error}); it needs another version of codec")
+            raise CodecError(
+                f"{source}: its model config no longer parses ({error}); it needs another version of codec"
+            ) from None
         if saved_model != to_dict(self.config)["model"]:
             raise CodecError(
                 f"{source} was trained with a different model config; resume with the model section of the "
