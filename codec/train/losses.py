@@ -60,6 +60,7 @@ def level_l1(y_hat: torch.Tensor, y: torch.Tensor, *, floor: float = 1e-4) -> to
     A waveform L1 rewards a quiet output wherever the phase is uncertain; this term pulls the item's level
     back to the input's. RMS values are floored at `floor` (-80 dBFS) so silent items give finite gradients.
     """
+
     def rms(a: torch.Tensor) -> torch.Tensor:
         a = a.float().reshape(a.shape[0], -1)
         return (a.square().mean(dim=1) + floor**2).sqrt()
