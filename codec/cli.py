@@ -1,4 +1,10 @@
-"""The `codec` command line. Each verb parses arguments and calls library functions."""
+"""The `codec` command line.
+
+Layout: every verb is a top-level `cmd_<verb>(args)` that turns its arguments into calls of library functions
+and prints their results (no coding logic lives here); the `_add_<group>_commands(sub)` functions only declare
+the verbs' arguments; `main` maps `CodecError` to a one-line error and exit status 1. Heavy modules (torch,
+training, evaluation, the server) are imported inside the verbs that need them, so `codec --help` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -166,42 +172,205 @@ def cmd_models(args) -> None:
         print(json.dumps([{"name": m.name, "default": m.default, "description": m.description} for m in models]))
         return
     if not models:
-        print("no models ship with this installation (codec/pretrained/registry.json lists none); "
-              "pass a model file with --model PATH")
+        print(
+            "no models ship with this installation (codec/pretrained/registry.json lists none); "
+            "pass a model file with --model PATH"
+        )
     for m in models:
         print(f"{m.name}{' (default)' if m.default else ''}: {m.description}")
 
 
 def cmd_demo(args) -> None:
     """Encode and decode the bundled speech clip, printing bitrate and sizes."""
-    from codec.compress import decode_file, encode_file
+    from codec.demo import CLIP, run_demo
 
-    clip = Path(__file__).parent / "assets" / "speech_en.flac"
     model = _load(args.model, args.device)
-    out_dir = Path(args.out_dir) if args.out_dir else Path(tempfile.mkdtemp(prefix="codec-demo-"))
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CodecError(f"cannot create --out-dir {out_dir} ({e.strerror}); choose a folder you can write") from None
-    wanted = [args.levels] if args.levels else sorted({1, (model.num_levels + 1) // 2, model.num_levels})
     print(f"model {model.name}: {model.sample_rate} Hz, {model.num_groups} groups x {model.num_levels} levels")
-    print(f"input {clip.name}: {_human(clip.stat().st_size)} (FLAC)")
-    for levels in wanted:
-        codes = out_dir / f"speech_en.{levels}.codes"
-        wav = out_dir / f"speech_en.{levels}.wav"
-        header = encode_file(model, clip, codes, levels=levels)
-        decode_file(model, codes, wav)
-        size = codes.stat().st_size
-        seconds = header.num_samples / header.sample_rate
+    print(f"input {CLIP.name}: {_human(CLIP.stat().st_size)} (FLAC)")
+
+    def show(row) -> None:
         print(
-            f"  {header.bitrate / 1000:6g} kbps: {codes.name} {size} bytes "
-            f"({size * 8 / seconds / 1000:.3f} kbps with container), decoded to {wav} ({_human(wav.stat().st_size)})"
+            f"  {row.bitrate / 1000:6g} kbps: {row.codes.name} {row.codes_bytes} bytes "
+            f"({row.measured_kbps:.3f} kbps with container), decoded to {row.wav} ({_human(row.wav_bytes)})"
         )
+
+    run_demo(model, args.out_dir, levels=args.levels, on_row=show)
+
+
+def cmd_eval(args) -> None:
+    from codec.eval.runner import run_eval
+
+    model = _load(args.model) if args.model != "none" else None
+    result = run_eval(
+        data=args.data,
+        out_dir=args.out,
+        model=model,
+        bitrates=args.bitrates,
+        baselines=args.baselines,
+        metrics=args.metrics,
+        content=args.content,
+        limit=args.limit,
+        listen_clips=args.listen_clips,
+        listen_seconds=args.listen_seconds,
+        progress=not args.quiet,
+        jobs=args.jobs,
+    )
+    failed = len(result["failures"])
+    print(
+        f"{args.out}: results.csv, summary.json, summary.md, plots/, listen.html "
+        f"({result['run']['clips']} clips, {failed} failed, {result['run']['seconds']} s)"
+    )
+
+
+def cmd_train(args) -> None:
+    from codec.train.trainer import train_from_cli
+
+    train_from_cli(args.config, args.overrides, resume=args.resume, resume_from=args.resume_from)
+
+
+def cmd_export(args) -> None:
+    from codec.train.export import export_model
+
+    info = export_model(args.checkpoint, args.output, use_ema=not args.no_ema, name=args.name)
+    print(
+        f"{info['output']}: step {info['steps']} {'generator EMA' if info['ema'] else 'generator'} "
+        f"from {info['checkpoint']} (weights {info['hash'][:12]})"
+    )
+
+
+def cmd_stream_encode(args) -> None:
+    from codec import limits
+    from codec.compress import encode_blocks
+    from codec.pcmio import FrameReader, PcmFormat, check_format, read_wav_header
+
+    model = _load(args.model, args.device)
+    levels = _levels(model, args)
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    if args.rate is not None:
+        rate = limits.check_sample_rate(args.rate, "--rate")
+        fmt = PcmFormat(rate, limits.check_channels(args.channels, "--channels"), check_format(args.format))
+        frames = None
+    else:
+        fmt, frames = read_wav_header(stdin)
+    reader = FrameReader(stdin, fmt, limit_frames=frames)
+    blocks = reader.blocks(fmt.frame_bytes * max(1, fmt.sample_rate // 100))
+    encode_blocks(
+        model, blocks, stdout, sample_rate=fmt.sample_rate, channels=fmt.channels, levels=levels,
+        num_samples=frames, packet_frames=args.packet_frames, flush=stdout.flush,
+    )  # fmt: skip
+    stdout.flush()
+
+
+def cmd_stream_decode(args) -> None:
+    from codec.bitstream import CodesReader
+    from codec.compress import decode_blocks, model_for_header
+    from codec.pcmio import PcmFormat, check_format, wav_header
+
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    reader = CodesReader(stdin, "stdin")
+    h = reader.header
+    device = _device(args.device)
+    model = _load(args.model, args.device) if args.model else model_for_header(h, "stdin", device=device)
+    fmt = PcmFormat(h.sample_rate, h.channels, check_format(args.format))
+    if args.wav:
+        stdout.write(wav_header(fmt, h.num_samples))
+    for block in decode_blocks(model, reader, conceal=args.on_corrupt == "silence", hold_back=False):
+        stdout.write(fmt.encode(block))
+        stdout.flush()
+
+
+def cmd_serve(args) -> None:
+    import asyncio
+    import logging
+
+    _need_websockets()
+    from codec.serve import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    model = _load(args.model, args.device)
+    try:
+        asyncio.run(serve(model, args.host, args.port))
+    except OSError as e:
+        where = f"{args.host}:{args.port}"
+        raise CodecError(f"cannot listen on {where} ({e.strerror}); choose another --port") from None
+
+
+def cmd_stream_client(args) -> None:
+    _need_websockets()
+    from codec.serve import decode_file_remote, encode_file_remote
+
+    if args.mode == "encode":
+        size = encode_file_remote(
+            args.url, args.input, args.output, bitrate=args.bitrate, levels=args.levels, realtime=args.realtime
+        )
+        print(f"{args.output}: {size} bytes from {args.url}")
+    else:
+        channels, samples, rate = decode_file_remote(args.url, args.input, args.output)
+        print(f"{args.output}: {samples} samples x {channels} channel(s) at {rate} Hz")
+
+
+def cmd_bench(args) -> None:
+    import torch
+
+    from codec import bench
+    from codec.config import builtin_config_path, load_config
+    from codec.models.codec import build_model
+
+    if args.model:
+        model = _load(args.model, args.device)
+    else:
+        path = Path(args.config) if Path(args.config).is_file() else builtin_config_path(args.config)
+        torch.manual_seed(0)
+        model = build_model(load_config(path).model).eval().to(_device(args.device))
+    bench.describe(model)
+    if args.onnx:  # torch eager against ONNX Runtime, side by side (exports into a temporary folder)
+        from codec.export_onnx import export_onnx
+
+        with tempfile.TemporaryDirectory(prefix="codec-onnx-") as onnx_dir:
+            export_onnx(model, onnx_dir)
+            bench.onnx_versus_torch(model, onnx_dir, frames=args.frames, seconds=args.seconds)
+    elif args.streaming:
+        bench.streaming(model, frames=args.frames)
+    else:
+        bench.offline(model, seconds=args.seconds, repeats=args.repeats)
+
+
+def cmd_export_onnx(args) -> None:
+    from codec.export_onnx import export_onnx
+
+    model = _load(args.model)
+    manifest = export_onnx(model, args.out_dir, levels=_levels(model, args))
+    print(f"{args.out_dir}: encoder.onnx, decoder.onnx, manifest.json ({manifest['model']} {manifest['model_id']}, "
+          f"{manifest['levels']} levels, {manifest['bitrate'] / 1000:g} kbps at most)")  # fmt: skip
+
+
+def cmd_tokens(args) -> None:
+    from codec.tokens.extract import extract_tokens
+
+    model = _load(args.model, "cpu")  # extract_tokens moves it to --device (auto; cuda:LOCAL_RANK under torchrun)
+    levels = _levels(model, args)
+    summary = extract_tokens(
+        model, args.data, args.out, levels=levels, fmt=args.format, pattern=args.pattern, offsets=args.offsets,
+        batch_size=args.batch_size, max_batch_seconds=args.max_batch_seconds, num_workers=args.num_workers,
+        device=args.device, min_frames=args.min_frames, progress=not args.quiet,
+    )  # fmt: skip
+    if "rank" in summary:  # torchrun: rank 0 reports for everyone
+        return
+    run = summary.get("this_run", {})
+    speed = f", {run['audio_hours_per_hour']:.1f} audio-hours/hour" if run.get("utterances") else ""
+    state = " (already up to date)" if summary.get("up_to_date") else ""
+    print(
+        f"{args.out}: {summary['extracted']} of {summary['utterances']} utterances, {summary['frames']} frames, "
+        f"{summary['audio_hours']:.3f} h{state}; failed {summary['failed']}, empty {summary['skipped_empty']}, "
+        f"too short {summary['skipped_short']} (see failed.list){speed}"
+    )
 
 
 def model_argument(p) -> None:
     p.add_argument(
-        "--model", "-m", default=None,
+        "--model",
+        "-m",
+        default=None,
         help="model name (see `codec models`) or path to a model file (default: the shipped default, grvq16k)",
     )
 
@@ -244,311 +413,8 @@ def rate_options(p) -> None:
     g.add_argument("--levels", "-l", type=int, default=None, metavar="N", help="residual levels to use")
 
 
-def _add_eval_commands(sub) -> None:
-    """`codec eval`: rate-quality evaluation against classical codecs (imports codec.eval only when run)."""
-
-    def cmd_eval(args) -> None:
-        from codec.eval.runner import run_eval
-
-        model = _load(args.model) if args.model != "none" else None
-        result = run_eval(
-            data=args.data, out_dir=args.out, model=model, bitrates=args.bitrates, baselines=args.baselines,
-            metrics=args.metrics, content=args.content, limit=args.limit, listen_clips=args.listen_clips,
-            listen_seconds=args.listen_seconds, progress=not args.quiet, jobs=args.jobs,
-        )
-        failed = len(result["failures"])
-        print(f"{args.out}: results.csv, summary.json, summary.md, plots/, listen.html "
-              f"({result['run']['clips']} clips, {failed} failed, {result['run']['seconds']} s)")
-
-    p = sub.add_parser("eval", help="score the model at several bitrates against Opus and Codec2 on a set of clips")
-    p.add_argument("--data", required=True, help="folder of audio files (searched recursively) or a Kaldi wav.scp")
-    p.add_argument("--out", required=True, help="output folder for the CSV, JSON, Markdown, plots and listening page")
-    p.add_argument("--model", "-m", default=None,
-                   help="model name or file (default: the shipped default); 'none' to score only the baselines")
-    p.add_argument("--bitrates", default="all", help="model bitrates in kbps, comma-separated (default: all)")
-    p.add_argument("--baselines", default="opus,codec2", help="comma-separated: opus, codec2; or none")
-    p.add_argument("--metrics", default="all",
-                   help="comma-separated: pesq_wb, pesq_nb, stoi, estoi, si_sdr, mel_distance, stft_distance, "
-                        "level_db, dnsmos")
-    p.add_argument("--content", choices=["auto", "speech", "music"], default="auto",
-                   help="content type of every clip; auto: from a 'speech' or 'music' path component (else speech)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N clips")
-    p.add_argument("--listen-clips", type=int, default=6, help="clips with players on the listening page")
-    p.add_argument("--listen-seconds", type=float, default=10.0, help="seconds of each clip on the listening page")
-    p.add_argument("--jobs", "-j", type=int, default=1,
-                   help="clips scored in parallel processes (one thread each); the results do not change")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_eval)
-
-
-def _add_training_commands(sub) -> None:
-    """`codec train` and `codec export` (import codec.train only when run; inference never loads it)."""
-
-    def cmd_train(args) -> None:
-        from codec.train.trainer import train_from_cli
-
-        train_from_cli(args.config, args.overrides, resume=args.resume, resume_from=args.resume_from)
-
-    def cmd_export(args) -> None:
-        from codec.train.export import export_model
-
-        info = export_model(args.checkpoint, args.output, use_ema=not args.no_ema, name=args.name)
-        print(
-            f"{info['output']}: step {info['steps']} {'generator EMA' if info['ema'] else 'generator'} "
-            f"from {info['checkpoint']} (weights {info['hash'][:12]})"
-        )
-
-    p = sub.add_parser(
-        "train",
-        help="train a codec from a config (one process, or one per GPU under torchrun)",
-        description="Train a codec. Multi-GPU / multi-node: torchrun --nproc_per_node N -m codec train ...",
-    )
-    p.add_argument("--config", "-c", required=True, help="YAML config file, or a built-in config name (e.g. grvq16k)")
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="KEY=VALUE",
-        help="dotted config overrides, e.g. data.train_dir=data/train train.batch_size=8",
-    )
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in train.output_dir")
-    p.add_argument("--resume-from", default=None, metavar="CHECKPOINT", help="continue from this step_*.pt file")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("export", help="write the inference model file of a training checkpoint")
-    p.add_argument("checkpoint", help="training checkpoint (step_*.pt) or training output dir (its newest checkpoint)")
-    p.add_argument("output", help="model file to write (.safetensors)")
-    p.add_argument("--no-ema", action="store_true", help="export the raw generator even if the run kept an EMA")
-    p.add_argument("--name", default=None, help="model name recorded in the file (default: model.name of the config)")
-    p.set_defaults(func=cmd_export)
-
-
-def _add_streaming_commands(sub) -> None:
-    """Pipes (`stream-encode`, `stream-decode`), the WebSocket server and its client, and `bench`."""
-
-    def cmd_stream_encode(args) -> None:
-        from codec import limits
-        from codec.compress import encode_blocks
-        from codec.pcmio import FrameReader, PcmFormat, check_format, read_wav_header
-
-        model = _load(args.model, args.device)
-        levels = _levels(model, args)
-        stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-        if args.rate is not None:
-            rate = limits.check_sample_rate(args.rate, "--rate")
-            fmt = PcmFormat(rate, limits.check_channels(args.channels, "--channels"), check_format(args.format))
-            frames = None
-        else:
-            fmt, frames = read_wav_header(stdin)
-        reader = FrameReader(stdin, fmt, limit_frames=frames)
-        blocks = reader.blocks(fmt.frame_bytes * max(1, fmt.sample_rate // 100))
-        encode_blocks(
-            model, blocks, stdout, sample_rate=fmt.sample_rate, channels=fmt.channels, levels=levels,
-            num_samples=frames, packet_frames=args.packet_frames, flush=stdout.flush,
-        )  # fmt: skip
-        stdout.flush()
-
-    def cmd_stream_decode(args) -> None:
-        from codec.bitstream import CodesReader
-        from codec.compress import decode_blocks, model_for_header
-        from codec.pcmio import PcmFormat, check_format, wav_header
-
-        stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-        reader = CodesReader(stdin, "stdin")
-        h = reader.header
-        device = _device(args.device)
-        model = _load(args.model, args.device) if args.model else model_for_header(h, "stdin", device=device)
-        fmt = PcmFormat(h.sample_rate, h.channels, check_format(args.format))
-        if args.wav:
-            stdout.write(wav_header(fmt, h.num_samples))
-        for block in decode_blocks(model, reader, conceal=args.on_corrupt == "silence", hold_back=False):
-            stdout.write(fmt.encode(block))
-            stdout.flush()
-
-    def cmd_serve(args) -> None:
-        import asyncio
-        import logging
-
-        _need_websockets()
-        from codec.serve import serve
-
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-        model = _load(args.model, args.device)
-        try:
-            asyncio.run(serve(model, args.host, args.port))
-        except OSError as e:
-            where = f"{args.host}:{args.port}"
-            raise CodecError(f"cannot listen on {where} ({e.strerror}); choose another --port") from None
-
-    def cmd_stream_client(args) -> None:
-        import asyncio
-
-        from codec.atomic import atomic_output
-        from codec.audio import read_audio, write_audio
-
-        _need_websockets()
-        from codec.serve import decode_remote, encode_remote
-
-        def remote(coroutine):
-            try:
-                return asyncio.run(coroutine)
-            except OSError as e:
-                raise CodecError(f"cannot reach {args.url} ({e}); is `codec serve` running there?") from None
-
-        if args.mode == "encode":
-            audio, rate = read_audio(args.input)
-            data = remote(encode_remote(args.url, audio, rate, bitrate=args.bitrate, levels=args.levels,
-                                        realtime=args.realtime))  # fmt: skip
-            with atomic_output(args.output) as tmp:
-                tmp.write_bytes(data)
-            print(f"{args.output}: {len(data)} bytes from {args.url}")
-        else:
-            if not Path(args.input).is_file():
-                raise CodecError(f"input file {args.input} not found")
-            audio, rate = remote(decode_remote(args.url, Path(args.input).read_bytes()))
-            write_audio(args.output, audio, rate)
-            print(f"{args.output}: {audio.shape[1]} samples x {audio.shape[0]} channel(s) at {rate} Hz")
-
-    def cmd_bench(args) -> None:
-        import torch
-
-        from codec import bench
-        from codec.config import builtin_config_path, load_config
-        from codec.models.codec import build_model
-
-        if args.model:
-            model = _load(args.model, args.device)
-        else:
-            path = Path(args.config) if Path(args.config).is_file() else builtin_config_path(args.config)
-            torch.manual_seed(0)
-            model = build_model(load_config(path).model).eval().to(_device(args.device))
-        bench.describe(model)
-        if args.onnx:  # torch eager against ONNX Runtime, side by side (exports into a temporary folder)
-            from codec.export_onnx import export_onnx
-
-            with tempfile.TemporaryDirectory(prefix="codec-onnx-") as onnx_dir:
-                export_onnx(model, onnx_dir)
-                bench.onnx_versus_torch(model, onnx_dir, frames=args.frames, seconds=args.seconds)
-        elif args.streaming:
-            bench.streaming(model, frames=args.frames)
-        else:
-            bench.offline(model, seconds=args.seconds, repeats=args.repeats)
-
-    formats = "s16le, s32le or f32le"
-    p = sub.add_parser("stream-encode", help="encode PCM or WAV from stdin to .codes packets on stdout, as it arrives")
-    model_option(p)
-    rate_options(p)
-    p.add_argument("--rate", type=int, default=None, help="raw PCM input at this sample rate (default: expect WAV)")
-    p.add_argument("--channels", type=int, default=1, help="channels of raw PCM input")
-    p.add_argument("--format", default="s16le", help=f"raw PCM sample format: {formats}")
-    p.add_argument("--packet-frames", type=int, default=1, help="frames per packet (1 = lowest latency)")
-    p.set_defaults(func=cmd_stream_encode)
-
-    p = sub.add_parser("stream-decode", help="decode .codes packets from stdin to raw PCM (or WAV) on stdout")
-    p.add_argument("--model", "-m", default=None, help="model that encoded the stream (default: as `codec decode`)")
-    device_option(p)
-    p.add_argument("--format", default="s16le", help=f"output sample format: {formats}")
-    p.add_argument("--wav", action="store_true", help="write a WAV header first (length unknown if the stream's is)")
-    p.add_argument("--on-corrupt", choices=["error", "silence"], default="error")
-    p.set_defaults(func=cmd_stream_decode)
-
-    p = sub.add_parser("serve", help="serve streaming encode/decode over WebSockets (protocol: docs/STREAMING.md)")
-    model_option(p)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8765)
-    p.set_defaults(func=cmd_serve)
-
-    p = sub.add_parser("stream-client", help="stream a file through a `codec serve` server")
-    p.add_argument("mode", choices=["encode", "decode"], help="encode: audio -> .codes; decode: .codes -> audio")
-    p.add_argument("input")
-    p.add_argument("output")
-    p.add_argument("--url", default="ws://127.0.0.1:8765")
-    rate_options(p)
-    p.add_argument("--realtime", action="store_true", help="send audio no faster than real time (20 ms chunks)")
-    p.set_defaults(func=cmd_stream_client)
-
-    p = sub.add_parser("bench", help="speed figures as JSON lines: real-time factors, overhead, streaming latency")
-    model_option(p)
-    p.add_argument("--config", default="grvq16k", help="built-in config or YAML to benchmark (random weights)")
-    p.add_argument("--streaming", action="store_true", help="per-frame streaming compute time instead")
-    p.add_argument("--seconds", type=float, default=10.0, help="audio length for the offline figures")
-    p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--frames", type=int, default=500, help="frames for the streaming figures")
-    p.add_argument("--onnx", action="store_true", help="torch eager vs ONNX Runtime, per frame and offline")
-    p.set_defaults(func=cmd_bench)
-
-
-def _add_onnx_commands(sub) -> None:
-    """`codec export-onnx`: the encoder and decoder steps as ONNX graphs (docs/ONNX.md)."""
-
-    def cmd_export_onnx(args) -> None:
-        from codec.export_onnx import export_onnx
-
-        model = _load(args.model)
-        manifest = export_onnx(model, args.out_dir, levels=_levels(model, args))
-        print(f"{args.out_dir}: encoder.onnx, decoder.onnx, manifest.json ({manifest['model']} {manifest['model_id']}, "
-              f"{manifest['levels']} levels, {manifest['bitrate'] / 1000:g} kbps at most)")  # fmt: skip
-
-    p = sub.add_parser("export-onnx", help="write the encoder and decoder steps as ONNX graphs with a manifest")
-    p.add_argument("model", help="model name (see `codec models`) or model file")
-    p.add_argument("out_dir", help="folder for encoder.onnx, decoder.onnx and manifest.json")
-    rate_options(p)
-    p.set_defaults(func=cmd_export_onnx)
-
-
-def _add_tokens_commands(sub) -> None:
-    """`codec tokens`: corpus -> LM token shards (imports codec.tokens only when run); works under torchrun."""
-
-    def cmd_tokens(args) -> None:
-        from codec.tokens.extract import extract_tokens
-
-        model = _load(args.model, "cpu")  # extract_tokens moves it to --device (auto; cuda:LOCAL_RANK under torchrun)
-        levels = _levels(model, args)
-        summary = extract_tokens(
-            model, args.data, args.out, levels=levels, fmt=args.format, pattern=args.pattern, offsets=args.offsets,
-            batch_size=args.batch_size, max_batch_seconds=args.max_batch_seconds, num_workers=args.num_workers,
-            device=args.device, min_frames=args.min_frames, progress=not args.quiet,
-        )  # fmt: skip
-        if "rank" in summary:  # torchrun: rank 0 reports for everyone
-            return
-        run = summary.get("this_run", {})
-        speed = f", {run['audio_hours_per_hour']:.1f} audio-hours/hour" if run.get("utterances") else ""
-        state = " (already up to date)" if summary.get("up_to_date") else ""
-        print(
-            f"{args.out}: {summary['extracted']} of {summary['utterances']} utterances, {summary['frames']} frames, "
-            f"{summary['audio_hours']:.3f} h{state}; failed {summary['failed']}, empty {summary['skipped_empty']}, "
-            f"too short {summary['skipped_short']} (see failed.list){speed}"
-        )
-
-    p = sub.add_parser(
-        "tokens",
-        help="extract codec tokens of a corpus for language models (resumable; torchrun for many processes)",
-        description="Extract tokens. Many GPUs or processes: torchrun --nproc_per_node N -m codec tokens ...",
-    )
-    p.add_argument("--data", required=True, help="Kaldi data dir, wav.scp, or folder of audio files")
-    p.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
-    model_argument(p)  # tokens has its own --device (default auto)
-    rate_options(p)
-    p.add_argument("--format", choices=["npy", "ark", "packed"], default="npy", help="see docs/TOKENS.md")
-    patterns = ["parallel", "flatten", "delay", "stack-delay", "coarse-first"]
-    p.add_argument("--pattern", choices=patterns, default="parallel", help="codebook interleaving (docs/TOKENS.md)")
-    p.add_argument("--offsets", action="store_true", help="shift codebook n by n*K: one shared vocabulary")
-    p.add_argument("--batch-size", type=int, default=16, help="utterances per batch (length-bucketed)")
-    p.add_argument("--max-batch-seconds", type=float, default=320.0, help="cap on count x longest in a batch")
-    p.add_argument("--num-workers", type=int, default=2, help="DataLoader processes reading and resampling audio")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)")
-    p.add_argument("--min-frames", type=int, default=1, help="skip audio under N whole frames (failed.list)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_tokens)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="codec", description="Streaming neural audio codec (GRVQ).")
-    parser.add_argument("--version", action="version", version=f"codec {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch, 1 or more (default: torch's choice)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
+def _add_coding_commands(sub) -> None:
+    """`encode`, `decode` (one file or many), `info`, `models` and `demo`."""
     p = sub.add_parser(
         "encode",
         help="compress an audio file (or many) into .codes",
@@ -612,6 +478,165 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--levels", "-l", type=int, default=None, help="one level count (default: lowest, middle, highest)")
     p.add_argument("--out-dir", default=None, help="where to write the outputs (default: a new temporary folder)")
     p.set_defaults(func=cmd_demo)
+
+
+def _add_eval_commands(sub) -> None:
+    """`codec eval`: rate-quality evaluation against classical codecs (imports codec.eval only when run)."""
+
+    p = sub.add_parser("eval", help="score the model at several bitrates against Opus and Codec2 on a set of clips")
+    p.add_argument("--data", required=True, help="folder of audio files (searched recursively) or a Kaldi wav.scp")
+    p.add_argument("--out", required=True, help="output folder for the CSV, JSON, Markdown, plots and listening page")
+    p.add_argument(
+        "--model",
+        "-m",
+        default=None,
+        help="model name or file (default: the shipped default); 'none' to score only the baselines",
+    )
+    p.add_argument("--bitrates", default="all", help="model bitrates in kbps, comma-separated (default: all)")
+    p.add_argument("--baselines", default="opus,codec2", help="comma-separated: opus, codec2; or none")
+    p.add_argument(
+        "--metrics",
+        default="all",
+        help="comma-separated: pesq_wb, pesq_nb, stoi, estoi, si_sdr, mel_distance, stft_distance, level_db, dnsmos",
+    )
+    p.add_argument(
+        "--content",
+        choices=["auto", "speech", "music"],
+        default="auto",
+        help="content type of every clip; auto: from a 'speech' or 'music' path component (else speech)",
+    )
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N clips")
+    p.add_argument("--listen-clips", type=int, default=6, help="clips with players on the listening page")
+    p.add_argument("--listen-seconds", type=float, default=10.0, help="seconds of each clip on the listening page")
+    p.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        default=1,
+        help="clips scored in parallel processes (one thread each); the results do not change",
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval)
+
+
+def _add_training_commands(sub) -> None:
+    """`codec train` and `codec export` (import codec.train only when run; inference never loads it)."""
+
+    p = sub.add_parser(
+        "train",
+        help="train a codec from a config (one process, or one per GPU under torchrun)",
+        description="Train a codec. Multi-GPU / multi-node: torchrun --nproc_per_node N -m codec train ...",
+    )
+    p.add_argument("--config", "-c", required=True, help="YAML config file, or a built-in config name (e.g. grvq16k)")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="dotted config overrides, e.g. data.train_dir=data/train train.batch_size=8",
+    )
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in train.output_dir")
+    p.add_argument("--resume-from", default=None, metavar="CHECKPOINT", help="continue from this step_*.pt file")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="write the inference model file of a training checkpoint")
+    p.add_argument("checkpoint", help="training checkpoint (step_*.pt) or training output dir (its newest checkpoint)")
+    p.add_argument("output", help="model file to write (.safetensors)")
+    p.add_argument("--no-ema", action="store_true", help="export the raw generator even if the run kept an EMA")
+    p.add_argument("--name", default=None, help="model name recorded in the file (default: model.name of the config)")
+    p.set_defaults(func=cmd_export)
+
+
+def _add_streaming_commands(sub) -> None:
+    """Pipes (`stream-encode`, `stream-decode`), the WebSocket server and its client, and `bench`."""
+
+    formats = "s16le, s32le or f32le"
+    p = sub.add_parser("stream-encode", help="encode PCM or WAV from stdin to .codes packets on stdout, as it arrives")
+    model_option(p)
+    rate_options(p)
+    p.add_argument("--rate", type=int, default=None, help="raw PCM input at this sample rate (default: expect WAV)")
+    p.add_argument("--channels", type=int, default=1, help="channels of raw PCM input")
+    p.add_argument("--format", default="s16le", help=f"raw PCM sample format: {formats}")
+    p.add_argument("--packet-frames", type=int, default=1, help="frames per packet (1 = lowest latency)")
+    p.set_defaults(func=cmd_stream_encode)
+
+    p = sub.add_parser("stream-decode", help="decode .codes packets from stdin to raw PCM (or WAV) on stdout")
+    p.add_argument("--model", "-m", default=None, help="model that encoded the stream (default: as `codec decode`)")
+    device_option(p)
+    p.add_argument("--format", default="s16le", help=f"output sample format: {formats}")
+    p.add_argument("--wav", action="store_true", help="write a WAV header first (length unknown if the stream's is)")
+    p.add_argument("--on-corrupt", choices=["error", "silence"], default="error")
+    p.set_defaults(func=cmd_stream_decode)
+
+    p = sub.add_parser("serve", help="serve streaming encode/decode over WebSockets (protocol: docs/STREAMING.md)")
+    model_option(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("stream-client", help="stream a file through a `codec serve` server")
+    p.add_argument("mode", choices=["encode", "decode"], help="encode: audio -> .codes; decode: .codes -> audio")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--url", default="ws://127.0.0.1:8765")
+    rate_options(p)
+    p.add_argument("--realtime", action="store_true", help="send audio no faster than real time (20 ms chunks)")
+    p.set_defaults(func=cmd_stream_client)
+
+    p = sub.add_parser("bench", help="speed figures as JSON lines: real-time factors, overhead, streaming latency")
+    model_option(p)
+    p.add_argument("--config", default="grvq16k", help="built-in config or YAML to benchmark (random weights)")
+    p.add_argument("--streaming", action="store_true", help="per-frame streaming compute time instead")
+    p.add_argument("--seconds", type=float, default=10.0, help="audio length for the offline figures")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--frames", type=int, default=500, help="frames for the streaming figures")
+    p.add_argument("--onnx", action="store_true", help="torch eager vs ONNX Runtime, per frame and offline")
+    p.set_defaults(func=cmd_bench)
+
+
+def _add_onnx_commands(sub) -> None:
+    """`codec export-onnx`: the encoder and decoder steps as ONNX graphs (docs/ONNX.md)."""
+
+    p = sub.add_parser("export-onnx", help="write the encoder and decoder steps as ONNX graphs with a manifest")
+    p.add_argument("model", help="model name (see `codec models`) or model file")
+    p.add_argument("out_dir", help="folder for encoder.onnx, decoder.onnx and manifest.json")
+    rate_options(p)
+    p.set_defaults(func=cmd_export_onnx)
+
+
+def _add_tokens_commands(sub) -> None:
+    """`codec tokens`: corpus -> LM token shards (imports codec.tokens only when run); works under torchrun."""
+
+    p = sub.add_parser(
+        "tokens",
+        help="extract codec tokens of a corpus for language models (resumable; torchrun for many processes)",
+        description="Extract tokens. Many GPUs or processes: torchrun --nproc_per_node N -m codec tokens ...",
+    )
+    p.add_argument("--data", required=True, help="Kaldi data dir, wav.scp, or folder of audio files")
+    p.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
+    model_argument(p)  # tokens has its own --device (default auto)
+    rate_options(p)
+    p.add_argument("--format", choices=["npy", "ark", "packed"], default="npy", help="see docs/TOKENS.md")
+    patterns = ["parallel", "flatten", "delay", "stack-delay", "coarse-first"]
+    p.add_argument("--pattern", choices=patterns, default="parallel", help="codebook interleaving (docs/TOKENS.md)")
+    p.add_argument("--offsets", action="store_true", help="shift codebook n by n*K: one shared vocabulary")
+    p.add_argument("--batch-size", type=int, default=16, help="utterances per batch (length-bucketed)")
+    p.add_argument("--max-batch-seconds", type=float, default=320.0, help="cap on count x longest in a batch")
+    p.add_argument("--num-workers", type=int, default=2, help="DataLoader processes reading and resampling audio")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)")
+    p.add_argument("--min-frames", type=int, default=1, help="skip audio under N whole frames (failed.list)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_tokens)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="codec", description="Streaming neural audio codec (GRVQ).")
+    parser.add_argument("--version", action="version", version=f"codec {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch, 1 or more (default: torch's choice)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_coding_commands(sub)
     _add_streaming_commands(sub)
     _add_eval_commands(sub)
     _add_training_commands(sub)

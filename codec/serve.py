@@ -37,12 +37,14 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from codec import limits
-from codec.audio import fit_length
+from codec.atomic import atomic_output
+from codec.audio import fit_length, read_audio, write_audio
 from codec.bitstream import CodesReader, CodesWriter, max_packet_frames
 from codec.compress import Packetizer, check_compatible, new_header
 from codec.errors import CodecError
@@ -382,6 +384,36 @@ async def decode_remote(url: str, data: bytes, *, sample_rate: int | None = None
     if reader.num_samples is not None:
         audio = fit_length(audio, reader.num_samples)
     return audio, fmt.sample_rate
+
+
+def _run_remote(url: str, coroutine):
+    try:
+        return asyncio.run(coroutine)
+    except OSError as e:
+        raise CodecError(f"cannot reach {url} ({e}); is `codec serve` running there?") from None
+
+
+def encode_file_remote(
+    url: str, input_path: str | Path, output_path: str | Path, *, bitrate: float | None = None,
+    levels: int | None = None, realtime: bool = False,
+) -> int:  # fmt: skip
+    """Encode an audio file through a `codec serve` at `url` into a .codes file; returns its size in bytes.
+
+    The output appears whole or not at all (written to a temporary file, then renamed)."""
+    audio, rate = read_audio(input_path)
+    data = _run_remote(url, encode_remote(url, audio, rate, bitrate=bitrate, levels=levels, realtime=realtime))
+    with atomic_output(output_path) as tmp:
+        tmp.write_bytes(data)
+    return len(data)
+
+
+def decode_file_remote(url: str, input_path: str | Path, output_path: str | Path) -> tuple[int, int, int]:
+    """Decode a .codes file through a `codec serve` at `url` into audio; returns (channels, samples, rate)."""
+    if not Path(input_path).is_file():
+        raise CodecError(f"input file {input_path} not found")
+    audio, rate = _run_remote(url, decode_remote(url, Path(input_path).read_bytes()))
+    write_audio(output_path, audio, rate)
+    return audio.shape[0], audio.shape[1], rate
 
 
 def _expect(message, kind: str) -> bool:
