@@ -172,13 +172,15 @@ def decode_many(
     items: list[Item],
     *,
     device: str | torch.device = "cpu",
+    runtime: str = "torch",
     conceal: bool = False,
     jobs: int = 1,
     progress: bool = False,
 ) -> BatchResult:
     """Decode every item, as `codec decode` does one file: with `model`, or (None) with the shipped model that
-    made each file, else the default, each loaded once per process. Failures are recorded, not raised."""
-    return _run(items, _decode_item, (_DecodeModels(model, device), conceal), jobs=jobs, progress=progress,
+    made each file, else the default, each loaded once per process and run by `runtime` (`codec.runtime`).
+    Failures are recorded, not raised."""
+    return _run(items, _decode_item, (_DecodeModels(model, device, runtime), conceal), jobs=jobs, progress=progress,
                 verb="decode")  # fmt: skip
 
 
@@ -251,14 +253,15 @@ class _DecodeModels:
     """The model that decodes each .codes file: the one given, else the shipped model that made the file, else
     the default (as `codec decode` picks it for one file); each model is loaded once per process."""
 
-    def __init__(self, model: CodecModel | None, device: str | torch.device) -> None:
-        self.model, self.device = model, device
+    def __init__(self, model: CodecModel | None, device: str | torch.device, runtime: str = "torch") -> None:
+        self.model, self.device, self.runtime = model, device, runtime
         self.loaded: dict[str, CodecModel] = {}
 
     def __call__(self, path: Path) -> CodecModel:
         from codec import bitstream
         from codec.checkpoint import load_model
         from codec.compress import model_name_for_header
+        from codec.runtime import with_runtime
 
         if self.model is not None:
             return self.model
@@ -267,7 +270,7 @@ class _DecodeModels:
         with open(path, "rb") as f:
             name = model_name_for_header(bitstream.read_header(f, str(path)), str(path))
         if name not in self.loaded:
-            self.loaded[name] = load_model(name, device=self.device)
+            self.loaded[name] = with_runtime(load_model(name, device=self.device), self.runtime)
         return self.loaded[name]
 
 

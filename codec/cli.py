@@ -35,6 +35,13 @@ def _load(model: str | None, device: str = "cpu"):
     return load_model(model, device=_device(device))
 
 
+def _run_with(model, args):
+    """The model, run by the engine `--runtime` picks (codec.runtime: torch, or its cached ONNX graphs)."""
+    from codec.runtime import with_runtime
+
+    return with_runtime(model, args.runtime)
+
+
 def _need_websockets() -> None:
     try:
         import websockets  # noqa: F401
@@ -84,7 +91,7 @@ def cmd_encode(args) -> None:
 
     if is_batch_input(args.input):
         return _encode_batch(args)
-    model = _load(args.model, args.device)
+    model = _run_with(_load(args.model, args.device), args)
     levels = _levels(model, args)
     header = encode_file(model, args.input, args.output, levels=levels, packet_bytes=args.packet_bytes)
     if not args.quiet:
@@ -100,7 +107,7 @@ def _encode_batch(args) -> None:
     from codec import batch
 
     items = batch.plan_encode(args.input, args.output)  # checked before the model loads
-    model = _load(args.model, args.device)
+    model = _run_with(_load(args.model, args.device), args)
     levels = _levels(model, args)
     result = batch.encode_many(
         model, items, levels=levels, packet_bytes=args.packet_bytes, jobs=args.jobs, progress=_progress(args)
@@ -122,7 +129,7 @@ def cmd_decode(args) -> None:
 
     if is_batch_input(args.input):
         return _decode_batch(args)
-    model = model_for_codes(args.input, args.model, device=_device(args.device))
+    model = _run_with(model_for_codes(args.input, args.model, device=_device(args.device)), args)
     report = decode_file(model, args.input, args.output, conceal=args.on_corrupt == "silence")
     for problem in report.damaged:
         print(f"codec: warning: {problem}; replaced by silence", file=sys.stderr)
@@ -136,9 +143,15 @@ def _decode_batch(args) -> None:
 
     items = batch.plan_decode(args.input, args.output)  # checked before a model loads
     device = _device(args.device)
-    model = _load(args.model, args.device) if args.model else None  # None: the model named in each file
+    model = _run_with(_load(args.model, args.device), args) if args.model else None  # None: the one in each file
     result = batch.decode_many(
-        model, items, device=device, conceal=args.on_corrupt == "silence", jobs=args.jobs, progress=_progress(args)
+        model,
+        items,
+        device=device,
+        runtime=args.runtime,
+        conceal=args.on_corrupt == "silence",
+        jobs=args.jobs,
+        progress=_progress(args),
     )
     for outcome in result.done:
         for problem in outcome.warnings:
@@ -243,7 +256,7 @@ def cmd_stream_encode(args) -> None:
     from codec.compress import encode_blocks
     from codec.pcmio import FrameReader, PcmFormat, check_format, read_wav_header
 
-    model = _load(args.model, args.device)
+    model = _run_with(_load(args.model, args.device), args)
     levels = _levels(model, args)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     if args.rate is not None:
@@ -271,6 +284,7 @@ def cmd_stream_decode(args) -> None:
     h = reader.header
     device = _device(args.device)
     model = _load(args.model, args.device) if args.model else model_for_header(h, "stdin", device=device)
+    model = _run_with(model, args)
     fmt = PcmFormat(h.sample_rate, h.channels, check_format(args.format))
     if args.wav:
         stdout.write(wav_header(fmt, h.num_samples))
@@ -287,7 +301,7 @@ def cmd_serve(args) -> None:
     from codec.serve import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    model = _load(args.model, args.device)
+    model = _run_with(_load(args.model, args.device), args)
     try:
         asyncio.run(serve(model, args.host, args.port))
     except OSError as e:
@@ -393,6 +407,19 @@ MANY_INPUTS = (
 )
 
 
+def runtime_option(p) -> None:
+    from codec.runtime import RUNTIMES
+
+    p.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="auto",
+        help="what runs the model: torch, or onnx (ONNX Runtime on the CPU; the graphs are exported into the user's "
+        "cache on first use); auto (default): onnx once this model's graphs are cached and onnxruntime is "
+        "installed, else torch",
+    )
+
+
 def jobs_option(p) -> None:
     p.add_argument(
         "--jobs", "-j", type=int, default=1, metavar="N",
@@ -428,6 +455,7 @@ def _add_coding_commands(sub) -> None:
     )
     p.add_argument("output", help="output .codes file; for many inputs, an output folder")
     model_option(p)
+    runtime_option(p)
     rate_options(p)
     p.add_argument(
         "--packet-bytes",
@@ -460,6 +488,7 @@ def _add_coding_commands(sub) -> None:
         help="damaged or missing packets: stop with an error, or decode the rest with silence in their place",
     )
     device_option(p)
+    runtime_option(p)
     jobs_option(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no summary line and no progress bar")
     p.set_defaults(func=cmd_decode)
@@ -552,6 +581,7 @@ def _add_streaming_commands(sub) -> None:
     formats = "s16le, s32le or f32le"
     p = sub.add_parser("stream-encode", help="encode PCM or WAV from stdin to .codes packets on stdout, as it arrives")
     model_option(p)
+    runtime_option(p)
     rate_options(p)
     p.add_argument("--rate", type=int, default=None, help="raw PCM input at this sample rate (default: expect WAV)")
     p.add_argument("--channels", type=int, default=1, help="channels of raw PCM input")
@@ -562,6 +592,7 @@ def _add_streaming_commands(sub) -> None:
     p = sub.add_parser("stream-decode", help="decode .codes packets from stdin to raw PCM (or WAV) on stdout")
     p.add_argument("--model", "-m", default=None, help="model that encoded the stream (default: as `codec decode`)")
     device_option(p)
+    runtime_option(p)
     p.add_argument("--format", default="s16le", help=f"output sample format: {formats}")
     p.add_argument("--wav", action="store_true", help="write a WAV header first (length unknown if the stream's is)")
     p.add_argument("--on-corrupt", choices=["error", "silence"], default="error")
@@ -569,6 +600,7 @@ def _add_streaming_commands(sub) -> None:
 
     p = sub.add_parser("serve", help="serve streaming encode/decode over WebSockets (protocol: docs/STREAMING.md)")
     model_option(p)
+    runtime_option(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
     p.set_defaults(func=cmd_serve)

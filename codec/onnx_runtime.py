@@ -24,29 +24,35 @@ def load_manifest(onnx_dir: str | Path) -> dict:
     return manifest
 
 
+def new_session(onnx_dir: str | Path, file: str, *, threads: int = 1):
+    """An ONNX Runtime CPU session of one graph; `threads` intra-op threads (1 = one core)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise CodecError("the ONNX runtime path needs the onnx extra: pip install -e '.[onnx]'") from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    path = Path(onnx_dir) / file
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types for missing and damaged files
+        raise CodecError(f"cannot load {path} ({e}); export the model again with `codec export-onnx`") from None
+
+
 class OnnxSide:
     """One direction (encoder or decoder) of one stream: `step(x)` codes one frame and keeps the state.
 
     Args:
         onnx_dir: a folder written by `codec export-onnx`. side: 'encoder' or 'decoder'.
         threads: ONNX Runtime intra-op threads (1 = one core). The graphs code one stream (batch 1).
+        session: an existing session of this side's graph to share (then `threads` is unused).
     """
 
-    def __init__(self, onnx_dir: str | Path, side: str, *, threads: int = 1) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise CodecError("the ONNX runtime path needs the onnx extra: pip install -e '.[onnx]'") from None
+    def __init__(self, onnx_dir: str | Path, side: str, *, threads: int = 1, session=None) -> None:
         self.manifest = load_manifest(onnx_dir)
         self.spec = self.manifest[side]
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        path = Path(onnx_dir) / self.spec["file"]
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own exception types for missing and damaged files
-            raise CodecError(f"cannot load {path} ({e}); export the model again with `codec export-onnx`") from None
+        self.session = session or new_session(onnx_dir, self.spec["file"], threads=threads)
         self.reset()
 
     def reset(self) -> None:
@@ -76,8 +82,8 @@ class OnnxEncoder:
     file at once, which is what `encode` does). One stream (batch 1); audio [C, T] float32 at the model's rate.
     """
 
-    def __init__(self, onnx_dir: str | Path, *, levels: int | None = None, threads: int = 1) -> None:
-        self.side = OnnxSide(onnx_dir, "encoder", threads=threads)
+    def __init__(self, onnx_dir: str | Path, *, levels: int | None = None, threads: int = 1, session=None) -> None:
+        self.side = OnnxSide(onnx_dir, "encoder", threads=threads, session=session)
         m = self.manifest = self.side.manifest
         levels = levels or m["levels"]
         if not 1 <= levels <= m["levels"]:
@@ -116,8 +122,8 @@ class OnnxEncoder:
 class OnnxDecoder:
     """Codes [1, n * G, F] of any level count n -> audio [1, C, F * hop], one decoder-graph call per frame."""
 
-    def __init__(self, onnx_dir: str | Path, *, threads: int = 1) -> None:
-        self.side = OnnxSide(onnx_dir, "decoder", threads=threads)
+    def __init__(self, onnx_dir: str | Path, *, threads: int = 1, session=None) -> None:
+        self.side = OnnxSide(onnx_dir, "decoder", threads=threads, session=session)
         self.manifest = self.side.manifest
 
     def reset(self) -> None:

@@ -9,6 +9,10 @@ of samples; samples that do not complete a frame wait inside the encoder, and `f
 partial frame with zeros as offline encoding does. When the input rate differs from the model's, a
 streaming soxr resampler (identical output to one-shot resampling) sits in front of the encoder and
 behind the decoder, adding its filter delay to the latency.
+
+Both classes also take a `codec.runtime.OnnxCodec` in place of the model: the frames then run in ONNX
+Runtime (one graph call per frame and stream, sessions shared by all streams); everything else (resampling,
+padding, the codes' layout) is the same code.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ class _Streams:
         if model.audio_channels != 1:
             raise ValueError("streaming codes one mono stream per batch item; this model takes multichannel audio")
         self.model, self.batch_size = model, batch_size
+        self._onnx = model if getattr(model, "runtime", "torch") == "onnx" else None  # a codec.runtime.OnnxCodec
+        self._frames: list = []  # ONNX: one codec.onnx_runtime encoder or decoder per stream
         self._state: dict[str, State] | None = None  # per layer, bound to the model for each call
         self._device = next(model.parameters()).device
         self._resampler = (
@@ -54,12 +60,19 @@ class _Streams:
         """Start the streams selected by boolean `mask` [B] (all if None) afresh, at a frame boundary."""
         if mask is None:
             self._state = None
+            for frames in self._frames:
+                frames.reset()
             if self._resampler is not None:
                 self._resampler.clear()
             return
         if self._resampler is not None:
             raise ValueError("per-stream reset needs input at the model's sample rate (no resampler in front)")
         mask = torch.as_tensor(mask, dtype=torch.bool)
+        if self._onnx is not None:
+            for frames, chosen in zip(self._frames, mask.tolist(), strict=True):
+                if chosen:
+                    frames.reset()
+            return
         self._run(lambda: self.model.reset_streaming(mask))
 
 
@@ -99,6 +112,13 @@ class StreamingEncoder(_Streams):
         self.sample_rate = sample_rate or model.sample_rate
         super().__init__(model, batch_size, self.sample_rate, model.sample_rate)
         self.levels, self.notice = model.levels_for(bitrate_kbps=bitrate_kbps, levels=levels)
+        if self._onnx is not None:
+            from codec.onnx_runtime import OnnxEncoder
+
+            session = self._onnx.session("encoder")
+            self._frames = [
+                OnnxEncoder(self._onnx.onnx_dir, levels=self.levels, session=session) for _ in range(batch_size)
+            ]
         self.samples_in = 0  # per stream, at the input rate
         self._model_samples = 0  # per stream, fed to the model
 
@@ -114,7 +134,11 @@ class StreamingEncoder(_Streams):
         missing = total - self._model_samples - tail.shape[1]
         if missing > 0:  # soxr may emit a sample less than the rounded-up length the offline path pads to
             tail = np.pad(tail, ((0, 0), (0, missing)))
-        codes = torch.cat([self._encode(tail), self._run(lambda: self.model.flush(self.levels)).cpu()], dim=-1)
+        if self._onnx is not None:
+            last = torch.from_numpy(np.concatenate([frames.flush() for frames in self._frames]))
+        else:
+            last = self._run(lambda: self.model.flush(self.levels)).cpu()
+        codes = torch.cat([self._encode(tail), last], dim=-1)
         self.reset()
         return codes
 
@@ -125,6 +149,10 @@ class StreamingEncoder(_Streams):
 
     def _encode(self, x: np.ndarray) -> torch.Tensor:
         self._model_samples += x.shape[1]
+        if self._onnx is not None:
+            return torch.from_numpy(
+                np.concatenate([frames.push(row) for frames, row in zip(self._frames, x, strict=True)])
+            )
         tensor = torch.from_numpy(np.ascontiguousarray(x))[:, None].to(self._device)
         return self._run(lambda: self.model.encode(tensor, self.levels)).cpu()
 
@@ -140,12 +168,23 @@ class StreamingDecoder(_Streams):
     def __init__(self, model: CodecModel, *, batch_size: int = 1, sample_rate: int | None = None) -> None:
         self.sample_rate = sample_rate or model.sample_rate
         super().__init__(model, batch_size, model.sample_rate, self.sample_rate)
+        if self._onnx is not None:
+            from codec.onnx_runtime import OnnxDecoder
+
+            session = self._onnx.session("decoder")
+            self._frames = [OnnxDecoder(self._onnx.onnx_dir, session=session) for _ in range(batch_size)]
 
     def push(self, codes) -> np.ndarray:
         codes = torch.as_tensor(codes, dtype=torch.long).to(self._device)
         if codes.dim() != 3 or codes.shape[0] != self.batch_size:
             raise ValueError(f"codes must be [{self.batch_size}, levels * G, F], got {tuple(codes.shape)}")
-        audio = self._run(lambda: self.model.decode(codes))[:, 0].cpu().numpy()
+        if self._onnx is not None:
+            rows = codes.cpu().numpy()
+            audio = np.concatenate(
+                [frames.push(row[None])[:, 0] for frames, row in zip(self._frames, rows, strict=True)]
+            )
+        else:
+            audio = self._run(lambda: self.model.decode(codes))[:, 0].cpu().numpy()
         return self._resample(audio)
 
     def flush(self) -> np.ndarray:

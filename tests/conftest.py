@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -10,6 +13,11 @@ import torch
 from codec.checkpoint import save_model
 from codec.config import builtin_config_path, load_config
 from codec.models.codec import build_model
+
+# `--runtime auto` picks ONNX Runtime when a model's graphs sit in the user's cache: the suite gets its own,
+# empty cache, so no test depends on what the machine's user exported before (tests that want the cache
+# set CODEC_CACHE_DIR themselves)
+os.environ["CODEC_CACHE_DIR"] = tempfile.mkdtemp(prefix="codec-test-cache-")
 
 torch.set_num_threads(1)
 

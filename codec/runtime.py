@@ -1,0 +1,140 @@
+"""`--runtime torch|onnx|auto`: which engine runs a model's frames in the coding verbs and the server.
+
+- ``torch``: the model's own streaming encoder and decoder (any device).
+- ``onnx``: the graphs of `codec export-onnx`, run by ONNX Runtime on the CPU, one frame per call
+  (`codec.onnx_runtime`). The graphs are exported on first use into the user's cache
+  (`$CODEC_CACHE_DIR`, else `$XDG_CACHE_HOME/codec`, else `~/.cache/codec`; never into the package), under
+  `onnx/<model name>-<model id>/`, and reused after that.
+- ``auto`` (the default): onnx when onnxruntime is installed and this model's graphs are already in the
+  cache, torch otherwise. Running once with ``--runtime onnx`` (or `codec export-onnx MODEL --cache`) makes
+  ``auto`` pick the faster path from then on.
+
+The .codes files are the same format whichever runtime wrote them. The ONNX encoder's codes equal the torch
+encoder's except where the residual search meets a near-tie that rounding decides (docs/STREAMING.md), and
+decoded audio agrees to within float rounding (docs/ONNX.md gives the measured difference).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from codec.errors import CodecError
+from codec.models.codec import CodecModel
+
+RUNTIMES = ("auto", "torch", "onnx")
+
+
+def cache_root() -> Path:
+    """The user's cache folder for codec (exported ONNX graphs live under it)."""
+    if os.environ.get("CODEC_CACHE_DIR"):
+        return Path(os.environ["CODEC_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "codec"
+
+
+def onnx_cache_dir(model: CodecModel) -> Path:
+    """Where the ONNX graphs of `model` are cached: one folder per model name and weights id."""
+    return cache_root() / "onnx" / f"{model.name}-{model.model_id}"
+
+
+def onnxruntime_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class OnnxCodec:
+    """A model whose frames run in ONNX Runtime: the torch model's facts (name, id, rates, levels, bitrates),
+    with the encoder and decoder steps of the graphs in `onnx_dir`.
+
+    `StreamingEncoder` and `StreamingDecoder` (and with them `codec.compress` and `codec.serve`) take it in place
+    of the `CodecModel`. ONNX Runtime sessions are made once per process and shared by every stream.
+    """
+
+    runtime = "onnx"
+
+    def __init__(self, model: CodecModel, onnx_dir: str | Path) -> None:
+        from codec.onnx_runtime import load_manifest
+
+        self.model, self.onnx_dir = model, Path(onnx_dir)
+        self.manifest = load_manifest(self.onnx_dir)
+        m = self.manifest
+        if m.get("model_id") != model.model_id or m.get("levels") != model.num_levels:
+            raise CodecError(
+                f"{self.onnx_dir} holds graphs of model id {m.get('model_id')} for {m.get('levels')} levels, not of "
+                f"{model.name} (id {model.model_id}, {model.num_levels} levels); delete the folder to export again"
+            )
+        self._sessions: dict[str, object] = {}
+
+    def session(self, side: str):
+        """The ONNX Runtime session of `side` ('encoder' or 'decoder'), made on first use."""
+        if side not in self._sessions:
+            from codec.onnx_runtime import new_session
+
+            self._sessions[side] = new_session(self.onnx_dir, self.manifest[side]["file"])
+        return self._sessions[side]
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name in ("model", "_sessions"):  # pickling and half-built objects
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+    def __getstate__(self) -> dict:  # --jobs workers: sessions are made again in each process
+        return {**self.__dict__, "_sessions": {}}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+
+def export_to_cache(model: CodecModel) -> Path:
+    """The cached ONNX graphs of `model`, exported now if they are not there yet (atomically: a folder is
+    written beside the final one and renamed, so concurrent processes never see half a model)."""
+    from codec.export_onnx import export_onnx
+    from codec.onnx_runtime import load_manifest
+
+    target = onnx_cache_dir(model)
+    if (target / "manifest.json").is_file():
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    except OSError as e:
+        raise CodecError(
+            f"cannot write the ONNX cache under {target.parent} ({e.strerror}); set CODEC_CACHE_DIR to a folder "
+            "you can write, or use --runtime torch"
+        ) from None
+    try:
+        export_onnx(model, tmp)
+        load_manifest(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process got there first: keep its graphs
+            if not (target / "manifest.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def with_runtime(model: CodecModel, runtime: str = "auto"):
+    """`model` itself (torch) or an `OnnxCodec` over its cached graphs, as `--runtime` asks."""
+    if runtime not in RUNTIMES:
+        raise CodecError(f"--runtime {runtime!r} is not one of: {', '.join(RUNTIMES)}")
+    if runtime == "torch" or isinstance(model, OnnxCodec):
+        return model
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    if runtime == "auto":
+        cached = onnx_cache_dir(model)
+        if on_cpu and model.audio_channels == 1 and onnxruntime_available() and (cached / "manifest.json").is_file():
+            return OnnxCodec(model, cached)
+        return model
+    if not on_cpu:
+        raise CodecError("--runtime onnx runs on the CPU; leave out --device or use --runtime torch")
+    if not onnxruntime_available():
+        raise CodecError("--runtime onnx needs the onnx extra: pip install -e '.[onnx]' (or use --runtime torch)")
+    return OnnxCodec(model, export_to_cache(model))

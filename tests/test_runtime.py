@@ -1,0 +1,230 @@
+"""`--runtime torch|onnx|auto`: the coding verbs, pipes, batch decoding and the server on ONNX Runtime.
+
+The ONNX path codes frame by frame with the same graph call whatever the chunking, so its codes are compared
+bitwise between the verbs; against the torch path they are equal except at near-ties of the search
+(tests/near_ties.py), and decoded audio agrees to float rounding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import tone
+from near_ties import ONNX_TIE_RTOL, parting_gaps
+
+from codec.bitstream import CodesReader
+from codec.cli import main
+from codec.compress import decode_stream, encode_audio
+from codec.errors import CodecError
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+RATE = 8000  # the tiny model's rate: no resampler, so the ONNX codes can be compared with the runner's own
+
+
+def codes_of(data: bytes) -> np.ndarray:
+    """[frames, C, codebooks] of every packet of a .codes file."""
+    return np.concatenate([p.codes for p in CodesReader(io.BytesIO(data)).packets()])
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A cache of this module's own, so `auto` sees exactly what these tests exported."""
+    path = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("CODEC_CACHE_DIR")
+    os.environ["CODEC_CACHE_DIR"] = str(path)
+    yield path
+    if old is None:
+        del os.environ["CODEC_CACHE_DIR"]
+    else:
+        os.environ["CODEC_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def onnx_model(cache, tiny_model):
+    from codec.runtime import with_runtime
+
+    return with_runtime(tiny_model, "onnx")  # exports into the cache
+
+
+@pytest.fixture
+def speech(tmp_path):
+    audio = tone(1.3, RATE, seed=5)
+    path = tmp_path / "in.wav"
+    sf.write(path, audio.T, RATE, subtype="FLOAT")
+    return path, audio
+
+
+def test_onnx_runtime_exports_once_into_the_cache_and_auto_uses_it(cache, tiny_model, onnx_model):
+    from codec.runtime import OnnxCodec, onnx_cache_dir, with_runtime
+
+    folder = onnx_cache_dir(tiny_model)
+    assert folder.parent.parent == cache and (folder / "manifest.json").is_file()
+    assert isinstance(onnx_model, OnnxCodec) and onnx_model.onnx_dir == folder
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no temporary folder left behind
+    stamp = (folder / "encoder.onnx").stat().st_mtime_ns
+    assert isinstance(with_runtime(tiny_model, "auto"), OnnxCodec)  # cached: auto takes the ONNX path
+    assert with_runtime(tiny_model, "onnx").onnx_dir == folder and (folder / "encoder.onnx").stat().st_mtime_ns == stamp
+    assert with_runtime(tiny_model, "torch") is tiny_model
+    # the facts of the model are the torch model's
+    assert (onnx_model.name, onnx_model.model_id, onnx_model.hop_length) == (
+        tiny_model.name,
+        tiny_model.model_id,
+        tiny_model.hop_length,
+    )
+
+
+def test_auto_is_torch_without_cached_graphs(tmp_path, monkeypatch, tiny_model):
+    from codec.runtime import with_runtime
+
+    monkeypatch.setenv("CODEC_CACHE_DIR", str(tmp_path / "empty"))
+    assert with_runtime(tiny_model, "auto") is tiny_model
+    assert not (tmp_path / "empty").exists()  # auto never exports
+
+
+def test_encode_and_decode_verbs_on_onnx_match_the_runner_and_torch(
+    tmp_path, speech, onnx_model, tiny_model, tiny_model_file
+):
+    from codec.onnx_runtime import OnnxEncoder
+
+    path, audio = speech
+    model_file = tiny_model_file  # the weights the cache was exported from
+    out = {}
+    for runtime in ("onnx", "torch", "auto"):
+        codes = tmp_path / f"{runtime}.codes"
+        assert main(["encode", str(path), str(codes), "-m", str(model_file), "-l", "3", "--runtime", runtime]) == 0
+        out[runtime] = codes.read_bytes()
+    assert out["auto"] == out["onnx"]  # the graphs are cached, so auto ran them
+    reference = OnnxEncoder(onnx_model.onnx_dir, levels=3).encode(audio)  # [1, 3 * G, F], whole signal at once
+    got = codes_of(out["onnx"])  # [F, 1, 3 * G]
+    assert np.array_equal(got.transpose(1, 2, 0), reference)
+    differ, frames, gap = parting_gaps(tiny_model, torch.from_numpy(audio)[None], got.transpose(1, 2, 0), levels=3)
+    assert gap <= ONNX_TIE_RTOL, (differ, frames, gap)  # against torch: equal but for near-ties
+    wavs = {}
+    for runtime in ("onnx", "torch"):
+        wav = tmp_path / f"{runtime}.wav"
+        assert (
+            main(["decode", str(tmp_path / "torch.codes"), str(wav), "-m", str(model_file), "--runtime", runtime]) == 0
+        )
+        wavs[runtime] = sf.read(wav, dtype="float32")[0]
+    assert wavs["onnx"].shape == wavs["torch"].shape == (audio.shape[1],)
+    assert np.abs(wavs["onnx"] - wavs["torch"]).max() < 1e-4
+
+
+def test_pipes_on_onnx_give_the_offline_codes_for_any_chunking(tmp_path, speech, onnx_model, tiny_model_file):
+    _, audio = speech
+    offline = tmp_path / "offline.codes"
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()  # s16 on the wire: compare against that input
+    sf.write(tmp_path / "s16.wav", audio.T, RATE, subtype="PCM_16")
+    assert (
+        main(["encode", str(tmp_path / "s16.wav"), str(offline), "-m", str(tiny_model_file), "--runtime", "onnx"]) == 0
+    )
+    args = ["-m", str(tiny_model_file), "--runtime", "onnx"]
+    enc = subprocess.run([sys.executable, "-m", "codec", "stream-encode", *args, "--rate", str(RATE)], input=pcm,
+                         capture_output=True)  # fmt: skip
+    assert enc.returncode == 0, enc.stderr
+    assert np.array_equal(codes_of(enc.stdout), codes_of(offline.read_bytes()))
+    dec = subprocess.run([sys.executable, "-m", "codec", "stream-decode", *args, "--format", "f32le"], input=enc.stdout,
+                         capture_output=True)  # fmt: skip
+    assert dec.returncode == 0, dec.stderr
+    streamed = np.frombuffer(dec.stdout, "<f4")
+    whole = decode_stream(onnx_model, io.BytesIO(enc.stdout))[0][0]
+    assert np.abs(streamed[: whole.shape[0]] - whole).max() < 1e-6
+
+
+def test_streaming_encoder_on_onnx_is_chunking_independent_per_stream(onnx_model):
+    from codec.streaming import StreamingEncoder
+
+    audio = np.stack([tone(0.9, RATE, seed=1)[0], tone(0.9, RATE, seed=2)[0]])  # two streams
+    whole = StreamingEncoder(onnx_model, batch_size=2)
+    expected = torch.cat([whole.push(audio), whole.flush()], -1)
+    rng = np.random.default_rng(0)
+    chunked = StreamingEncoder(onnx_model, batch_size=2)
+    got, i = [], 0
+    while i < audio.shape[1]:
+        n = int(rng.choice([1, 7, 12, 13, 250]))
+        got.append(chunked.push(audio[:, i : i + n]))
+        i += n
+    got.append(chunked.flush())
+    assert torch.equal(torch.cat(got, -1), expected)
+    chunked.push(audio[:, :30])
+    chunked.reset(np.array([True, False]))  # stream 0 starts afresh; stream 1 goes on
+    assert all(f.pending.shape[-1] == 0 for f in chunked._frames[:1]) and chunked._frames[1].pending.shape[-1] == 6
+
+
+def test_batch_decode_on_onnx_with_jobs(tmp_path, speech, onnx_model, tiny_model_file):
+    path, audio = speech
+    (tmp_path / "codes").mkdir()
+    for i in range(3):
+        assert main(["encode", str(path), str(tmp_path / f"codes/c{i}.codes"), "-m", str(tiny_model_file)]) == 0
+    code = main(["decode", str(tmp_path / "codes"), str(tmp_path / "wav"), "-m", str(tiny_model_file),
+                 "--runtime", "onnx", "--jobs", "2", "-q"])  # fmt: skip
+    assert code == 0
+    torch_wav = tmp_path / "one.wav"
+    assert main(["decode", str(tmp_path / "codes/c0.codes"), str(torch_wav), "-m", str(tiny_model_file),
+                 "--runtime", "torch", "-q"]) == 0  # fmt: skip
+    for i in range(3):
+        got = sf.read(tmp_path / f"wav/c{i}.wav", dtype="float32")[0]
+        assert np.abs(got - sf.read(torch_wav, dtype="float32")[0]).max() < 1e-4
+
+
+def test_server_on_onnx_streams_the_offline_codes(onnx_model):
+    pytest.importorskip("websockets")
+    import socket
+    import threading
+
+    from codec.serve import encode_remote, serve
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    loop = asyncio.new_event_loop()
+    ready = asyncio.Event()
+    thread = threading.Thread(target=lambda: loop.run_until_complete(serve(onnx_model, "127.0.0.1", port, ready)))
+    thread.daemon = True
+    thread.start()
+    for _ in range(200):
+        if ready.is_set():
+            break
+        threading.Event().wait(0.05)
+    audio = (np.round(tone(0.6, RATE, seed=3) * 32768) / 32768).astype(np.float32)  # on the client's s16 grid
+    data = asyncio.run(encode_remote(f"ws://127.0.0.1:{port}", audio, RATE, levels=2))
+    expected = io.BytesIO()
+    encode_audio(onnx_model, audio, RATE, expected, levels=2)
+    assert np.array_equal(codes_of(data), codes_of(expected.getvalue()))
+
+
+def test_runtime_errors_are_one_line(tmp_path, monkeypatch, speech, tiny_model, tiny_model_file, capsys):
+    from codec import runtime
+
+    path, _ = speech
+    with pytest.raises(CodecError, match="--runtime 'tpu'"):
+        runtime.with_runtime(tiny_model, "tpu")
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("CODEC_CACHE_DIR", str(blocked))
+    code = main(["encode", str(path), str(tmp_path / "x.codes"), "-m", str(tiny_model_file), "--runtime", "onnx"])
+    err = capsys.readouterr().err
+    assert code == 1 and "CODEC_CACHE_DIR" in err and err.count("\n") == 1 and not (tmp_path / "x.codes").exists()
+    monkeypatch.setattr(runtime, "onnxruntime_available", lambda: False)
+    with pytest.raises(CodecError, match=r"onnx extra"):
+        runtime.with_runtime(tiny_model, "onnx")
+
+
+def test_cached_graphs_of_another_model_are_refused(tmp_path, monkeypatch, onnx_model):
+    from conftest import make_tiny
+
+    from codec.runtime import OnnxCodec
+
+    other = make_tiny(**{"quantizer.num_levels": 3})
+    with pytest.raises(CodecError, match="delete the folder"):
+        OnnxCodec(other, onnx_model.onnx_dir)
