@@ -205,3 +205,84 @@ def onnx_versus_torch(model: CodecModel, onnx_dir: str, frames: int = 500, secon
                  encode_cpu_x_realtime=round(audio_s / enc_cpu, 1), decode_cpu_x_realtime=round(audio_s / dec_cpu, 1),
                  frames_with_other_codes=int((onnx_codes != codes.numpy()).any(1).sum()) if runtime == "onnxruntime"
                  else None)  # fmt: skip
+
+
+def process_costs(model: CodecModel, repeats: int = 3, stream_seconds: float = 60.0) -> None:
+    """Whole-process CPU and wall time of the CLI on each runtime, `codec --threads 1 ...` in a fresh process:
+
+    - cold start: `encode` of a 1 s clip (interpreter start, imports, model load, first calls, exit);
+    - `stream-encode` of `stream_seconds` of audio piped in as WAV (start-up included).
+
+    The ONNX graphs are exported beforehand into a temporary cache (`CODEC_CACHE_DIR`), as a user's first
+    `--runtime onnx` run leaves them; runs alternate between the runtimes, so load on the machine falls on both.
+    """
+    import os
+    import resource
+    import subprocess
+    import sys
+    import tempfile
+
+    import soundfile as sf
+
+    from codec.checkpoint import save_model
+    from codec.runtime import export_to_cache
+
+    rng = np.random.default_rng(2)
+    with tempfile.TemporaryDirectory(prefix="codec-bench-") as tmp:
+        tmp = Path(tmp)
+        model_file = tmp / "model.safetensors"
+        save_model(model, model_file, {"recipe": "codec bench"})
+        env = {**os.environ, "CODEC_CACHE_DIR": str(tmp / "cache")}
+        old = os.environ.get("CODEC_CACHE_DIR")
+        os.environ["CODEC_CACHE_DIR"] = env["CODEC_CACHE_DIR"]
+        try:
+            from codec.checkpoint import load_model
+
+            export_to_cache(load_model(str(model_file)))
+        finally:
+            if old is None:
+                del os.environ["CODEC_CACHE_DIR"]
+            else:
+                os.environ["CODEC_CACHE_DIR"] = old
+        rate = model.sample_rate
+        clip, long = tmp / "one_second.wav", tmp / "long.wav"
+        sf.write(clip, 0.1 * rng.standard_normal(rate), rate, subtype="PCM_16")
+        sf.write(long, 0.1 * rng.standard_normal(int(stream_seconds * rate)), rate, subtype="PCM_16")
+        base = [sys.executable, "-m", "codec", "--threads", "1"]
+        jobs = {
+            "cold_start_encode_1s": lambda runtime: (
+                [
+                    *base,
+                    "encode",
+                    str(clip),
+                    str(tmp / f"{runtime}.codes"),
+                    "-m",
+                    str(model_file),
+                    "--runtime",
+                    runtime,
+                    "-q",
+                ],
+                None,
+            ),  # fmt: skip
+            f"stream_encode_{stream_seconds:g}s": lambda runtime: (
+                [*base, "stream-encode", "-m", str(model_file), "--runtime", runtime],
+                long.read_bytes(),
+            ),
+        }
+        for what, job in jobs.items():
+            figures: dict[str, tuple[list[float], list[float]]] = {"torch": ([], []), "onnx": ([], [])}
+            for _ in range(repeats):
+                for runtime in figures:
+                    argv, stdin = job(runtime)
+                    before, wall = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+                    done = subprocess.run(argv, input=stdin, capture_output=True, env=env)
+                    wall = time.perf_counter() - wall
+                    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    if done.returncode != 0:
+                        raise RuntimeError(f"{what} ({runtime}) failed: {done.stderr.decode(errors='replace')}")
+                    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                    figures[runtime][0].append(cpu)
+                    figures[runtime][1].append(wall)
+            for runtime, (cpu, wall) in figures.items():
+                emit(what=what, runtime=runtime, runs=repeats, cpu_seconds=round(statistics.median(cpu), 3),
+                     wall_seconds=round(statistics.median(wall), 3))  # fmt: skip

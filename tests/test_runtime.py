@@ -228,3 +228,16 @@ def test_cached_graphs_of_another_model_are_refused(tmp_path, monkeypatch, onnx_
     other = make_tiny(**{"quantizer.num_levels": 3})
     with pytest.raises(CodecError, match="delete the folder"):
         OnnxCodec(other, onnx_model.onnx_dir)
+
+
+def test_bench_process_costs_runs_both_runtimes(capsys, tiny_model):
+    import json
+
+    from codec import bench
+
+    bench.process_costs(tiny_model, repeats=1, stream_seconds=1.0)
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {(r["what"], r["runtime"]) for r in rows} == {
+        (what, runtime) for what in ("cold_start_encode_1s", "stream_encode_1s") for runtime in ("torch", "onnx")
+    }
+    assert all(r["cpu_seconds"] > 0 and r["wall_seconds"] > 0 for r in rows)
