@@ -35,11 +35,12 @@ def _load(model: str | None, device: str = "cpu"):
     return load_model(model, device=_device(device))
 
 
-def _run_with(model, args):
-    """The model, run by the engine `--runtime` picks (codec.runtime: torch, or its cached ONNX graphs)."""
+def _run_with(model, args, *, live: bool = False):
+    """The model, run by the engine `--runtime` picks (codec.runtime: torch, or its cached ONNX graphs); `live`
+    for the verbs that code as audio arrives."""
     from codec.runtime import with_runtime
 
-    return with_runtime(model, args.runtime)
+    return with_runtime(model, args.runtime, live=live)
 
 
 def _need_websockets() -> None:
@@ -256,7 +257,7 @@ def cmd_stream_encode(args) -> None:
     from codec.compress import encode_blocks
     from codec.pcmio import FrameReader, PcmFormat, check_format, read_wav_header
 
-    model = _run_with(_load(args.model, args.device), args)
+    model = _run_with(_load(args.model, args.device), args, live=True)
     levels = _levels(model, args)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     if args.rate is not None:
@@ -284,7 +285,7 @@ def cmd_stream_decode(args) -> None:
     h = reader.header
     device = _device(args.device)
     model = _load(args.model, args.device) if args.model else model_for_header(h, "stdin", device=device)
-    model = _run_with(model, args)
+    model = _run_with(model, args, live=True)
     fmt = PcmFormat(h.sample_rate, h.channels, check_format(args.format))
     if args.wav:
         stdout.write(wav_header(fmt, h.num_samples))
@@ -301,7 +302,7 @@ def cmd_serve(args) -> None:
     from codec.serve import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    model = _run_with(_load(args.model, args.device), args)
+    model = _run_with(_load(args.model, args.device), args, live=True)
     try:
         asyncio.run(serve(model, args.host, args.port))
     except OSError as e:
@@ -416,8 +417,8 @@ def runtime_option(p) -> None:
         choices=RUNTIMES,
         default="auto",
         help="what runs the model: torch, or onnx (ONNX Runtime on the CPU; the graphs are exported into the user's "
-        "cache on first use); auto (default): onnx once this model's graphs are cached and onnxruntime is "
-        "installed, else torch",
+        "cache on first use); auto (default): for stream-encode, stream-decode and serve, onnx once this model's "
+        "graphs are cached and onnxruntime is installed, else torch; for encode and decode, torch (faster on files)",
     )
 
 

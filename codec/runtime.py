@@ -5,9 +5,12 @@
   (`codec.onnx_runtime`). The graphs are exported on first use into the user's cache
   (`$CODEC_CACHE_DIR`, else `$XDG_CACHE_HOME/codec`, else `~/.cache/codec`; never into the package), under
   `onnx/<model name>-<model id>/`, and reused after that.
-- ``auto`` (the default): onnx when onnxruntime is installed and this model's graphs are already in the
-  cache, torch otherwise. Running once with ``--runtime onnx`` (or `codec export-onnx MODEL --cache`) makes
-  ``auto`` pick the faster path from then on.
+- ``auto`` (the default): for the live verbs (`stream-encode`, `stream-decode`, `serve`), onnx when
+  onnxruntime is installed and this model's graphs are already in the cache, else torch; for `encode` and
+  `decode` of files, torch. Live coding is one frame per call, where ONNX Runtime costs 1.6-2.6x less per
+  frame; a file is coded in blocks of many frames, where torch's batched calls cost 4-7x less than the step
+  graphs called frame after frame (docs/BENCHMARKS.md). Run once with ``--runtime onnx`` (any verb) to fill
+  the cache, after which ``auto`` picks ONNX Runtime for live streams.
 
 The .codes files are the same format whichever runtime wrote them. The ONNX encoder's codes equal the torch
 encoder's except where the residual search meets a near-tie that rounding decides (docs/STREAMING.md), and
@@ -121,14 +124,17 @@ def export_to_cache(model: CodecModel) -> Path:
     return target
 
 
-def with_runtime(model: CodecModel, runtime: str = "auto"):
-    """`model` itself (torch) or an `OnnxCodec` over its cached graphs, as `--runtime` asks."""
+def with_runtime(model: CodecModel, runtime: str = "auto", *, live: bool = False):
+    """`model` itself (torch) or an `OnnxCodec` over its cached graphs, as `--runtime` asks; `live`: for coding
+    frame by frame as audio arrives (where `auto` prefers ONNX Runtime), not whole files."""
     if runtime not in RUNTIMES:
         raise CodecError(f"--runtime {runtime!r} is not one of: {', '.join(RUNTIMES)}")
     if runtime == "torch" or isinstance(model, OnnxCodec):
         return model
     on_cpu = next(model.parameters()).device.type == "cpu"
     if runtime == "auto":
+        if not live:
+            return model
         cached = onnx_cache_dir(model)
         if on_cpu and model.audio_channels == 1 and onnxruntime_available() and (cached / "manifest.json").is_file():
             return OnnxCodec(model, cached)

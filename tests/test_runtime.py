@@ -72,7 +72,8 @@ def test_onnx_runtime_exports_once_into_the_cache_and_auto_uses_it(cache, tiny_m
     assert isinstance(onnx_model, OnnxCodec) and onnx_model.onnx_dir == folder
     assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no temporary folder left behind
     stamp = (folder / "encoder.onnx").stat().st_mtime_ns
-    assert isinstance(with_runtime(tiny_model, "auto"), OnnxCodec)  # cached: auto takes the ONNX path
+    assert isinstance(with_runtime(tiny_model, "auto", live=True), OnnxCodec)  # cached: live coding takes ONNX
+    assert with_runtime(tiny_model, "auto") is tiny_model  # files: torch's batched calls are cheaper
     assert with_runtime(tiny_model, "onnx").onnx_dir == folder and (folder / "encoder.onnx").stat().st_mtime_ns == stamp
     assert with_runtime(tiny_model, "torch") is tiny_model
     # the facts of the model are the torch model's
@@ -87,7 +88,7 @@ def test_auto_is_torch_without_cached_graphs(tmp_path, monkeypatch, tiny_model):
     from codec.runtime import with_runtime
 
     monkeypatch.setenv("CODEC_CACHE_DIR", str(tmp_path / "empty"))
-    assert with_runtime(tiny_model, "auto") is tiny_model
+    assert with_runtime(tiny_model, "auto", live=True) is tiny_model
     assert not (tmp_path / "empty").exists()  # auto never exports
 
 
@@ -103,7 +104,7 @@ def test_encode_and_decode_verbs_on_onnx_match_the_runner_and_torch(
         codes = tmp_path / f"{runtime}.codes"
         assert main(["encode", str(path), str(codes), "-m", str(model_file), "-l", "3", "--runtime", runtime]) == 0
         out[runtime] = codes.read_bytes()
-    assert out["auto"] == out["onnx"]  # the graphs are cached, so auto ran them
+    assert out["auto"] == out["torch"]  # files: auto runs torch even with the graphs cached
     reference = OnnxEncoder(onnx_model.onnx_dir, levels=3).encode(audio)  # [1, 3 * G, F], whole signal at once
     got = codes_of(out["onnx"])  # [F, 1, 3 * G]
     assert np.array_equal(got.transpose(1, 2, 0), reference)
@@ -133,6 +134,9 @@ def test_pipes_on_onnx_give_the_offline_codes_for_any_chunking(tmp_path, speech,
                          capture_output=True)  # fmt: skip
     assert enc.returncode == 0, enc.stderr
     assert np.array_equal(codes_of(enc.stdout), codes_of(offline.read_bytes()))
+    auto = subprocess.run([sys.executable, "-m", "codec", "stream-encode", "-m", str(tiny_model_file), "--rate",
+                           str(RATE)], input=pcm, capture_output=True)  # fmt: skip
+    assert auto.returncode == 0 and auto.stdout == enc.stdout  # live + cached graphs: auto runs ONNX Runtime
     dec = subprocess.run([sys.executable, "-m", "codec", "stream-decode", *args, "--format", "f32le"], input=enc.stdout,
                          capture_output=True)  # fmt: skip
     assert dec.returncode == 0, dec.stderr
