@@ -3,9 +3,10 @@
     file    := header packet* [end]
     header  := magic "GRVQ" (4 bytes) | version (1 byte) | model id (4 bytes)
                | sample_rate | model_sample_rate | channels | hop_length | num_groups | levels
-               | bits | num_samples + 1 (0 = not known yet) | extra_len | extra (UTF-8 JSON)
-    packet  := num_frames (>= 1) | payload | crc32 (4 bytes, big-endian)
-    end     := 0 | num_samples | crc32 (4 bytes)
+               | bits | num_samples + 1 (0 = not known yet) | extra_len | [crc_bits, version 2 only]
+               | extra (UTF-8 JSON)
+    packet  := num_frames (>= 1) | payload | crc (crc_bits / 8 bytes, big-endian)
+    end     := 0 | num_samples | crc
 
 Numbers without a stated width are unsigned LEB128 varints. The model id is the first 4 bytes of
 the model's weights sha256. `sample_rate`, `channels` and `num_samples` describe the input file, so
@@ -14,8 +15,14 @@ are the network's. `extra` is free JSON metadata, empty unless the writer asks f
 
 A payload holds `num_frames` frames; within a frame, channel by channel, the `levels * num_groups`
 codes in level-major order, each `bits` wide, most significant bit first; the payload is padded
-with zero bits to a whole byte. A packet's CRC32 covers its own bytes (the frame count and payload);
+with zero bits to a whole byte. A packet's CRC covers its own bytes (the frame count and payload);
 the first packet's CRC also covers the header, so a damaged header is caught too.
+
+The check is CRC-32 (zlib's) unless the header says otherwise. Version 1 headers have no `crc_bits` and
+always mean CRC-32; a writer uses version 2 only for a lighter check, `crc_bits` 16 (CRC-16/CCITT-FALSE,
+`binascii.crc_hqx` from 0xFFFF) or 8 (CRC-8, polynomial 0x07, from 0), for live links that send one packet
+per frame: at 8 kbps a 20-byte frame pays 5 bytes for framing with CRC-32, 3 with CRC-16 and 2 with CRC-8
+(docs/STREAMING.md has the table of overhead against latency). Files with CRC-32 stay version 1, byte for byte.
 
 Every number is checked against `codec.limits` before it sizes anything (the metadata, a packet's payload,
 the decoder's output), and bytes are read in bounded pieces, so what a reader allocates grows only with the
@@ -27,6 +34,7 @@ streamed files, whose length is unknown when the header is written, end with an 
 
 from __future__ import annotations
 
+import binascii
 import dataclasses
 import io
 import json
@@ -41,8 +49,38 @@ from codec import limits
 from codec.errors import CodecError
 
 MAGIC = b"GRVQ"
-VERSION = 1
-CRC_BYTES = 4
+VERSION = 1  # what a file with the default CRC-32 is written as
+LIGHT_CRC_VERSION = 2  # a header with crc_bits (a lighter packet check)
+VERSIONS = (VERSION, LIGHT_CRC_VERSION)  # what this codec reads
+CRC_BYTES = 4  # of the default check, CRC-32
+CRC_BITS = (32, 16, 8)
+
+
+def _crc8_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+        table.append(crc)
+    return table
+
+
+_CRC8 = _crc8_table()
+
+
+def crc(data: bytes, bits: int = 32, value: int | None = None) -> int:
+    """The packet check of `data` with `bits` 32, 16 or 8; `value` continues an earlier call's result."""
+    if bits == 32:
+        return zlib.crc32(data, 0 if value is None else value)
+    if bits == 16:
+        return binascii.crc_hqx(data, 0xFFFF if value is None else value)
+    out = 0 if value is None else value
+    for byte in data:
+        out = _CRC8[out ^ byte]
+    return out
+
+
 DEFAULT_PACKET_BYTES = 1024  # payload per packet when writing files: ~0.5% packet overhead
 
 
@@ -130,6 +168,15 @@ class CodesHeader:
     bits: int
     num_samples: int | None  # of the input audio, per channel; None until known (live streams)
     extra: dict = field(default_factory=dict)
+    crc_bits: int = 32  # width of each packet's check: 32 (version 1 files), or 16 or 8 (version 2)
+
+    def __post_init__(self) -> None:
+        if self.crc_bits not in CRC_BITS:
+            raise CodecError(f"--packet-crc {self.crc_bits} is not possible; choose one of 32, 16 or 8")
+
+    @property
+    def crc_bytes(self) -> int:
+        return self.crc_bits // 8
 
     @property
     def num_codebooks(self) -> int:
@@ -171,8 +218,10 @@ class CodesHeader:
             self.bits,
             0 if self.num_samples is None else self.num_samples + 1,
             len(extra),
+            *(() if self.crc_bits == 32 else (self.crc_bits,)),
         )
-        return MAGIC + bytes([VERSION]) + bytes.fromhex(self.model_id) + b"".join(map(encode_varint, numbers)) + extra
+        version = VERSION if self.crc_bits == 32 else LIGHT_CRC_VERSION
+        return MAGIC + bytes([version]) + bytes.fromhex(self.model_id) + b"".join(map(encode_varint, numbers)) + extra
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -193,7 +242,7 @@ def container_overhead(header: CodesHeader, frames: int, packet_frames: int) -> 
     full, rest = divmod(frames, packet_frames)
     sizes = [packet_frames] * full + ([rest] if rest else [])
     payload = sum(header.payload_bytes(n) for n in sizes)
-    packets = sum(len(encode_varint(n)) + CRC_BYTES for n in sizes)
+    packets = sum(len(encode_varint(n)) + header.crc_bytes for n in sizes)
     return len(header.to_bytes()) + packets + (payload - (frames * header.bits_per_frame + 7) // 8)
 
 
@@ -220,16 +269,16 @@ class CodesWriter:
         if codes.shape[0] > max_packet_frames(h):
             raise ValueError(f"a packet holds at most {max_packet_frames(h)} frames of this stream")
         body = encode_varint(codes.shape[0]) + pack_bits(codes, h.bits)
-        crc = zlib.crc32(body, zlib.crc32(self._pending_header) if self._pending_header else 0)
+        check = crc(body, h.crc_bits, crc(self._pending_header, h.crc_bits) if self._pending_header else None)
         self._pending_header = None
-        data = body + crc.to_bytes(CRC_BYTES, "big")
+        data = body + check.to_bytes(h.crc_bytes, "big")
         self.stream.write(data)
         self.frames_written += codes.shape[0]
         return len(data)
 
     def write_end(self, num_samples: int) -> None:
         body = encode_varint(0) + encode_varint(num_samples)
-        self.stream.write(body + zlib.crc32(body).to_bytes(CRC_BYTES, "big"))
+        self.stream.write(body + crc(body, self.header.crc_bits).to_bytes(self.header.crc_bytes, "big"))
 
 
 # --- reading --------------------------------------------------------------------------------------------
@@ -266,14 +315,23 @@ class CodesReader:
             if magic != MAGIC:
                 raise CodecError(f"{self.name} is not a .codes file (it does not start with {MAGIC!r})")
             version = _read_exact(recorder, 1)[0]
-            if version != VERSION:
+            if version not in VERSIONS:
                 raise CodecError(
-                    f"{self.name} is .codes version {version}; this codec reads version {VERSION}: "
-                    + ("upgrade the codec package" if version > VERSION else "re-encode it with this codec")
+                    f"{self.name} is .codes version {version}; this codec reads versions {VERSION} and "
+                    f"{LIGHT_CRC_VERSION}: "
+                    + ("upgrade the codec package" if version > max(VERSIONS) else "re-encode it with this codec")
                 )
             model_id = _read_exact(recorder, 4).hex()
             numbers = [_read_varint(recorder)[0] for _ in range(9)]
             self._check_numbers(numbers)
+            crc_bits = 32
+            if version == LIGHT_CRC_VERSION:
+                crc_bits = _read_varint(recorder)[0]
+                if crc_bits not in (16, 8):
+                    raise CodecError(
+                        f"{self.name} has a damaged header: packet check of {crc_bits} bits (version 2 files use "
+                        "16 or 8); the file is damaged or was not written by this codec"
+                    )
             extra_raw = _read_exact(recorder, numbers[8])
         except _Truncated:
             if not recorder.data:
@@ -300,6 +358,7 @@ class CodesReader:
             bits,
             samples - 1 if samples else None,
             extra,
+            crc_bits,
         )
 
     def _check_numbers(self, numbers: list[int]) -> None:
@@ -350,7 +409,7 @@ class CodesReader:
             if frames > limits.MAX_PACKET_FRAMES or h.payload_bytes(frames) > limits.MAX_PACKET_BYTES:
                 raise ValueError
             payload = _read_exact(recorder, h.payload_bytes(frames))
-            crc = int.from_bytes(_read_exact(recorder, CRC_BYTES), "big")
+            check = int.from_bytes(_read_exact(recorder, h.crc_bytes), "big")
         except _Truncated:
             return Packet(index, offset, 0, None, f"file ends in the middle of packet {index} (byte {offset})")
         except ValueError:
@@ -361,8 +420,8 @@ class CodesReader:
             )  # fmt: skip
         size = len(recorder.data)
         self._index, self._offset = index + 1, offset + size
-        body = recorder.data[:-CRC_BYTES]
-        if zlib.crc32(body, zlib.crc32(self._raw_header) if index == 0 else 0) != crc:
+        body = recorder.data[: -h.crc_bytes]
+        if crc(body, h.crc_bits, crc(self._raw_header, h.crc_bits) if index == 0 else None) != check:
             return Packet(index, offset, frames, None, f"packet {index} (byte {offset}) fails its CRC check", size)
         codes = unpack_bits(payload, h.bits, frames * h.channels * h.num_codebooks)
         return Packet(index, offset, frames, codes.reshape(frames, h.channels, h.num_codebooks), None, size)
@@ -370,12 +429,12 @@ class CodesReader:
     def _read_end(self, recorder: _Recorder, offset: int) -> None:
         try:
             samples, _ = _read_varint(recorder)
-            crc = int.from_bytes(_read_exact(recorder, CRC_BYTES), "big")
+            check = int.from_bytes(_read_exact(recorder, self.header.crc_bytes), "big")
         except (_Truncated, ValueError):
             raise CodecError(
                 f"{self.name}: the end record at byte {offset} is truncated; the file is damaged"
             ) from None
-        if zlib.crc32(recorder.data[:-CRC_BYTES]) != crc:
+        if crc(recorder.data[: -self.header.crc_bytes], self.header.crc_bits) != check:
             raise CodecError(f"{self.name}: the end record at byte {offset} fails its CRC check; the file is damaged")
         if self.stream.read(1):
             raise CodecError(f"{self.name} has data after its end record at byte {offset}; the file is damaged")

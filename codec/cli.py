@@ -270,7 +270,7 @@ def cmd_stream_encode(args) -> None:
     blocks = reader.blocks(fmt.frame_bytes * max(1, fmt.sample_rate // 100))
     encode_blocks(
         model, blocks, stdout, sample_rate=fmt.sample_rate, channels=fmt.channels, levels=levels,
-        num_samples=frames, packet_frames=args.packet_frames, flush=stdout.flush,
+        num_samples=frames, packet_frames=args.packet_frames, crc_bits=args.packet_crc, flush=stdout.flush,
     )  # fmt: skip
     stdout.flush()
 
@@ -589,6 +589,14 @@ def _add_streaming_commands(sub) -> None:
     p.add_argument("--channels", type=int, default=1, help="channels of raw PCM input")
     p.add_argument("--format", default="s16le", help=f"raw PCM sample format: {formats}")
     p.add_argument("--packet-frames", type=int, default=1, help="frames per packet (1 = lowest latency)")
+    p.add_argument(
+        "--packet-crc",
+        type=int,
+        choices=[32, 16, 8],
+        default=32,
+        help="bits of each packet's check: 16 or 8 cost less per packet on a live link (a version-2 .codes "
+        "stream; docs/STREAMING.md has the overhead table)",
+    )
     p.set_defaults(func=cmd_stream_encode)
 
     p = sub.add_parser("stream-decode", help="decode .codes packets from stdin to raw PCM (or WAV) on stdout")

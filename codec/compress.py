@@ -56,7 +56,10 @@ class Packetizer:
                 self._flush()
 
 
-def new_header(model: CodecModel, *, sample_rate: int, channels: int, levels: int, num_samples: int | None):
+def new_header(
+    model: CodecModel, *, sample_rate: int, channels: int, levels: int, num_samples: int | None, crc_bits: int = 32
+):
+    """The .codes header of a stream coded by `model`; `crc_bits` 16 or 8 for lighter packet checks (live links)."""
     _check_mono_network(model)
     return CodesHeader(
         model_id=model.model_id,
@@ -68,6 +71,7 @@ def new_header(model: CodecModel, *, sample_rate: int, channels: int, levels: in
         levels=levels,
         bits=model.bits_per_code,
         num_samples=num_samples,
+        crc_bits=crc_bits,
     )
 
 
@@ -82,17 +86,21 @@ def encode_blocks(
     num_samples: int | None,
     packet_frames: int | None = None,
     packet_bytes: int = bitstream.DEFAULT_PACKET_BYTES,
+    crc_bits: int = 32,
     flush=None,
 ) -> CodesHeader:
     """Encode float blocks [C, n] into `stream`. With `num_samples` None the length goes in an end record.
 
     Everything is checked before the header is written: the input's rate and channels (`codec.limits`),
-    `packet_frames` / `packet_bytes` (named by their CLI flags in errors), and the first block of samples.
+    `packet_frames` / `packet_bytes` / `crc_bits` (named by their CLI flags in errors), and the first block of
+    samples. `crc_bits` 16 or 8 writes a version-2 file with lighter packet checks (codec/bitstream.py).
     """
     fix = "resample or remix the input first (e.g. with sox or ffmpeg)"
     limits.check_sample_rate(sample_rate, "the input's sample rate", fix)
     limits.check_channels(channels, "the input's channel count", fix)
-    header = new_header(model, sample_rate=sample_rate, channels=channels, levels=levels, num_samples=num_samples)
+    header = new_header(
+        model, sample_rate=sample_rate, channels=channels, levels=levels, num_samples=num_samples, crc_bits=crc_bits
+    )
     if num_samples is not None:
         limits.check_int(num_samples, "the input's length", 0, limits.MAX_SECONDS * sample_rate, "split it")
     if packet_frames is None:

@@ -3,7 +3,7 @@
 Protocol (one WebSocket connection = one stream; JSON text messages for control, binary for data):
 
   client -> {"type": "start", "mode": "encode", "sample_rate": 16000, "channels": 1, "format": "s16le",
-             "bitrate": 2.0 | "levels": 2, "packet_frames": 1}
+             "bitrate": 2.0 | "levels": 2, "packet_frames": 1, "packet_crc": 32 | 16 | 8}
   server -> {"type": "ready", ...model and stream facts...}, then one binary message: the .codes header
   client -> binary PCM (interleaved frames in `format`, any size)         ... repeated
   server -> binary: one .codes packet per `packet_frames` completed frames   ... as frames complete
@@ -45,7 +45,7 @@ import torch
 from codec import limits
 from codec.atomic import atomic_output
 from codec.audio import fit_length, read_audio, write_audio
-from codec.bitstream import CodesReader, CodesWriter, max_packet_frames
+from codec.bitstream import CRC_BITS, CodesReader, CodesWriter, max_packet_frames
 from codec.compress import Packetizer, check_compatible, new_header
 from codec.errors import CodecError
 from codec.models.codec import CodecModel
@@ -168,8 +168,13 @@ async def _encode_session(model: CodecModel, conn: _Connection, start: dict) -> 
     if levels is not None:
         levels = limits.check_int(levels, '"levels"', 1, model.num_levels)
     levels, notice = model.levels_for(bitrate_kbps=limits.check_number(bitrate, '"bitrate"'), levels=levels)
+    crc_bits = start.get("packet_crc", 32)
+    if isinstance(crc_bits, bool) or crc_bits not in CRC_BITS or not isinstance(crc_bits, int):
+        raise ProtocolError(f'"packet_crc" is {crc_bits!r}; use 32, 16 or 8 (bits of each packet\'s check)')
     out = _Collector()
-    header = new_header(model, sample_rate=sample_rate, channels=channels, levels=levels, num_samples=None)
+    header = new_header(
+        model, sample_rate=sample_rate, channels=channels, levels=levels, num_samples=None, crc_bits=crc_bits
+    )
     packet_frames = limits.check_int(start.get("packet_frames", 1), '"packet_frames"', 1, max_packet_frames(header))
     encoder = StreamingEncoder(model, levels=levels, batch_size=channels, sample_rate=sample_rate)
     writer = CodesWriter(out, header)
@@ -321,14 +326,18 @@ async def encode_remote(
     levels: int | None = None,
     chunk_seconds: float = 0.02,
     realtime: bool = False,
+    packet_crc: int = 32,
 ) -> bytes:
-    """Send float audio [C, T] to a `codec serve` for encoding; returns the .codes bytes it streams back."""
+    """Send float audio [C, T] to a `codec serve` for encoding; returns the .codes bytes it streams back.
+    `packet_crc` 16 or 8 asks for lighter packet checks (a version-2 stream)."""
     from websockets.asyncio.client import connect
 
     fmt = PcmFormat(sample_rate, audio.shape[0], "s16le")
     async with connect(url, max_size=2**24) as ws:
         start = {"type": "start", "mode": "encode", "sample_rate": sample_rate, "channels": audio.shape[0],
                  "format": fmt.format, "bitrate": bitrate, "levels": levels}  # fmt: skip
+        if packet_crc != 32:
+            start["packet_crc"] = packet_crc
         await ws.send(json.dumps(start))
         _expect(await ws.recv(), "ready")
         received: list[bytes] = []

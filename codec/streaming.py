@@ -134,11 +134,12 @@ class StreamingEncoder(_Streams):
         missing = total - self._model_samples - tail.shape[1]
         if missing > 0:  # soxr may emit a sample less than the rounded-up length the offline path pads to
             tail = np.pad(tail, ((0, 0), (0, missing)))
+        tail_codes = self._encode(tail)  # first: the flush below pads what is left after the tail
         if self._onnx is not None:
             last = torch.from_numpy(np.concatenate([frames.flush() for frames in self._frames]))
         else:
             last = self._run(lambda: self.model.flush(self.levels)).cpu()
-        codes = torch.cat([self._encode(tail), last], dim=-1)
+        codes = torch.cat([tail_codes, last], dim=-1)
         self.reset()
         return codes
 

@@ -62,8 +62,18 @@ def _file(header: CodesHeader, frames_per_packet: list[int], seed: int = 0) -> t
     return stream.getvalue(), np.concatenate(all_codes)
 
 
-def test_container_round_trip():
-    header = _header(extra={"note": "hello"})
+def test_packet_checks_match_their_published_check_values():
+    # the "check" value of each CRC over b"123456789" (Greg Cook's catalogue of parametrised CRC algorithms)
+    assert bitstream.crc(b"123456789", 32) == 0xCBF43926  # CRC-32 (zlib)
+    assert bitstream.crc(b"123456789", 16) == 0x29B1  # CRC-16/CCITT-FALSE
+    assert bitstream.crc(b"123456789", 8) == 0xF4  # CRC-8 (SMBus: polynomial 0x07, init 0)
+    for bits in (32, 16, 8):  # continuing a check equals checking the concatenation
+        assert bitstream.crc(b"56789", bits, bitstream.crc(b"1234", bits)) == bitstream.crc(b"123456789", bits)
+
+
+@pytest.mark.parametrize("crc_bits", [32, 16, 8])
+def test_container_round_trip(crc_bits):
+    header = _header(extra={"note": "hello"}, crc_bits=crc_bits)
     data, codes = _file(header, [5, 1, 17, 3])
     reader = CodesReader(io.BytesIO(data))
     assert reader.header == header
@@ -71,10 +81,13 @@ def test_container_round_trip():
     assert [p.frames for p in packets] == [5, 1, 17, 3]
     assert all(p.error is None for p in packets)
     np.testing.assert_array_equal(np.concatenate([p.codes for p in packets]), codes)
+    assert data[4] == (1 if crc_bits == 32 else 2)  # files with CRC-32 stay version 1, byte for byte
+    assert all(p.size == 1 + header.payload_bytes(p.frames) + crc_bits // 8 for p in packets)
 
 
-def test_streamed_file_carries_its_length_in_the_end_record():
-    header = _header(num_samples=None)
+@pytest.mark.parametrize("crc_bits", [32, 16, 8])
+def test_streamed_file_carries_its_length_in_the_end_record(crc_bits):
+    header = _header(num_samples=None, crc_bits=crc_bits)
     stream = io.BytesIO()
     writer = CodesWriter(stream, header)
     writer.write_packet(np.zeros((4, 2, 6), dtype=np.int64))
@@ -85,8 +98,9 @@ def test_streamed_file_carries_its_length_in_the_end_record():
     assert reader.num_samples == 999
 
 
-def test_every_flipped_byte_is_detected():
-    header = _header()
+@pytest.mark.parametrize("crc_bits", [32, 16, 8])
+def test_every_flipped_byte_is_detected(crc_bits):
+    header = _header(crc_bits=crc_bits)
     data, _ = _file(header, [3, 4, 2])
     for i in range(len(data)):
         damaged = bytearray(data)
@@ -99,13 +113,14 @@ def test_every_flipped_byte_is_detected():
         assert any(p.error for p in packets), f"flipping byte {i} went unnoticed"
 
 
-def test_truncation_at_every_byte_is_detected_or_short():
-    header = _header()
+@pytest.mark.parametrize("crc_bits", [32, 8])
+def test_truncation_at_every_byte_is_detected_or_short(crc_bits):
+    header = _header(crc_bits=crc_bits)
     data, _ = _file(header, [3, 4, 2])
     boundaries = set()
     offset = len(header.to_bytes())
     for n in [3, 4, 2]:
-        offset += 1 + header.payload_bytes(n) + 4
+        offset += 1 + header.payload_bytes(n) + header.crc_bytes
         boundaries.add(offset)
     for cut in range(len(data)):
         try:
@@ -136,6 +151,18 @@ def test_bad_headers_are_clear_errors(mutate, message):
     data, _ = _file(_header(), [2])
     with pytest.raises(CodecError, match=message):
         CodesReader(io.BytesIO(mutate(data)), "x.codes")
+
+
+def test_a_version_2_header_with_another_check_width_is_refused():
+    data, _ = _file(_header(crc_bits=16, extra={}), [2])
+    size = len(_header(crc_bits=16).to_bytes())
+    assert data[size - 1] == 16  # the check width is the last varint (no metadata follows)
+    for width in (0, 12, 32, 127):
+        forged = data[: size - 1] + bytes([width]) + data[size:]
+        with pytest.raises(CodecError, match=f"packet check of {width} bits"):
+            CodesReader(io.BytesIO(forged), "x.codes")
+    with pytest.raises(CodecError, match="--packet-crc 12"):
+        _header(crc_bits=12)
 
 
 def test_overhead_is_small_for_ten_seconds_at_one_kbps():

@@ -20,6 +20,7 @@ import torch
 from codec.audio import fit_length, resample, resampled_length
 from codec.bitstream import CodesReader
 from codec.compress import decode_file, decode_stream, encode_audio, encode_file
+from codec.errors import CodecError
 from codec.streaming import StreamingDecoder, StreamingEncoder
 from tests.conftest import make_tiny, tone
 from tests.fuzzing import layout as fuzz_layout
@@ -137,6 +138,25 @@ def test_pipe_round_trip_wav_and_raw(tmp_path, tiny_model_file):
     assert dec.returncode == 0 and len(dec.stdout) // 2 >= audio.shape[1]  # live streams keep < 1 frame of padding
 
 
+def test_pipe_with_a_light_packet_check_is_smaller_and_decodes_the_same(tiny_model_file):
+    raw = (np.clip(tone(0.6, 8000)[0], -1, 1) * 32767).astype("<i2").tobytes()
+    out = {}
+    for crc in ("32", "16", "8"):
+        enc = _codec("stream-encode", "-m", tiny_model_file, "--rate", 8000, "--packet-crc", crc, stdin=raw)
+        assert enc.returncode == 0, enc.stderr.decode()
+        dec = _codec("stream-decode", "-m", tiny_model_file, "--format", "s16le", stdin=enc.stdout)
+        assert dec.returncode == 0, dec.stderr.decode()
+        out[crc] = (enc.stdout, dec.stdout)
+        packets = list(CodesReader(io.BytesIO(enc.stdout)).packets())
+        assert all(p.frames == 1 and p.error is None for p in packets)
+    frames = len(packets)
+    assert len(out["32"][0]) - len(out["16"][0]) == 2 * (frames + 1) - 1  # 2 bytes per packet and end record
+    assert len(out["32"][0]) - len(out["8"][0]) == 3 * (frames + 1) - 1  # (-1: the version-2 header's width)
+    assert out["32"][1] == out["16"][1] == out["8"][1]
+    bad = _codec("stream-encode", "-m", tiny_model_file, "--rate", 8000, "--packet-crc", "12", stdin=raw)
+    assert bad.returncode == 2 and b"invalid choice" in bad.stderr
+
+
 def test_pipe_errors_are_one_line(tmp_path, tiny_model_file):
     result = _codec("stream-encode", "-m", tiny_model_file, stdin=b"definitely not a wav")
     assert result.returncode == 1 and b"not a WAV stream" in result.stderr and b"Traceback" not in result.stderr
@@ -190,6 +210,21 @@ def test_two_concurrent_clients_round_trip(server_url):
     (audio_a, rate_a), (audio_b, rate_b) = asyncio.run(decode_both())
     assert (audio_a.shape, rate_a) == (a.shape, 8000) and (audio_b.shape, rate_b) == (b.shape, 16000)
     assert np.abs(audio_a - decode_stream(model, io.BytesIO(data_a))[0]).max() < 1e-5
+
+
+def test_server_streams_with_a_light_packet_check_and_refuses_a_bad_one(server_url):
+    from codec.serve import encode_remote
+
+    url, model = server_url
+    audio = (np.round(tone(0.3, 8000, seed=4) * 32768) / 32768).astype(np.float32)
+    full = asyncio.run(encode_remote(url, audio, 8000, levels=2))
+    light = asyncio.run(encode_remote(url, audio, 8000, levels=2, packet_crc=8))
+    reader = CodesReader(io.BytesIO(light))
+    assert reader.header.crc_bits == 8 and len(light) < len(full)
+    codes = lambda data: np.concatenate([p.codes for p in CodesReader(io.BytesIO(data)).packets()])  # noqa: E731
+    assert np.array_equal(codes(light), codes(full))
+    with pytest.raises(CodecError, match="packet_crc"):
+        asyncio.run(encode_remote(url, audio, 8000, levels=2, packet_crc=12))
 
 
 def test_garbage_client_gets_an_error_while_another_streams(server_url):
