@@ -328,7 +328,7 @@ def cmd_bench(args) -> None:
     import torch
 
     from codec import bench
-    from codec.config import builtin_config_path, load_config
+    from codec.config import builtin_config_path, load_model_config
     from codec.models.codec import build_model
 
     if args.model:
@@ -336,7 +336,7 @@ def cmd_bench(args) -> None:
     else:
         path = Path(args.config) if Path(args.config).is_file() else builtin_config_path(args.config)
         torch.manual_seed(0)
-        model = build_model(load_config(path).model).eval().to(_device(args.device))
+        model = build_model(load_model_config(path)).eval().to(_device(args.device))
     bench.describe(model)
     if args.onnx:  # torch eager against ONNX Runtime, side by side (exports into a temporary folder)
         from codec.export_onnx import export_onnx

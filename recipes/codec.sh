@@ -113,7 +113,7 @@ eval "local_opts=($local_data_opts)"  # keeps quoted values together: --train_pa
 eval "eval_opts=($eval_args)"
 model_facts=$("$python" -c '
 import sys
-from codec.config import load_config
+from codec.train.config import load_config
 from codec.errors import CodecError
 try:
     c = load_config(sys.argv[1], sys.argv[2:]).model

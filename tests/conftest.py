@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 
 from codec.checkpoint import save_model
-from codec.config import builtin_config_path, load_config
+from codec.config import builtin_config_path, load_model_config
 from codec.models.codec import build_model
 
 # `--runtime auto` picks ONNX Runtime when a model's graphs sit in the user's cache: the suite gets its own,
@@ -26,7 +26,7 @@ def make_tiny(**overrides) -> torch.nn.Module:
     """A tiny random model (8 kHz, hop 12, 2 groups x 4 levels of 16 codes); `overrides` are dotted config keys."""
     items = [f"model.{k}={v}" for k, v in overrides.items()]
     torch.manual_seed(0)
-    return build_model(load_config(builtin_config_path("tiny"), items).model).eval()
+    return build_model(load_model_config(builtin_config_path("tiny"), items)).eval()
 
 
 def tone(seconds: float, sample_rate: int, channels: int = 1, seed: int = 0) -> np.ndarray:

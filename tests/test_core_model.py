@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from codec.config import builtin_config_path, load_config
+from codec.config import builtin_config_path, load_model_config
 from codec.errors import CodecError
 from codec.models.codec import build_model
 from codec.quantization.grvq import rotation_trick
@@ -240,7 +240,7 @@ def test_ema_moves_codebooks_towards_the_data():
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "codec" / "configs").glob("*.yaml")))
 def test_every_shipped_config_builds(path):
-    model = build_model(load_config(path).model)
+    model = build_model(load_model_config(path))
     assert model.hop_length == model.config.hop_length
     assert model.supported_bitrates()[0] > 0
 
@@ -263,19 +263,33 @@ def test_config_is_strict_and_names_valid_keys(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  encoder:\n    chanels: 3\n")
     with pytest.raises(CodecError, match=r"model\.encoder\.chanels.*valid keys.*channels"):
-        load_config(bad)
+        load_model_config(bad)
     with pytest.raises(CodecError, match="must be int"):
-        load_config(builtin_config_path("tiny"), ["model.latent_dim=eight"])
+        load_model_config(builtin_config_path("tiny"), ["model.latent_dim=eight"])
     with pytest.raises(CodecError, match="power of two"):
-        load_config(builtin_config_path("tiny"), ["model.quantizer.codebook_size=10"])
+        load_model_config(builtin_config_path("tiny"), ["model.quantizer.codebook_size=10"])
 
 
 def test_config_includes_and_overrides(tmp_path):
     child = tmp_path / "child.yaml"
     child.write_text(f"include: {builtin_config_path('tiny')}\nmodel:\n  name: child\n")
-    config = load_config(child, ["model.encoder.channels=6"])
-    assert config.model.name == "child" and config.model.encoder.channels == 6
-    assert config.model.sample_rate == 8000 and config.model.encoder.ratios == (3, 4)
+    config = load_model_config(child, ["model.encoder.channels=6"])
+    assert config.name == "child" and config.encoder.channels == 6
+    assert config.sample_rate == 8000 and config.encoder.ratios == (3, 4)
+
+
+def test_model_config_is_read_from_a_training_config():
+    """`load_model_config` reads the model section of a training YAML (with its include) and ignores the rest."""
+    from codec.train.config import load_config
+
+    path = Path(__file__).parents[1] / "egs" / "folder" / "conf" / "grvq16k_cpu.yaml"
+    config = load_model_config(path)
+    assert config == load_config(path).model
+    assert config.encoder.patch_size == 8 and config.quantizer.dropout == 0.5  # the include, then the file's own keys
+    assert load_model_config(path, ["model.latent_dim=64", "train.lr=fast"]).latent_dim == 64  # train: not read
+    with pytest.raises(CodecError, match=r"unknown config key 'model\.quantizer\.dropuot'.*dropout") as error:
+        load_model_config(path, ["model.quantizer.dropuot=0.1"])
+    assert "\n" not in str(error.value)
 
 
 def test_lstm_trains_under_bf16_autocast_without_avx512():

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from codec.config import ModelConfig, builtin_config_path, from_dict, load_config
+from codec.config import ModelConfig, builtin_config_path, from_dict, load_model_config
 from codec.models.codec import build_model
 from codec.modules.istft import ISTFTHead, hann_window
 from codec.modules.seanet import Unpatchify
@@ -60,9 +60,9 @@ def test_head_turns_the_spectra_of_causal_frames_back_into_the_signal():
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_shipped_config_takes_the_istft_head(path):
     """Every stage of every shipped config builds, keeps the model's hop and emits hop_length samples per frame."""
-    base = load_config(path).model
+    base = load_model_config(path)
     for stage in range(len(base.decoder.ratios) + 1):
-        config = load_config(path, ["model.decoder.head=istft", f"model.decoder.istft_stage={stage}"]).model
+        config = load_model_config(path, ["model.decoder.head=istft", f"model.decoder.istft_stage={stage}"])
         dec = config.decoder
         assert dec.istft_hop * _upsampling_before(dec.ratios, stage) == config.hop_length
         if path.stem != "tiny" and stage != dec.istft_stage:
@@ -99,13 +99,13 @@ def test_default_head_is_unchanged():
 def test_head_settings_are_checked():
     tiny = builtin_config_path("tiny")
     with pytest.raises(Exception, match="choose one of"):
-        load_config(tiny, ["model.decoder.head=stft"])
+        load_model_config(tiny, ["model.decoder.head=stft"])
     with pytest.raises(Exception, match="istft_stage 3 must lie in 0..2"):
-        load_config(tiny, ["model.decoder.head=istft", "model.decoder.istft_stage=3"])
+        load_model_config(tiny, ["model.decoder.head=istft", "model.decoder.istft_stage=3"])
     with pytest.raises(Exception, match="istft_n_fft 10 must be even, a multiple"):
-        load_config(tiny, ["model.decoder.head=istft", "model.decoder.istft_n_fft=10"])
+        load_model_config(tiny, ["model.decoder.head=istft", "model.decoder.istft_n_fft=10"])
     with pytest.raises(Exception, match="decoder setting"):
-        load_config(tiny, ["model.encoder.head=istft"])
+        load_model_config(tiny, ["model.encoder.head=istft"])
 
 
 def _codes(model, batch=2, seconds=0.4):

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from codec.config import builtin_config_path, load_config
+from codec.config import builtin_config_path, load_model_config
 from codec.errors import CodecError
 from codec.models.codec import build_model
 from tests.conftest import tone
@@ -46,7 +46,7 @@ def shrunk(name: str):
     """The variant's architecture (patching, skips, LSTMs, factorized codes, ratios, head) at a test's size."""
     path, extra = VARIANTS[name]
     torch.manual_seed(0)
-    model = build_model(load_config(path, [f"model.{o}" for o in SHRINK + extra]).model).eval()
+    model = build_model(load_model_config(path, [f"model.{o}" for o in SHRINK + extra])).eval()
     q = model.quantizer
     if q.codebook_update == "simvq":  # a learned map that is not the identity: the codebooks are basis @ map
         with torch.no_grad():

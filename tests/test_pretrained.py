@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +17,7 @@ import torch
 from codec import pretrained
 from codec.checkpoint import load_model, read_metadata
 from codec.cli import main
-from codec.config import QUANTIZER_TRAINING_KEYS, builtin_config_path, load_config
+from codec.config import QUANTIZER_TRAINING_KEYS, builtin_config_path, load_model_config
 from tests.conftest import tone
 
 MAX_BYTES = 25 * 1024 * 1024  # the package budget for a shipped model
@@ -37,12 +41,30 @@ def test_exactly_one_default_within_the_size_budget(default):
 
 
 def test_default_is_the_builtin_grvq16k_architecture(model):
-    builtin = load_config(builtin_config_path("grvq16k")).model
+    builtin = load_model_config(builtin_config_path("grvq16k"))
     q = model.config.quantizer  # the quantizer's training-only settings come from its recipe
     training = {k: getattr(q, k) for k in QUANTIZER_TRAINING_KEYS}
     trained_with = dataclasses.replace(builtin.quantizer, **training)
     assert model.config == dataclasses.replace(builtin, quantizer=trained_with)
     assert model.sample_rate == 16000 and [b / 1000 for b in model.supported_bitrates()] == list(range(1, 9))
+
+
+def test_loading_a_model_file_does_not_import_training():
+    """A model file rebuilds from its metadata through the model schema alone: codec.train and its extras stay out."""
+    script = (
+        "import sys\n"
+        "import codec.checkpoint\n"
+        "codec.checkpoint.load_model('grvq16k')\n"
+        "print(codec.checkpoint.__file__)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[:2] == ['codec', 'train']))\n"
+    )
+    root = Path(__file__).parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    where, train_modules = result.stdout.strip().splitlines()
+    assert Path(where).is_relative_to(root / "codec")
+    assert train_modules == "[]"
 
 
 def test_model_card_matches_the_shipped_weights(default):

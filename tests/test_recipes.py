@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from codec.config import load_config
+from codec.config import load_model_config
 from codec.models.codec import build_model
+from codec.train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 EGS = ROOT / "egs"
@@ -114,7 +115,7 @@ def test_config_builds_a_model(config):
 
 @pytest.mark.parametrize("recipe", DATASETS)
 def test_recipe_has_16k_and_24k_configs(recipe):
-    rates = {load_config(p).model.sample_rate for p in (EGS / recipe / "conf").glob("*.yaml")}
+    rates = {load_model_config(p).sample_rate for p in (EGS / recipe / "conf").glob("*.yaml")}
     assert {16000, 24000} <= rates, f"egs/{recipe}/conf has sample rates {sorted(rates)}"
 
 
@@ -286,7 +287,7 @@ def test_decode_stage_codes_every_test_utterance_and_names_a_bad_one(fake_recipe
     recipe, corpus = fake_recipe
     codec_sh(recipe, corpus, "--stage", "1", "--stop_stage", "2")
     torch.manual_seed(0)
-    save_model(build_model(load_config(recipe / "conf/mini.yaml").model), recipe / "exp/mini/model.safetensors")
+    save_model(build_model(load_model_config(recipe / "conf/mini.yaml")), recipe / "exp/mini/model.safetensors")
     codec_sh(recipe, corpus, "--stage", "5", "--stop_stage", "5", "--bitrates", "2.4")
     out = recipe / "exp/mini/decode_test_2.4kbps"
     ids = ["test_1", "test_2", "test_3"]

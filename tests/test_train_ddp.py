@@ -17,7 +17,8 @@ from codec.config import to_dict
 WORKER = r"""
 import sys, yaml, torch
 from pathlib import Path
-from codec.config import Config, from_dict
+from codec.config import from_dict
+from codec.train.config import Config
 from codec.train.trainer import Trainer
 
 out = Path(sys.argv[2])

@@ -7,9 +7,9 @@ import torch
 from conftest import tone
 from train_fixtures import make_data_dir, tiny_training_config
 
-from codec.config import LossConfig
 from codec.errors import CodecError
 from codec.quantization.grvq import GroupResidualVQ
+from codec.train.config import LossConfig
 from codec.train.objective import ReconstructionObjective, STFTLosses
 from codec.train.trainer import Trainer
 

@@ -11,11 +11,12 @@ import torch
 from conftest import tone
 from train_fixtures import make_data_dir, tiny_training_config
 
-from codec.config import builtin_config_path, load_config
+from codec.config import builtin_config_path
 from codec.datadir import read_data_dir
 from codec.errors import CodecError
 from codec.quantization.grvq import GroupResidualVQ
 from codec.train import checkpoints
+from codec.train.config import load_config
 from codec.train.data import AudioSpec, CropDataset
 from codec.train.trainer import Trainer
 

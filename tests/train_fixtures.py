@@ -8,7 +8,8 @@ import soundfile as sf
 import yaml
 from conftest import tone
 
-from codec.config import Config, builtin_config_path, load_config
+from codec.config import builtin_config_path
+from codec.train.config import Config, load_config
 
 
 def make_data_dir(root: Path, count: int = 8, *, seconds: float = 1.0, rate: int = 16000, broken: bool = True) -> Path:

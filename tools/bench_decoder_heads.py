@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from codec.config import builtin_config_path, load_config
+from codec.config import builtin_config_path, load_model_config
 from codec.models.codec import build_model
 
 
@@ -41,7 +41,7 @@ def main() -> None:
     models = {}
     for head, overrides in heads.items():
         torch.manual_seed(0)
-        models[head] = build_model(load_config(path, overrides).model).eval()
+        models[head] = build_model(load_model_config(path, overrides)).eval()
     any_model = next(iter(models.values()))
     frames = int(args.seconds * any_model.frame_rate)
     stream_frames = int(args.stream_seconds * any_model.frame_rate)

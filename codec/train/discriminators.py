@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.parametrizations import weight_norm
 
-from codec.config import DiscriminatorConfig
+from codec.train.config import DiscriminatorConfig
 
 Output = tuple[torch.Tensor, list[torch.Tensor]]
 

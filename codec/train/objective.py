@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from codec.config import LossConfig
+from codec.train.config import LossConfig
 from codec.train.losses import MelLoss, level_l1, waveform_l1
 
 

@@ -28,20 +28,13 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from codec import dist, pretrained
-from codec.config import (
-    QUANTIZER_TRAINING_KEYS,
-    Config,
-    ModelConfig,
-    builtin_config_path,
-    from_dict,
-    load_config,
-    to_dict,
-)
+from codec.config import QUANTIZER_TRAINING_KEYS, ModelConfig, builtin_config_path, from_dict, to_dict
 from codec.datadir import read_data_dir
 from codec.errors import CodecError
 from codec.models.codec import build_model
 from codec.train import checkpoints
 from codec.train.balancer import Balancer
+from codec.train.config import Config, load_config
 from codec.train.data import AudioSpec, train_loader, validation_items
 from codec.train.discriminators import build_discriminators
 from codec.train.ema import GeneratorEMA
