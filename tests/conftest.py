@@ -60,3 +60,26 @@ def wav_file(tmp_path):
     path = tmp_path / "in.wav"
     sf.write(path, tone(1.3, 8000).T, 8000)
     return path
+
+
+def start_server(model, bounds=None) -> str:
+    """Run `codec.serve.serve(model)` on a free loopback port in a daemon thread; returns its ws:// URL."""
+    import asyncio
+    import socket
+    import threading
+
+    from codec.serve import serve
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    loop = asyncio.new_event_loop()
+    ready = asyncio.Event()
+    thread = threading.Thread(target=lambda: loop.run_until_complete(serve(model, "127.0.0.1", port, ready, bounds)))
+    thread.daemon = True
+    thread.start()
+    for _ in range(200):
+        if ready.is_set():
+            break
+        threading.Event().wait(0.05)
+    return f"ws://127.0.0.1:{port}"

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import tone
+from conftest import start_server, tone
 from near_ties import ONNX_TIE_RTOL, parting_gaps
 
 from codec.bitstream import CodesReader
@@ -183,25 +183,11 @@ def test_batch_decode_on_onnx_with_jobs(tmp_path, speech, onnx_model, tiny_model
 
 def test_server_on_onnx_streams_the_offline_codes(onnx_model):
     pytest.importorskip("websockets")
-    import socket
-    import threading
+    from codec.serve import encode_remote
 
-    from codec.serve import encode_remote, serve
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    loop = asyncio.new_event_loop()
-    ready = asyncio.Event()
-    thread = threading.Thread(target=lambda: loop.run_until_complete(serve(onnx_model, "127.0.0.1", port, ready)))
-    thread.daemon = True
-    thread.start()
-    for _ in range(200):
-        if ready.is_set():
-            break
-        threading.Event().wait(0.05)
+    url = start_server(onnx_model)
     audio = (np.round(tone(0.6, RATE, seed=3) * 32768) / 32768).astype(np.float32)  # on the client's s16 grid
-    data = asyncio.run(encode_remote(f"ws://127.0.0.1:{port}", audio, RATE, levels=2))
+    data = asyncio.run(encode_remote(url, audio, RATE, levels=2))
     expected = io.BytesIO()
     encode_audio(onnx_model, audio, RATE, expected, levels=2)
     assert np.array_equal(codes_of(data), codes_of(expected.getvalue()))

@@ -6,11 +6,9 @@ import asyncio
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
-import threading
 
 import numpy as np
 import pytest
@@ -22,7 +20,7 @@ from codec.bitstream import CodesReader
 from codec.compress import decode_file, decode_stream, encode_audio, encode_file
 from codec.errors import CodecError
 from codec.streaming import StreamingDecoder, StreamingEncoder
-from tests.conftest import make_tiny, tone
+from tests.conftest import make_tiny, start_server, tone
 from tests.fuzzing import layout as fuzz_layout
 
 HOP = 12  # tiny.yaml at 8 kHz
@@ -168,23 +166,11 @@ def test_pipe_errors_are_one_line(tmp_path, tiny_model_file):
 @pytest.fixture(scope="module")
 def server_url():
     pytest.importorskip("websockets")
-    from codec.serve import ServerLimits, serve
+    from codec.serve import ServerLimits
 
     model = make_tiny()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    loop = asyncio.new_event_loop()
-    ready = asyncio.Event()
     bounds = ServerLimits(idle_seconds=3.0, max_connections=24)  # short, so the idle test is quick
-    thread = threading.Thread(target=lambda: loop.run_until_complete(serve(model, "127.0.0.1", port, ready, bounds)))
-    thread.daemon = True
-    thread.start()
-    for _ in range(200):
-        if ready.is_set():
-            break
-        threading.Event().wait(0.05)
-    yield f"ws://127.0.0.1:{port}", model
+    yield start_server(model, bounds), model
 
 
 def test_two_concurrent_clients_round_trip(server_url):
