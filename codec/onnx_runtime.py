@@ -60,7 +60,9 @@ class OnnxSide:
         self.state = {s["name"]: np.zeros(s["shape"], np.float32) for s in self.spec["states"]}
 
     def step(self, x: np.ndarray) -> np.ndarray:
-        """Encoder: audio [B, C, hop] float32 -> codes [B, levels * G, 1]. Decoder: codes [B, L * G, 1] -> audio."""
+        """Encoder: audio [B, C, F * hop] float32 -> codes [B, levels * G, F]. Decoder: codes [B, L * G, F] -> audio.
+
+        F is 1, or any number when the manifest says `"frames_per_call": "any"` (graphs exported since then)."""
         outputs = self.session.run(None, {self.spec["input"]: x, **self.state})
         for s, value in zip(self.spec["states"], outputs[1:], strict=True):
             self.state[s["name"]] = value
@@ -74,16 +76,35 @@ def pad_levels(codes: np.ndarray, manifest: dict) -> np.ndarray:
     return np.concatenate([codes, np.full((B, full - NC, F), manifest["pad_code"], np.int64)], axis=1)
 
 
-class OnnxEncoder:
-    """Audio chunks of any length -> codes of the frames they complete, one encoder-graph call per frame.
+def blocks_of(manifest: dict, frames_per_call: int) -> int:
+    """How many frames one graph call may take: `frames_per_call`, or 1 for graphs that take one frame only."""
+    if frames_per_call < 1:
+        raise ValueError("frames_per_call must be at least 1")
+    return frames_per_call if manifest.get("frames_per_call") == "any" else 1
 
-    Samples wait here until a frame is whole, so every frame is the same graph call on same-shaped arrays: the
-    codes are bitwise the same however the audio is chunked (one sample at a time, odd sizes or the whole
-    file at once, which is what `encode` does). One stream (batch 1); audio [C, T] float32 at the model's rate.
+
+class OnnxEncoder:
+    """Audio chunks of any length -> codes of the frames they complete.
+
+    Samples wait here until a frame is whole. With `frames_per_call` 1 (the default) every frame is the same graph
+    call on same-shaped arrays, so the codes are bitwise the same however the audio is chunked (one sample at a
+    time, odd sizes or the whole file at once, which is what `encode` does). A larger `frames_per_call` codes up
+    to that many whole frames per call: far cheaper on files, but then the call shapes follow the chunking, and
+    the codes equal the frame-by-frame ones except where rounding flips a near-tie of the search.
+    One stream (batch 1); audio [C, T] float32 at the model's rate.
     """
 
-    def __init__(self, onnx_dir: str | Path, *, levels: int | None = None, threads: int = 1, session=None) -> None:
+    def __init__(
+        self,
+        onnx_dir: str | Path,
+        *,
+        levels: int | None = None,
+        threads: int = 1,
+        session=None,
+        frames_per_call: int = 1,
+    ) -> None:
         self.side = OnnxSide(onnx_dir, "encoder", threads=threads, session=session)
+        self.block = blocks_of(self.side.manifest, frames_per_call)
         m = self.manifest = self.side.manifest
         levels = levels or m["levels"]
         if not 1 <= levels <= m["levels"]:
@@ -101,8 +122,9 @@ class OnnxEncoder:
         pending = np.concatenate([self.pending, audio], -1)
         whole = pending.shape[-1] - pending.shape[-1] % self.hop
         self.pending = pending[..., whole:]
-        frames = [np.ascontiguousarray(pending[..., i : i + self.hop]) for i in range(0, whole, self.hop)]
-        codes = [self.side.step(frame)[:, : self.width] for frame in frames]
+        size = self.block * self.hop
+        blocks = [np.ascontiguousarray(pending[..., i : min(i + size, whole)]) for i in range(0, whole, size)]
+        codes = [self.side.step(block)[:, : self.width] for block in blocks]
         return np.concatenate(codes, -1) if codes else np.zeros((1, self.width, 0), np.int64)
 
     def flush(self) -> np.ndarray:
@@ -120,18 +142,21 @@ class OnnxEncoder:
 
 
 class OnnxDecoder:
-    """Codes [1, n * G, F] of any level count n -> audio [1, C, F * hop], one decoder-graph call per frame."""
+    """Codes [1, n * G, F] of any level count n -> audio [1, C, F * hop]: one decoder-graph call per frame, or per
+    block of up to `frames_per_call` frames (cheaper; the audio then agrees with frame-by-frame decoding to float
+    rounding)."""
 
-    def __init__(self, onnx_dir: str | Path, *, threads: int = 1, session=None) -> None:
+    def __init__(self, onnx_dir: str | Path, *, threads: int = 1, session=None, frames_per_call: int = 1) -> None:
         self.side = OnnxSide(onnx_dir, "decoder", threads=threads, session=session)
         self.manifest = self.side.manifest
+        self.block = blocks_of(self.manifest, frames_per_call)
 
     def reset(self) -> None:
         self.side.reset()
 
     def push(self, codes: np.ndarray) -> np.ndarray:
         full = pad_levels(np.asarray(codes, np.int64), self.manifest)
-        audio = [self.side.step(full[..., i : i + 1]) for i in range(full.shape[-1])]
+        audio = [self.side.step(full[..., i : i + self.block]) for i in range(0, full.shape[-1], self.block)]
         return np.concatenate(audio, -1) if audio else np.zeros((1, self.manifest["channels"], 0), np.float32)
 
     def decode(self, codes: np.ndarray) -> np.ndarray:

@@ -115,9 +115,10 @@ class StreamingEncoder(_Streams):
         if self._onnx is not None:
             from codec.onnx_runtime import OnnxEncoder
 
-            session = self._onnx.session("encoder")
+            session, per_call = self._onnx.session("encoder"), self._onnx.frames_per_call
             self._frames = [
-                OnnxEncoder(self._onnx.onnx_dir, levels=self.levels, session=session) for _ in range(batch_size)
+                OnnxEncoder(self._onnx.onnx_dir, levels=self.levels, session=session, frames_per_call=per_call)
+                for _ in range(batch_size)
             ]
         self.samples_in = 0  # per stream, at the input rate
         self._model_samples = 0  # per stream, fed to the model
@@ -172,8 +173,10 @@ class StreamingDecoder(_Streams):
         if self._onnx is not None:
             from codec.onnx_runtime import OnnxDecoder
 
-            session = self._onnx.session("decoder")
-            self._frames = [OnnxDecoder(self._onnx.onnx_dir, session=session) for _ in range(batch_size)]
+            session, per_call = self._onnx.session("decoder"), self._onnx.frames_per_call
+            self._frames = [
+                OnnxDecoder(self._onnx.onnx_dir, session=session, frames_per_call=per_call) for _ in range(batch_size)
+            ]
 
     def push(self, codes) -> np.ndarray:
         codes = torch.as_tensor(codes, dtype=torch.long).to(self._device)

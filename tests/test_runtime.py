@@ -24,6 +24,7 @@ from codec.bitstream import CodesReader
 from codec.cli import main
 from codec.compress import decode_stream, encode_audio
 from codec.errors import CodecError
+from codec.runtime import FILE_FRAMES_PER_CALL
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -53,7 +54,7 @@ def cache(tmp_path_factory):
 def onnx_model(cache, tiny_model):
     from codec.runtime import with_runtime
 
-    return with_runtime(tiny_model, "onnx")  # exports into the cache
+    return with_runtime(tiny_model, "onnx", live=True)  # exports into the cache; one frame per graph call
 
 
 @pytest.fixture
@@ -72,8 +73,9 @@ def test_onnx_runtime_exports_once_into_the_cache_and_auto_uses_it(cache, tiny_m
     assert isinstance(onnx_model, OnnxCodec) and onnx_model.onnx_dir == folder
     assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no temporary folder left behind
     stamp = (folder / "encoder.onnx").stat().st_mtime_ns
-    assert isinstance(with_runtime(tiny_model, "auto", live=True), OnnxCodec)  # cached: live coding takes ONNX
-    assert with_runtime(tiny_model, "auto") is tiny_model  # files: torch's batched calls are cheaper
+    live, files = with_runtime(tiny_model, "auto", live=True), with_runtime(tiny_model, "auto")
+    assert isinstance(live, OnnxCodec) and isinstance(files, OnnxCodec)  # cached: auto takes the ONNX path
+    assert (live.frames_per_call, files.frames_per_call) == (1, FILE_FRAMES_PER_CALL)
     assert with_runtime(tiny_model, "onnx").onnx_dir == folder and (folder / "encoder.onnx").stat().st_mtime_ns == stamp
     assert with_runtime(tiny_model, "torch") is tiny_model
     # the facts of the model are the torch model's
@@ -104,11 +106,15 @@ def test_encode_and_decode_verbs_on_onnx_match_the_runner_and_torch(
         codes = tmp_path / f"{runtime}.codes"
         assert main(["encode", str(path), str(codes), "-m", str(model_file), "-l", "3", "--runtime", runtime]) == 0
         out[runtime] = codes.read_bytes()
-    assert out["auto"] == out["torch"]  # files: auto runs torch even with the graphs cached
-    reference = OnnxEncoder(onnx_model.onnx_dir, levels=3).encode(audio)  # [1, 3 * G, F], whole signal at once
-    got = codes_of(out["onnx"])  # [F, 1, 3 * G]
-    assert np.array_equal(got.transpose(1, 2, 0), reference)
-    differ, frames, gap = parting_gaps(tiny_model, torch.from_numpy(audio)[None], got.transpose(1, 2, 0), levels=3)
+    assert out["auto"] == out["onnx"]  # the graphs are cached, so auto ran them
+    # a file goes through the graphs in blocks of FILE_FRAMES_PER_CALL frames: the runner's offline encode with
+    # the same blocks gives the same codes; frame by frame, the same but for near-ties
+    blocks = OnnxEncoder(onnx_model.onnx_dir, levels=3, frames_per_call=FILE_FRAMES_PER_CALL).encode(audio)
+    got = codes_of(out["onnx"]).transpose(1, 2, 0)  # [1, 3 * G, F]
+    assert np.array_equal(got, blocks) and got.shape[-1] > 1
+    one = OnnxEncoder(onnx_model.onnx_dir, levels=3).encode(audio)
+    assert (got != one).any(1).mean() < 0.05
+    differ, frames, gap = parting_gaps(tiny_model, torch.from_numpy(audio)[None], got, levels=3)
     assert gap <= ONNX_TIE_RTOL, (differ, frames, gap)  # against torch: equal but for near-ties
     wavs = {}
     for runtime in ("onnx", "torch"):
@@ -121,19 +127,18 @@ def test_encode_and_decode_verbs_on_onnx_match_the_runner_and_torch(
     assert np.abs(wavs["onnx"] - wavs["torch"]).max() < 1e-4
 
 
-def test_pipes_on_onnx_give_the_offline_codes_for_any_chunking(tmp_path, speech, onnx_model, tiny_model_file):
+def test_pipes_on_onnx_give_the_frame_by_frame_codes_for_any_chunking(tmp_path, speech, onnx_model, tiny_model_file):
+    from codec.onnx_runtime import OnnxEncoder
+
     _, audio = speech
-    offline = tmp_path / "offline.codes"
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()  # s16 on the wire: compare against that input
-    sf.write(tmp_path / "s16.wav", audio.T, RATE, subtype="PCM_16")
-    assert (
-        main(["encode", str(tmp_path / "s16.wav"), str(offline), "-m", str(tiny_model_file), "--runtime", "onnx"]) == 0
-    )
+    s16 = np.frombuffer(pcm, "<i2").astype(np.float32)[None] / 32768
+    reference = OnnxEncoder(onnx_model.onnx_dir).encode(s16)  # [1, L * G, F], one frame per call
     args = ["-m", str(tiny_model_file), "--runtime", "onnx"]
     enc = subprocess.run([sys.executable, "-m", "codec", "stream-encode", *args, "--rate", str(RATE)], input=pcm,
                          capture_output=True)  # fmt: skip
     assert enc.returncode == 0, enc.stderr
-    assert np.array_equal(codes_of(enc.stdout), codes_of(offline.read_bytes()))
+    assert np.array_equal(codes_of(enc.stdout).transpose(1, 2, 0), reference)
     auto = subprocess.run([sys.executable, "-m", "codec", "stream-encode", "-m", str(tiny_model_file), "--rate",
                            str(RATE)], input=pcm, capture_output=True)  # fmt: skip
     assert auto.returncode == 0 and auto.stdout == enc.stdout  # live + cached graphs: auto runs ONNX Runtime
