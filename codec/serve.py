@@ -300,6 +300,14 @@ async def _refuse(ws, message: str, timeout: float, code: int = POLICY_VIOLATION
         ws.transport.abort()
 
 
+def warm_up(model: CodecModel) -> None:
+    """Code one frame of silence each way, so the first client does not pay for the first calls (loading numba's
+    compiled search, ONNX Runtime sessions, torch's kernels): about a second on a CPU."""
+    encoder = StreamingEncoder(model, levels=1)
+    codes = torch.cat([encoder.push(np.zeros((1, model.hop_length), np.float32)), encoder.flush()], -1)
+    StreamingDecoder(model).push(codes)
+
+
 async def serve(
     model: CodecModel, host: str, port: int, ready: asyncio.Event | None = None, bounds: ServerLimits | None = None
 ) -> None:
@@ -307,6 +315,7 @@ async def serve(
     from websockets.asyncio.server import serve as ws_serve
 
     bounds = bounds or ServerLimits()
+    warm_up(model)
     options = dict(max_size=bounds.max_message, max_queue=4, open_timeout=bounds.idle_seconds)
     async with ws_serve(make_handler(model, bounds), host, port, **options) as server:
         if ready is not None:
