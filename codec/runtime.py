@@ -82,7 +82,13 @@ class OnnxCodec:
         if side not in self._sessions:
             from codec.onnx_runtime import new_session
 
-            self._sessions[side] = new_session(self.onnx_dir, self.manifest[side]["file"])
+            try:
+                self._sessions[side] = new_session(self.onnx_dir, self.manifest[side]["file"])
+            except CodecError:
+                raise CodecError(
+                    f"the ONNX graphs in {self.onnx_dir} are damaged; delete that folder (it is exported again on the "
+                    "next --runtime onnx run) or use --runtime torch"
+                ) from None
         return self._sessions[side]
 
     def __getattr__(self, name: str):

@@ -215,6 +215,18 @@ def test_runtime_errors_are_one_line(tmp_path, monkeypatch, speech, tiny_model, 
         runtime.with_runtime(tiny_model, "onnx")
 
 
+def test_damaged_cached_graphs_are_a_one_line_error(tmp_path, onnx_model):
+    import shutil
+
+    from codec.runtime import OnnxCodec
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(onnx_model.onnx_dir, damaged)
+    (damaged / "encoder.onnx").write_bytes(b"truncated")
+    with pytest.raises(CodecError, match="delete that folder"):
+        OnnxCodec(onnx_model.model, damaged).session("encoder")
+
+
 def test_cached_graphs_of_another_model_are_refused(tmp_path, monkeypatch, onnx_model):
     from conftest import make_tiny
 
