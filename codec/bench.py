@@ -233,39 +233,20 @@ def process_costs(model: CodecModel, repeats: int = 3, stream_seconds: float = 6
         model_file = tmp / "model.safetensors"
         save_model(model, model_file, {"recipe": "codec bench"})
         env = {**os.environ, "CODEC_CACHE_DIR": str(tmp / "cache")}
-        old = os.environ.get("CODEC_CACHE_DIR")
-        os.environ["CODEC_CACHE_DIR"] = env["CODEC_CACHE_DIR"]
-        try:
-            from codec.checkpoint import load_model
-
-            export_to_cache(load_model(str(model_file)))
-        finally:
-            if old is None:
-                del os.environ["CODEC_CACHE_DIR"]
-            else:
-                os.environ["CODEC_CACHE_DIR"] = old
+        export_to_cache(model, tmp / "cache")  # the saved file has these weights, so the same id and folder
         rate = model.sample_rate
         clip, long = tmp / "one_second.wav", tmp / "long.wav"
         sf.write(clip, 0.1 * rng.standard_normal(rate), rate, subtype="PCM_16")
         sf.write(long, 0.1 * rng.standard_normal(int(stream_seconds * rate)), rate, subtype="PCM_16")
         base = [sys.executable, "-m", "codec", "--threads", "1"]
-        jobs = {
+        model_args = ["-m", str(model_file), "--runtime"]
+        jobs = {  # what -> runtime -> (argv, stdin)
             "cold_start_encode_1s": lambda runtime: (
-                [
-                    *base,
-                    "encode",
-                    str(clip),
-                    str(tmp / f"{runtime}.codes"),
-                    "-m",
-                    str(model_file),
-                    "--runtime",
-                    runtime,
-                    "-q",
-                ],
+                [*base, "encode", str(clip), str(tmp / f"{runtime}.codes"), *model_args, runtime, "-q"],
                 None,
-            ),  # fmt: skip
+            ),
             f"stream_encode_{stream_seconds:g}s": lambda runtime: (
-                [*base, "stream-encode", "-m", str(model_file), "--runtime", runtime],
+                [*base, "stream-encode", *model_args, runtime],
                 long.read_bytes(),
             ),
         }

@@ -40,9 +40,10 @@ def cache_root() -> Path:
     return Path(base) / "codec"
 
 
-def onnx_cache_dir(model: CodecModel) -> Path:
-    """Where the ONNX graphs of `model` are cached: one folder per model name and weights id."""
-    return cache_root() / "onnx" / f"{model.name}-{model.model_id}"
+def onnx_cache_dir(model: CodecModel, root: Path | None = None) -> Path:
+    """Where the ONNX graphs of `model` are cached under `root` (default `cache_root()`): one folder per model
+    name and weights id."""
+    return (root or cache_root()) / "onnx" / f"{model.name}-{model.model_id}"
 
 
 def onnxruntime_available() -> bool:
@@ -103,13 +104,14 @@ class OnnxCodec:
         self.__dict__.update(state)
 
 
-def export_to_cache(model: CodecModel) -> Path:
-    """The cached ONNX graphs of `model`, exported now if they are not there yet (atomically: a folder is
-    written beside the final one and renamed, so concurrent processes never see half a model)."""
+def export_to_cache(model: CodecModel, root: Path | None = None) -> Path:
+    """The cached ONNX graphs of `model` (under `root`, default `cache_root()`), exported now if they are not
+    there yet (atomically: a folder is written beside the final one and renamed, so concurrent processes never
+    see half a model)."""
     from codec.export_onnx import export_onnx
     from codec.onnx_runtime import load_manifest
 
-    target = onnx_cache_dir(model)
+    target = onnx_cache_dir(model, root)
     if (target / "manifest.json").is_file():
         return target
     try:
