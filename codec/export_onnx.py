@@ -113,7 +113,8 @@ def _export(step: nn.Module, example: tuple, path: Path, first: str, out: str, s
         with exporting():  # plain Conv nodes, no in-place writes (codec/modules/conv.py)
             torch.onnx.export(
                 step, example, str(path), input_names=inputs, output_names=outputs, opset_version=OPSET, dynamo=False,
-                dynamic_axes={first: {2: "time"}, out: {2: "time"}},
+                dynamic_axes={first: {0: "batch", 2: "time"}, out: {0: "batch", 2: "time"},
+                              **{name: {0: "batch"} for name in inputs[1:] + outputs[1:]}},
             )  # fmt: skip
     return [
         {"name": f"state_{i}", "layer": f"{layer}:{key}", "shape": list(s.shape)}
@@ -163,6 +164,7 @@ def export_onnx(model: CodecModel, out_dir: str | Path, *, levels: int | None = 
         "bitrate": model.bitrate(levels),
         "pad_code": model.codebook_size,
         "frames_per_call": "any",
+        "batch": "any",
         "encoder": {"file": "encoder.onnx", "input": "audio", "output": "codes", "states": enc_spec},
         "decoder": {"file": "decoder.onnx", "input": "codes", "output": "audio", "states": dec_spec},
     }

@@ -17,14 +17,20 @@ Protocol (one WebSocket connection = one stream; JSON text messages for control,
   client -> {"type": "end"} (or the end record)
   server -> any remaining PCM, {"type": "done", "samples": N}, then closes (1000)
 
+All connections share one model through a `codec.batching.FrameBatcher`: on every tick, one frame of each
+stream that has a whole frame waiting is coded in one model call (torch or ONNX Runtime) on a worker thread,
+while the event loop goes on receiving and sending. Each frame is coded from its stream's own state by a
+one-frame call, so a stream's codes are those of the same audio coded alone frame by frame (bitwise on the ONNX
+path; on torch except at near-ties of the search: codec/batching.py).
+
 Anything malformed (bad JSON, unknown mode or format, binary before "start", a packet that fails its CRC,
 codes from another model, a field outside `codec.limits`, NaN samples) gets {"type": "error", "message": "..."}
 and the connection closes with code 1008; other connections are unaffected. Each connection owns its streaming
-state; all share one model.
+state; all share one model and its batched calls.
 
 Bounds (`ServerLimits`): a message over `max_message` bytes closes with 1009; more than `max_connections` at once
 are refused with 1013; a client that sends nothing (or reads nothing) for `idle_seconds` is closed. Audio is coded
-in steps of at most STEP_SAMPLES samples, yielding to the other connections in between, and each connection is
+one frame per tick and connection, and sent back in steps of at most STEP_SAMPLES samples; each connection is
 paced to `max_speed` x real time, so a client costs memory in proportion to what it sends, never to what a
 header or start message claims.
 """
@@ -40,17 +46,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from codec import limits
 from codec.atomic import atomic_output
 from codec.audio import fit_length, read_audio, write_audio
+from codec.batching import FrameBatcher
 from codec.bitstream import CRC_BITS, CodesReader, CodesWriter, max_packet_frames
 from codec.compress import Packetizer, check_compatible, new_header
 from codec.errors import CodecError
 from codec.models.codec import CodecModel
 from codec.pcmio import FORMATS, PcmFormat
-from codec.streaming import StreamingDecoder, StreamingEncoder
 
 log = logging.getLogger("codec.serve")
 POLICY_VIOLATION = 1008
@@ -158,7 +163,7 @@ class _Stalled(Exception):
     """The client stopped reading what we send."""
 
 
-async def _encode_session(model: CodecModel, conn: _Connection, start: dict) -> None:
+async def _encode_session(model: CodecModel, batcher: FrameBatcher, conn: _Connection, start: dict) -> None:
     sample_rate = limits.check_sample_rate(start.get("sample_rate", model.sample_rate), '"sample_rate"')
     channels = limits.check_channels(start.get("channels", 1), '"channels"')
     fmt = PcmFormat(sample_rate, channels, start.get("format", "s16le"))
@@ -176,7 +181,7 @@ async def _encode_session(model: CodecModel, conn: _Connection, start: dict) -> 
         model, sample_rate=sample_rate, channels=channels, levels=levels, num_samples=None, crc_bits=crc_bits
     )
     packet_frames = limits.check_int(start.get("packet_frames", 1), '"packet_frames"', 1, max_packet_frames(header))
-    encoder = StreamingEncoder(model, levels=levels, batch_size=channels, sample_rate=sample_rate)
+    encoder = batcher.encoder(levels=levels, rows=channels, sample_rate=sample_rate)
     writer = CodesWriter(out, header)
     packets = Packetizer(writer, packet_frames)
     ready = {"type": "ready", "mode": "encode", "model": model.name, "model_id": model.model_id,
@@ -200,20 +205,20 @@ async def _encode_session(model: CodecModel, conn: _Connection, start: dict) -> 
         pcm = fmt.decode(data[:whole])
         limits.check_pcm(pcm, "the PCM")
         for i in range(0, pcm.shape[1], step):  # in steps, yielding in between: no client holds up the others
-            packets.add(encoder.push(pcm[:, i : i + step]))
+            packets.add(await encoder.push(pcm[:, i : i + step]))
             for chunk in out.take():
                 await conn.send(chunk)
             await conn.coded(min(step, pcm.shape[1] - i) / sample_rate)
         total += pcm.shape[1]
     if total:
-        packets.add(encoder.flush(), final=True)
+        packets.add(await encoder.flush(), final=True)
     writer.write_end(total)
     for chunk in out.take():
         await conn.send(chunk)
     await conn.send(json.dumps({"type": "done", "samples": total}))
 
 
-async def _decode_session(model: CodecModel, conn: _Connection, start: dict) -> None:
+async def _decode_session(model: CodecModel, batcher: FrameBatcher, conn: _Connection, start: dict) -> None:
     await conn.send(json.dumps({"type": "ready", "mode": "decode", "model": model.name, "model_id": model.model_id}))
     first = await conn.recv()
     if isinstance(first, str):
@@ -223,7 +228,7 @@ async def _decode_session(model: CodecModel, conn: _Connection, start: dict) -> 
     check_compatible(model, h, "the stream")
     rate = limits.check_sample_rate(start.get("sample_rate", h.sample_rate), '"sample_rate"')
     fmt = PcmFormat(rate, h.channels, start.get("format", "s16le"))
-    decoder = StreamingDecoder(model, batch_size=h.channels, sample_rate=fmt.sample_rate)
+    decoder = batcher.decoder(rows=h.channels, sample_rate=fmt.sample_rate)
     frame_out = -(-h.hop_length * max(rate, model.sample_rate) // model.sample_rate)  # samples per frame, at most
     step = max(1, STEP_SAMPLES // (frame_out * h.channels))
     total = 0
@@ -242,9 +247,9 @@ async def _decode_session(model: CodecModel, conn: _Connection, start: dict) -> 
             if reader.ended:
                 break
             continue
-        codes = torch.from_numpy(packet.codes).permute(1, 2, 0)
-        for i in range(0, packet.frames, step):  # in steps, yielding in between: no client holds up the others
-            pcm = decoder.push(codes[..., i : i + step])
+        codes = packet.codes.transpose(1, 2, 0)
+        for i in range(0, packet.frames, step):
+            pcm = await decoder.push(codes[..., i : i + step])
             total += pcm.shape[1]
             await conn.send(fmt.encode(pcm))
             await conn.coded(pcm.shape[1] / rate)
@@ -255,8 +260,9 @@ async def _decode_session(model: CodecModel, conn: _Connection, start: dict) -> 
     await conn.send(json.dumps({"type": "done", "samples": total}))
 
 
-def make_handler(model: CodecModel, bounds: ServerLimits | None = None):
+def make_handler(model: CodecModel, bounds: ServerLimits | None = None, batcher: FrameBatcher | None = None):
     bounds = bounds or ServerLimits()
+    batcher = batcher or FrameBatcher(model)
     open_connections = 0
 
     async def handler(ws) -> None:
@@ -271,7 +277,7 @@ def make_handler(model: CodecModel, bounds: ServerLimits | None = None):
         try:
             start = _parse_start(await conn.recv())
             session = _encode_session if start["mode"] == "encode" else _decode_session
-            await session(model, conn, start)
+            await session(model, batcher, conn, start)
             await ws.close()
         except (ProtocolError, CodecError) as e:  # bad input from the client: tell it, close, carry on
             log.info("client %s: protocol error: %s", peer, e)
@@ -300,14 +306,6 @@ async def _refuse(ws, message: str, timeout: float, code: int = POLICY_VIOLATION
         ws.transport.abort()
 
 
-def warm_up(model: CodecModel) -> None:
-    """Code one frame of silence each way, so the first client does not pay for the first calls (loading numba's
-    compiled search, ONNX Runtime sessions, torch's kernels): about a second on a CPU."""
-    encoder = StreamingEncoder(model, levels=1)
-    codes = torch.cat([encoder.push(np.zeros((1, model.hop_length), np.float32)), encoder.flush()], -1)
-    StreamingDecoder(model).push(codes)
-
-
 async def serve(
     model: CodecModel, host: str, port: int, ready: asyncio.Event | None = None, bounds: ServerLimits | None = None
 ) -> None:
@@ -315,14 +313,21 @@ async def serve(
     from websockets.asyncio.server import serve as ws_serve
 
     bounds = bounds or ServerLimits()
-    warm_up(model)
+    batcher = FrameBatcher(model)
+    batcher.warm_up()  # the first client does not pay for loading kernels and sessions (about a second)
+    if not getattr(batcher.frames, "batched", True):
+        log.warning("the ONNX graphs in %s have no batch axis (exported by an older codec): every stream is a "
+                    "call of its own; delete that folder to export them again", model.onnx_dir)  # fmt: skip
     options = dict(max_size=bounds.max_message, max_queue=4, open_timeout=bounds.idle_seconds)
-    async with ws_serve(make_handler(model, bounds), host, port, **options) as server:
-        if ready is not None:
-            ready.set()
-        for sock in server.sockets:
-            log.warning("codec serve: model %s listening on ws://%s:%d", model.name, *sock.getsockname()[:2])
-        await asyncio.Future()
+    try:
+        async with ws_serve(make_handler(model, bounds, batcher), host, port, **options) as server:
+            if ready is not None:
+                ready.set()
+            for sock in server.sockets:
+                log.warning("codec serve: model %s listening on ws://%s:%d", model.name, *sock.getsockname()[:2])
+            await asyncio.Future()
+    finally:
+        batcher.close()
 
 
 # --- client -------------------------------------------------------------------------------------------

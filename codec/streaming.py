@@ -26,6 +26,28 @@ from codec.models.codec import CodecModel
 from codec.modules.streaming import State
 
 
+class Resampler:
+    """Streaming soxr resampling of `rows` float32 streams [rows, T] (output identical to one-shot resampling)."""
+
+    def __init__(self, from_rate: int, to_rate: int, rows: int) -> None:
+        self.rows = rows
+        self._soxr = soxr.ResampleStream(from_rate, to_rate, rows, dtype="float32", quality="HQ")
+
+    def __call__(self, pcm: np.ndarray, last: bool = False) -> np.ndarray:
+        out = self._soxr.resample_chunk(np.ascontiguousarray(pcm.T), last=last)
+        return np.ascontiguousarray(np.asarray(out, dtype=np.float32).reshape(-1, self.rows).T)
+
+    def clear(self) -> None:
+        self._soxr.clear()
+
+
+def tail_padding(samples_in: int, from_rate: int, to_rate: int, fed: int, tail: int) -> int:
+    """Zero samples to add after a resampler's last output `tail` so that a stream of `samples_in` input samples,
+    `fed` of them already given to the model, reaches the rounded-up length offline resampling gives (soxr may
+    emit a sample less)."""
+    return max(resampled_length(samples_in, from_rate, to_rate) - fed - tail, 0)
+
+
 class _Streams:
     """Shared plumbing: a model, B streams, their saved state, and an optional resampler."""
 
@@ -37,11 +59,7 @@ class _Streams:
         self._frames: list = []  # ONNX: one codec.onnx_runtime encoder or decoder per stream
         self._state: dict[str, State] | None = None  # per layer, bound to the model for each call
         self._device = next(model.parameters()).device
-        self._resampler = (
-            soxr.ResampleStream(from_rate, to_rate, batch_size, dtype="float32", quality="HQ")
-            if from_rate != to_rate
-            else None
-        )
+        self._resampler = Resampler(from_rate, to_rate, batch_size) if from_rate != to_rate else None
 
     def _run(self, fn):
         """Call fn() with this object's state bound to the model's layers (updated in place)."""
@@ -51,10 +69,7 @@ class _Streams:
             return fn()
 
     def _resample(self, pcm: np.ndarray, last: bool = False) -> np.ndarray:
-        if self._resampler is None:
-            return pcm
-        out = self._resampler.resample_chunk(np.ascontiguousarray(pcm.T), last=last)
-        return np.ascontiguousarray(np.asarray(out, dtype=np.float32).reshape(-1, self.batch_size).T)
+        return pcm if self._resampler is None else self._resampler(pcm, last)
 
     def reset(self, mask: torch.Tensor | np.ndarray | None = None) -> None:
         """Start the streams selected by boolean `mask` [B] (all if None) afresh, at a frame boundary."""
@@ -131,10 +146,9 @@ class StreamingEncoder(_Streams):
     def flush(self) -> torch.Tensor:
         """Codes for whatever is left, the last partial frame zero-padded; the streams then start afresh."""
         tail = self._resample(np.zeros((self.batch_size, 0), np.float32), last=True)
-        total = resampled_length(self.samples_in, self.sample_rate, self.model.sample_rate)
-        missing = total - self._model_samples - tail.shape[1]
-        if missing > 0:  # soxr may emit a sample less than the rounded-up length the offline path pads to
-            tail = np.pad(tail, ((0, 0), (0, missing)))
+        missing = tail_padding(self.samples_in, self.sample_rate, self.model.sample_rate, self._model_samples,
+                               tail.shape[1])  # fmt: skip
+        tail = np.pad(tail, ((0, 0), (0, missing)))
         tail_codes = self._encode(tail)  # first: the flush below pads what is left after the tail
         if self._onnx is not None:
             last = torch.from_numpy(np.concatenate([frames.flush() for frames in self._frames]))

@@ -25,12 +25,12 @@ from tests.conftest import make_tiny, tone
 from tests.near_ties import ONNX_TIE_RTOL, parting_gaps
 
 
-def near_twins(model):
-    """Make codewords K/2..K-1 of every codebook copies of 0..K/2-1, nudged by about 1e-6 relative."""
+def near_twins(model, nudge: float = 1e-6):
+    """Make codewords K/2..K-1 of every codebook copies of 0..K/2-1, nudged by `nudge` relative."""
     books = model.quantizer.codebooks
     half = books.shape[2] // 2
     with torch.no_grad():
-        books[:, :, half:] = books[:, :, :half] * (1 + 1e-6)
+        books[:, :, half:] = books[:, :, :half] * (1 + nudge)
     return model
 
 
