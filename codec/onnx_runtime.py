@@ -1,7 +1,7 @@
 """Run graphs written by `codec export-onnx` with ONNX Runtime: one frame per call, state held as numpy arrays.
 
-This module needs only numpy and onnxruntime (the package's `__init__` still imports torch; the standalone
-example in docs/ONNX.md does not).
+This module needs only numpy and onnxruntime (`import codec` does not import torch; tests/test_onnx.py checks
+that this module runs with torch unimportable).
 """
 
 from __future__ import annotations

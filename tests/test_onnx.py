@@ -126,3 +126,20 @@ def test_docs_example_streams_a_wav_without_torch(tmp_path, tiny_onnx, tiny_mode
     assert gap <= ONNX_TIE_RTOL  # and torch's but at near-ties
     decoded, rate = sf.read(tmp_path / "out.wav", dtype="float32")
     assert rate == 8000 and decoded.shape == (codes.shape[-1] * tiny_model.hop_length,)
+
+
+def test_the_package_runner_works_with_torch_unimportable(tiny_onnx, tmp_path):
+    """`import codec` does not import torch: a service with the package installed runs the graphs without it."""
+    audio = tone(0.3, 8000)
+    np.save(tmp_path / "audio.npy", audio)
+    script = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import numpy as np, codec\n"
+        "from codec.onnx_runtime import OnnxDecoder, OnnxEncoder\n"
+        f"codes = OnnxEncoder({str(tiny_onnx)!r}).encode(np.load({str(tmp_path / 'audio.npy')!r}))\n"
+        f"np.save({str(tmp_path / 'codes.npy')!r}, codes)\n"
+        f"print(OnnxDecoder({str(tiny_onnx)!r}).decode(codes).shape)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert np.array_equal(np.load(tmp_path / "codes.npy"), OnnxEncoder(tiny_onnx).encode(audio))
