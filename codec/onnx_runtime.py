@@ -47,10 +47,13 @@ class OnnxSide:
         onnx_dir: a folder written by `codec export-onnx`. side: 'encoder' or 'decoder'.
         threads: ONNX Runtime intra-op threads (1 = one core). The graphs code one stream (batch 1).
         session: an existing session of this side's graph to share (then `threads` is unused).
+        manifest: the folder's manifest, already read (streams that share a session share it too).
     """
 
-    def __init__(self, onnx_dir: str | Path, side: str, *, threads: int = 1, session=None) -> None:
-        self.manifest = load_manifest(onnx_dir)
+    def __init__(
+        self, onnx_dir: str | Path, side: str, *, threads: int = 1, session=None, manifest: dict | None = None
+    ) -> None:
+        self.manifest = manifest or load_manifest(onnx_dir)
         self.spec = self.manifest[side]
         self.session = session or new_session(onnx_dir, self.spec["file"], threads=threads)
         self.reset()
@@ -102,8 +105,9 @@ class OnnxEncoder:
         threads: int = 1,
         session=None,
         frames_per_call: int = 1,
+        manifest: dict | None = None,
     ) -> None:
-        self.side = OnnxSide(onnx_dir, "encoder", threads=threads, session=session)
+        self.side = OnnxSide(onnx_dir, "encoder", threads=threads, session=session, manifest=manifest)
         self.block = blocks_of(self.side.manifest, frames_per_call)
         m = self.manifest = self.side.manifest
         levels = levels or m["levels"]
@@ -146,8 +150,11 @@ class OnnxDecoder:
     block of up to `frames_per_call` frames (cheaper; the audio then agrees with frame-by-frame decoding to float
     rounding)."""
 
-    def __init__(self, onnx_dir: str | Path, *, threads: int = 1, session=None, frames_per_call: int = 1) -> None:
-        self.side = OnnxSide(onnx_dir, "decoder", threads=threads, session=session)
+    def __init__(
+        self, onnx_dir: str | Path, *, threads: int = 1, session=None, frames_per_call: int = 1,
+        manifest: dict | None = None,
+    ) -> None:  # fmt: skip
+        self.side = OnnxSide(onnx_dir, "decoder", threads=threads, session=session, manifest=manifest)
         self.manifest = self.side.manifest
         self.block = blocks_of(self.manifest, frames_per_call)
 

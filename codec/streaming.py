@@ -132,7 +132,13 @@ class StreamingEncoder(_Streams):
 
             session, per_call = self._onnx.session("encoder"), self._onnx.frames_per_call
             self._frames = [
-                OnnxEncoder(self._onnx.onnx_dir, levels=self.levels, session=session, frames_per_call=per_call)
+                OnnxEncoder(
+                    self._onnx.onnx_dir,
+                    levels=self.levels,
+                    session=session,
+                    frames_per_call=per_call,
+                    manifest=self._onnx.manifest,
+                )
                 for _ in range(batch_size)
             ]
         self.samples_in = 0  # per stream, at the input rate
@@ -187,9 +193,10 @@ class StreamingDecoder(_Streams):
         if self._onnx is not None:
             from codec.onnx_runtime import OnnxDecoder
 
-            session, per_call = self._onnx.session("decoder"), self._onnx.frames_per_call
+            session, per_call, manifest = self._onnx.session("decoder"), self._onnx.frames_per_call, self._onnx.manifest
             self._frames = [
-                OnnxDecoder(self._onnx.onnx_dir, session=session, frames_per_call=per_call) for _ in range(batch_size)
+                OnnxDecoder(self._onnx.onnx_dir, session=session, frames_per_call=per_call, manifest=manifest)
+                for _ in range(batch_size)
             ]
 
     def push(self, codes) -> np.ndarray:
