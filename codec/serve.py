@@ -65,6 +65,7 @@ MAX_CONNECTIONS = 64  # more at once are refused with 1013 (try again later)
 IDLE_SECONDS = 30.0  # a connection that sends nothing, or reads nothing we send, for this long is closed
 MAX_SPEED = 100.0  # seconds of audio one connection may have coded per second of wall time, after
 BURST_SECONDS = 10.0  # of audio coded at full speed
+AHEAD_SECONDS = 2.0  # the clients here send at most this much audio (or codes) ahead of what has come back
 STEP_SAMPLES = 2**16  # samples (all channels, at the larger of the two rates) coded between yields to others
 
 
@@ -318,7 +319,9 @@ async def serve(
     if not getattr(batcher.frames, "batched", True):
         log.warning("the ONNX graphs in %s have no batch axis (exported by an older codec): every stream is a "
                     "call of its own; delete that folder to export them again", model.onnx_dir)  # fmt: skip
-    options = dict(max_size=bounds.max_message, max_queue=4, open_timeout=bounds.idle_seconds)
+    # no keepalive pings: a pong queues behind the audio a fast client has sent, and the idle timeout already
+    # closes dead connections
+    options = dict(max_size=bounds.max_message, max_queue=4, open_timeout=bounds.idle_seconds, ping_interval=None)
     try:
         async with ws_serve(make_handler(model, bounds, batcher), host, port, **options) as server:
             if ready is not None:
@@ -343,33 +346,47 @@ async def encode_remote(
     packet_crc: int = 32,
 ) -> bytes:
     """Send float audio [C, T] to a `codec serve` for encoding; returns the .codes bytes it streams back.
-    `packet_crc` 16 or 8 asks for lighter packet checks (a version-2 stream)."""
+    `packet_crc` 16 or 8 asks for lighter packet checks (a version-2 stream).
+
+    Flow control: at most AHEAD_SECONDS of audio is sent beyond the frames whose packets have come back, so a
+    client faster than the server never piles audio up in the connection's buffers."""
     from websockets.asyncio.client import connect
 
     fmt = PcmFormat(sample_rate, audio.shape[0], "s16le")
-    async with connect(url, max_size=2**24) as ws:
+    async with connect(url, max_size=2**24, ping_interval=None) as ws:
         start = {"type": "start", "mode": "encode", "sample_rate": sample_rate, "channels": audio.shape[0],
                  "format": fmt.format, "bitrate": bitrate, "levels": levels}  # fmt: skip
         if packet_crc != 32:
             start["packet_crc"] = packet_crc
         await ws.send(json.dumps(start))
-        _expect(await ws.recv(), "ready")
+        message = await ws.recv()
+        _expect(message, "ready")
+        frame_samples = json.loads(message)["frame_samples"]
         received: list[bytes] = []
+        progress = asyncio.Event()
 
         async def receive() -> None:
             async for message in ws:
                 if isinstance(message, bytes):
                     received.append(message)
+                    progress.set()
                 elif _expect(message, "done"):
                     return
 
         receiver = asyncio.create_task(receive())
         step = max(1, int(chunk_seconds * sample_rate))
+        ahead = AHEAD_SECONDS * sample_rate
         for i in range(0, audio.shape[1], step):
+            # packets after the header, one frame each by default: the audio they cover has been coded
+            while i - (len(received) - 1) * frame_samples > ahead and not receiver.done():
+                await _progress(progress, receiver)
+            if receiver.done():
+                break  # the server ended the stream (an error): the receiver raises it below
             await ws.send(fmt.encode(audio[:, i : i + step]))
             if realtime:
                 await asyncio.sleep(chunk_seconds)
-        await ws.send(json.dumps({"type": "end"}))
+        else:
+            await ws.send(json.dumps({"type": "end"}))
         await receiver
     return b"".join(received)
 
@@ -380,33 +397,57 @@ async def decode_remote(url: str, data: bytes, *, sample_rate: int | None = None
 
     reader = CodesReader(io.BytesIO(data), "input")
     h = reader.header
-    bounds = [reader.header_size] + [p.offset + p.size for p in reader.packets()] + [len(data)]
-    pieces = [data[a:b] for a, b in zip([0, *bounds[:-1]], bounds, strict=True) if b > a]  # header, packets, end record
+    packets = list(reader.packets())
+    bounds = [reader.header_size] + [p.offset + p.size for p in packets] + [len(data)]
+    sizes = [0] + [p.frames for p in packets] + [0]  # frames in each piece
+    pairs = [(data[a:b], n) for a, b, n in zip([0, *bounds[:-1]], bounds, sizes, strict=True) if b > a]
+    pieces, frames = [p for p, _ in pairs], [n for _, n in pairs]  # header, packets, end record
     fmt = PcmFormat(sample_rate or h.sample_rate, h.channels, "f32le")
-    async with connect(url, max_size=2**24) as ws:
+    frame_out = h.hop_length * fmt.sample_rate / h.model_sample_rate  # output samples per frame
+    async with connect(url, max_size=2**24, ping_interval=None) as ws:
         start = {"type": "start", "mode": "decode", "format": fmt.format}
         if sample_rate:
             start["sample_rate"] = sample_rate
         await ws.send(json.dumps(start))
         _expect(await ws.recv(), "ready")
         chunks: list[np.ndarray] = []
+        progress = asyncio.Event()
+        done_samples = 0
 
         async def receive() -> None:
+            nonlocal done_samples
             async for message in ws:
                 if isinstance(message, bytes):
                     chunks.append(fmt.decode(message))
+                    done_samples += chunks[-1].shape[1]
+                    progress.set()
                 elif _expect(message, "done"):
                     return
 
         receiver = asyncio.create_task(receive())
-        for piece in pieces:
+        sent_frames, ahead = 0, AHEAD_SECONDS * h.frame_rate
+        for piece, n in zip(pieces, frames, strict=True):  # header, packets, end record
+            while sent_frames - done_samples / frame_out > ahead and not receiver.done():
+                await _progress(progress, receiver)
+            if receiver.done():
+                break
             await ws.send(piece)
-        await ws.send(json.dumps({"type": "end"}))
+            sent_frames += n
+        else:
+            await ws.send(json.dumps({"type": "end"}))
         await receiver
     audio = np.concatenate(chunks, axis=1) if chunks else np.zeros((h.channels, 0), np.float32)
     if reader.num_samples is not None:
         audio = fit_length(audio, reader.num_samples)
     return audio, fmt.sample_rate
+
+
+async def _progress(progress: asyncio.Event, receiver: asyncio.Task) -> None:
+    """Wait until the receiver gets something (or ends)."""
+    progress.clear()
+    waiter = asyncio.ensure_future(progress.wait())
+    await asyncio.wait([receiver, waiter], return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
 
 
 def _run_remote(url: str, coroutine):
