@@ -181,3 +181,22 @@ def test_server_sessions_at_once_get_the_codes_of_each_stream_alone(runtime, req
             continue
         differ, frames, gap = parting_gaps(model, torch.from_numpy(audios[s])[None], codes, 2 + s % 3)
         assert gap <= TIE_RTOL, f"session {s}: {differ} of {frames} frames part at a gap of {gap:.1e}, not a tie"
+
+
+def test_graphs_without_a_batch_axis_are_called_once_per_stream(onnx_twins, tmp_path):
+    """Graphs cached by an older codec (no batch axis, no "batch" in the manifest) still serve, one call per stream."""
+    import json
+    import shutil
+
+    from codec.runtime import OnnxCodec
+
+    old = tmp_path / "old"
+    shutil.copytree(onnx_twins.onnx_dir, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["batch"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    model = OnnxCodec(onnx_twins.model, old)
+    got, batcher = _run_all(model)
+    assert not batcher.frames.batched
+    for i, codes in enumerate(got):
+        assert torch.equal(codes, _alone(onnx_twins, i)), f"stream {i} {STREAMS[i]}"
