@@ -83,6 +83,16 @@ async def load(url: str, sessions: int, seconds: float, rate: int) -> dict:
     }  # fmt: skip
 
 
+def _cpu_seconds(server) -> float:
+    """User + system CPU seconds of a spawned server process so far (Linux /proc); 0 without one."""
+    if server is None:
+        return 0.0
+    import os
+
+    fields = open(f"/proc/{server.pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="ws://127.0.0.1:8765")
@@ -105,7 +115,11 @@ def main() -> None:
         threading.Thread(target=server.stderr.read, daemon=True).start()  # keep draining its log
     try:
         for n in (int(s) for s in args.sessions.split(",")):
-            print(json.dumps({**asyncio.run(load(args.url, n, args.seconds, args.rate)), "runtime": args.runtime}))
+            before = _cpu_seconds(server)
+            row = {**asyncio.run(load(args.url, n, args.seconds, args.rate)), "runtime": args.runtime}
+            if server is not None:  # the server's CPU time per second of audio it coded, all sessions together
+                row["server_cpu_per_audio_s"] = round((_cpu_seconds(server) - before) / (n * args.seconds), 3)
+            print(json.dumps(row), flush=True)
     finally:
         if server is not None:
             server.terminate()
