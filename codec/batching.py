@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from codec.errors import CodecError
+from codec.onnx_runtime import pad_levels
 from codec.streaming import Resampler, tail_padding
 
 SIDES = ("encoder", "decoder")
@@ -73,9 +74,7 @@ class _OnnxFrames:
     exported before the axis existed are called once per stream)."""
 
     def __init__(self, codec) -> None:
-        from codec.onnx_runtime import pad_levels
-
-        self.manifest, self._pad_levels = codec.manifest, pad_levels
+        self.manifest = codec.manifest
         self.sessions = {side: codec.session(side) for side in SIDES}
         self.batched = self.manifest.get("batch") == "any"
 
@@ -92,7 +91,7 @@ class _OnnxFrames:
         if side == "encoder":
             x = np.concatenate(inputs)[:, None]
         else:
-            x = np.concatenate([self._pad_levels(c, self.manifest) for c in inputs])
+            x = np.concatenate([pad_levels(c, self.manifest) for c in inputs])
         feed = {s["name"]: np.concatenate([st.state[s["name"]] for st in streams]) for s in spec["states"]}
         outputs = self.sessions[side].run(None, {spec["input"]: x, **feed})
         rows = np.cumsum([s.rows for s in streams])[:-1]

@@ -45,7 +45,8 @@ class OnnxSide:
 
     Args:
         onnx_dir: a folder written by `codec export-onnx`. side: 'encoder' or 'decoder'.
-        threads: ONNX Runtime intra-op threads (1 = one core). The graphs code one stream (batch 1).
+        threads: ONNX Runtime intra-op threads (1 = one core). This object holds one stream's state (batch 1;
+        the graphs take any batch, which `codec.batching` uses to code many streams per call).
         session: an existing session of this side's graph to share (then `threads` is unused).
         manifest: the folder's manifest, already read (streams that share a session share it too).
     """

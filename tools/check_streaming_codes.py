@@ -32,11 +32,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 
 from codec import load_model
 from codec.audio import read_audio, resample
 from codec.bitstream import CodesReader
+from codec.compress import encode_audio
 from codec.runtime import with_runtime
 from codec.streaming import StreamingEncoder
 
@@ -143,13 +145,9 @@ def main() -> None:
         served = server_codes(live, clips, rate)
         for path, audio, from_server in zip(files, clips, served, strict=True):
             wav = tmp / "clip.wav"
-            import soundfile as sf
-
             sf.write(wav, audio.T, rate, subtype="PCM_16")
             ref = live_codes(live, audio, [base.hop_length] * -(-audio.shape[1] // base.hop_length))
             out = io.BytesIO()
-            from codec.compress import encode_audio
-
             encode_audio(files_model, audio, rate, out, levels=base.num_levels)
             paths = {
                 "file": codes_of(out.getvalue()),
