@@ -13,6 +13,11 @@ import numpy as np
 
 from codec.errors import CodecError
 
+# The exporter's revision (manifest "graph_revision"; cached graphs live in a folder named with it). 2: one-frame
+# graphs beside the general ones, 2-d convolutions, constant pre-transposed codebooks, a search whose rows do not
+# depend on the batch. Graphs of an older revision still run, slower.
+GRAPH_REVISION = 2
+
 
 def load_manifest(onnx_dir: str | Path) -> dict:
     path = Path(onnx_dir) / "manifest.json"
@@ -40,6 +45,40 @@ def new_session(onnx_dir: str | Path, file: str, *, threads: int = 1):
         raise CodecError(f"cannot load {path} ({e}); export the model again with `codec export-onnx`") from None
 
 
+class Sessions:
+    """The ONNX Runtime sessions of one exported folder, made on first use and shared by every stream that is
+    given this object: per side ('encoder', 'decoder') the graph of any batch and frame count, and the one-frame
+    graph of one stream (`frame=True`; manifest `frame_file`, exported since codec 0.x: static shapes, which
+    ONNX Runtime runs about 1.5x faster per live frame; folders without it use the general graph).
+
+    `damaged`: the advice of the error raised when a graph cannot be loaded (default: export it again)."""
+
+    def __init__(
+        self, onnx_dir: str | Path, manifest: dict | None = None, *, threads: int = 1, damaged: str | None = None
+    ) -> None:
+        self.onnx_dir, self.threads, self.damaged = Path(onnx_dir), threads, damaged
+        self.manifest = manifest or load_manifest(onnx_dir)
+        self._made: dict[str, object] = {}
+
+    def has_frame_graph(self, side: str) -> bool:
+        return "frame_file" in self.manifest[side]
+
+    def get(self, side: str, *, frame: bool = False):
+        spec = self.manifest[side]
+        file = spec["frame_file"] if frame and "frame_file" in spec else spec["file"]
+        if file not in self._made:
+            try:
+                self._made[file] = new_session(self.onnx_dir, file, threads=self.threads)
+            except CodecError:
+                if self.damaged is None:
+                    raise
+                raise CodecError(f"the ONNX graphs in {self.onnx_dir} are damaged; {self.damaged}") from None
+        return self._made[file]
+
+    def __getstate__(self) -> dict:  # worker processes make their own sessions
+        return {**self.__dict__, "_made": {}}
+
+
 class OnnxSide:
     """One direction (encoder or decoder) of one stream: `step(x)` codes one frame and keeps the state.
 
@@ -47,16 +86,23 @@ class OnnxSide:
         onnx_dir: a folder written by `codec export-onnx`. side: 'encoder' or 'decoder'.
         threads: ONNX Runtime intra-op threads (1 = one core). This object holds one stream's state (batch 1;
         the graphs take any batch, which `codec.batching` uses to code many streams per call).
-        session: an existing session of this side's graph to share (then `threads` is unused).
-        manifest: the folder's manifest, already read (streams that share a session share it too).
+        sessions: a `Sessions` of this folder to share with other streams (then `threads` is unused).
+        manifest: the folder's manifest, already read (streams that share sessions share it too).
+        frame: whether calls will be mostly one frame; that graph is loaded now (a damaged one is reported here).
+
+    A call of one frame runs the one-frame graph (where the folder has one), a block of frames the general graph;
+    the encoder's two graphs give bitwise the same codes and states for one frame (tests/test_onnx.py).
     """
 
     def __init__(
-        self, onnx_dir: str | Path, side: str, *, threads: int = 1, session=None, manifest: dict | None = None
-    ) -> None:
-        self.manifest = manifest or load_manifest(onnx_dir)
-        self.spec = self.manifest[side]
-        self.session = session or new_session(onnx_dir, self.spec["file"], threads=threads)
+        self, onnx_dir: str | Path, side: str, *, threads: int = 1, sessions: Sessions | None = None,
+        manifest: dict | None = None, frame: bool = True,
+    ) -> None:  # fmt: skip
+        self.sessions = sessions or Sessions(onnx_dir, manifest, threads=threads)
+        self.manifest = self.sessions.manifest
+        self.side, self.spec = side, self.manifest[side]
+        self.sessions.get(side, frame=frame)
+        self.frame_length = self.manifest["hop_length"] if side == "encoder" else 1  # of the input's last axis
         self.reset()
 
     def reset(self) -> None:
@@ -67,7 +113,8 @@ class OnnxSide:
         """Encoder: audio [B, C, F * hop] float32 -> codes [B, levels * G, F]. Decoder: codes [B, L * G, F] -> audio.
 
         F is 1, or any number when the manifest says `"frames_per_call": "any"` (graphs exported since then)."""
-        outputs = self.session.run(None, {self.spec["input"]: x, **self.state})
+        frame = x.shape[0] == 1 and x.shape[-1] == self.frame_length
+        outputs = self.sessions.get(self.side, frame=frame).run(None, {self.spec["input"]: x, **self.state})
         for s, value in zip(self.spec["states"], outputs[1:], strict=True):
             self.state[s["name"]] = value
         return outputs[0]
@@ -104,11 +151,12 @@ class OnnxEncoder:
         *,
         levels: int | None = None,
         threads: int = 1,
-        session=None,
+        sessions: Sessions | None = None,
         frames_per_call: int = 1,
         manifest: dict | None = None,
     ) -> None:
-        self.side = OnnxSide(onnx_dir, "encoder", threads=threads, session=session, manifest=manifest)
+        self.side = OnnxSide(onnx_dir, "encoder", threads=threads, sessions=sessions, manifest=manifest,
+                             frame=frames_per_call == 1)  # fmt: skip
         self.block = blocks_of(self.side.manifest, frames_per_call)
         m = self.manifest = self.side.manifest
         levels = levels or m["levels"]
@@ -152,10 +200,11 @@ class OnnxDecoder:
     rounding)."""
 
     def __init__(
-        self, onnx_dir: str | Path, *, threads: int = 1, session=None, frames_per_call: int = 1,
+        self, onnx_dir: str | Path, *, threads: int = 1, sessions: Sessions | None = None, frames_per_call: int = 1,
         manifest: dict | None = None,
     ) -> None:  # fmt: skip
-        self.side = OnnxSide(onnx_dir, "decoder", threads=threads, session=session, manifest=manifest)
+        self.side = OnnxSide(onnx_dir, "decoder", threads=threads, sessions=sessions, manifest=manifest,
+                             frame=frames_per_call == 1)  # fmt: skip
         self.manifest = self.side.manifest
         self.block = blocks_of(self.manifest, frames_per_call)
 

@@ -4,9 +4,10 @@
 - ``onnx``: the graphs of `codec export-onnx`, run by ONNX Runtime on the CPU, one frame per call
   (`codec.onnx_runtime`). The graphs are exported on first use into the user's cache
   (`$CODEC_CACHE_DIR`, else `$XDG_CACHE_HOME/codec`, else `~/.cache/codec`; never into the package), under
-  `onnx/<model name>-<model id>/`, and reused after that.
-- ``auto`` (the default): onnx when onnxruntime is installed and this model's graphs are already in the cache,
-  torch otherwise. Run once with ``--runtime onnx`` (any verb) to fill the cache.
+  `onnx/<model name>-<model id>-r<exporter revision>/`, and reused after that.
+- ``auto`` (the default): onnx when onnxruntime is installed and this model's graphs are already in the cache
+  (graphs an older codec exported there are exported again, once, and the old folder removed), torch otherwise.
+  Run once with ``--runtime onnx`` (any verb) to fill the cache.
 
 Live streams (`stream-encode`, `stream-decode`, `serve`) call the graphs one frame at a time, so their codes do
 not depend on how the audio arrives; files (`encode`, `decode`) call them on blocks of `FILE_FRAMES_PER_CALL`
@@ -42,8 +43,22 @@ def cache_root() -> Path:
 
 def onnx_cache_dir(model: CodecModel, root: Path | None = None) -> Path:
     """Where the ONNX graphs of `model` are cached under `root` (default `cache_root()`): one folder per model
-    name and weights id."""
-    return (root or cache_root()) / "onnx" / f"{model.name}-{model.model_id}"
+    name, weights id and exporter revision (`codec.onnx_runtime.GRAPH_REVISION`)."""
+    from codec.onnx_runtime import GRAPH_REVISION
+
+    return (root or cache_root()) / "onnx" / f"{model.name}-{model.model_id}-r{GRAPH_REVISION}"
+
+
+def _stale_cache_dirs(model: CodecModel, root: Path | None = None) -> list[Path]:
+    """Folders of this model's graphs written by an older exporter (without the revision in the name, or with an
+    older one)."""
+    current = onnx_cache_dir(model, root)
+    base = f"{model.name}-{model.model_id}"
+    return [
+        p
+        for p in current.parent.glob(f"{base}*")
+        if p != current and (p.name == base or p.name.startswith(base + "-r")) and (p / "manifest.json").is_file()
+    ]
 
 
 def onnxruntime_available() -> bool:
@@ -66,7 +81,7 @@ class OnnxCodec:
     runtime = "onnx"
 
     def __init__(self, model: CodecModel, onnx_dir: str | Path, *, frames_per_call: int = 1) -> None:
-        from codec.onnx_runtime import load_manifest
+        from codec.onnx_runtime import Sessions, load_manifest
 
         self.model, self.onnx_dir, self.frames_per_call = model, Path(onnx_dir), frames_per_call
         self.manifest = load_manifest(self.onnx_dir)
@@ -76,31 +91,22 @@ class OnnxCodec:
                 f"{self.onnx_dir} holds graphs of model id {m.get('model_id')} for {m.get('levels')} levels, not of "
                 f"{model.name} (id {model.model_id}, {model.num_levels} levels); delete the folder to export again"
             )
-        self._sessions: dict[str, object] = {}
+        self.sessions = Sessions(
+            self.onnx_dir, self.manifest,
+            damaged="delete that folder (it is exported again on the next --runtime onnx run) or use --runtime torch",
+        )  # fmt: skip
 
-    def session(self, side: str):
-        """The ONNX Runtime session of `side` ('encoder' or 'decoder'), made on first use."""
-        if side not in self._sessions:
-            from codec.onnx_runtime import new_session
-
-            try:
-                self._sessions[side] = new_session(self.onnx_dir, self.manifest[side]["file"])
-            except CodecError:
-                raise CodecError(
-                    f"the ONNX graphs in {self.onnx_dir} are damaged; delete that folder (it is exported again on the "
-                    "next --runtime onnx run) or use --runtime torch"
-                ) from None
-        return self._sessions[side]
+    def session(self, side: str, *, frame: bool = False):
+        """The ONNX Runtime session of `side` ('encoder' or 'decoder'), made on first use; `frame`: the one-frame
+        graph of one stream (codec.onnx_runtime.Sessions)."""
+        return self.sessions.get(side, frame=frame)
 
     def __getattr__(self, name: str):
-        if name.startswith("__") or name in ("model", "_sessions"):  # pickling and half-built objects
+        if name.startswith("__") or name in ("model", "sessions"):  # pickling and half-built objects
             raise AttributeError(name)
         return getattr(self.model, name)
 
-    def __getstate__(self) -> dict:  # --jobs workers: sessions are made again in each process
-        return {**self.__dict__, "_sessions": {}}
-
-    def __setstate__(self, state: dict) -> None:
+    def __setstate__(self, state: dict) -> None:  # --jobs workers: Sessions pickles without its sessions
         self.__dict__.update(state)
 
 
@@ -132,6 +138,8 @@ def export_to_cache(model: CodecModel, root: Path | None = None) -> Path:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    for stale in _stale_cache_dirs(model, root):  # superseded: a later run never reads them
+        shutil.rmtree(stale, ignore_errors=True)
     return target
 
 
@@ -145,9 +153,13 @@ def with_runtime(model: CodecModel, runtime: str = "auto", *, live: bool = False
     on_cpu = next(model.parameters()).device.type == "cpu"
     per_call = 1 if live else FILE_FRAMES_PER_CALL
     if runtime == "auto":
+        if not (on_cpu and model.audio_channels == 1 and onnxruntime_available()):
+            return model
         cached = onnx_cache_dir(model)
-        if on_cpu and model.audio_channels == 1 and onnxruntime_available() and (cached / "manifest.json").is_file():
+        if (cached / "manifest.json").is_file():
             return OnnxCodec(model, cached, frames_per_call=per_call)
+        if _stale_cache_dirs(model):  # the user chose ONNX Runtime before; an older codec exported these graphs
+            return OnnxCodec(model, export_to_cache(model), frames_per_call=per_call)
         return model
     if not on_cpu:
         raise CodecError("--runtime onnx runs on the CPU; leave out --device or use --runtime torch")

@@ -130,15 +130,9 @@ class StreamingEncoder(_Streams):
         if self._onnx is not None:
             from codec.onnx_runtime import OnnxEncoder
 
-            session, per_call = self._onnx.session("encoder"), self._onnx.frames_per_call
+            onnx, per_call = self._onnx, self._onnx.frames_per_call
             self._frames = [
-                OnnxEncoder(
-                    self._onnx.onnx_dir,
-                    levels=self.levels,
-                    session=session,
-                    frames_per_call=per_call,
-                    manifest=self._onnx.manifest,
-                )
+                OnnxEncoder(onnx.onnx_dir, levels=self.levels, sessions=onnx.sessions, frames_per_call=per_call)
                 for _ in range(batch_size)
             ]
         self.samples_in = 0  # per stream, at the input rate
@@ -193,9 +187,9 @@ class StreamingDecoder(_Streams):
         if self._onnx is not None:
             from codec.onnx_runtime import OnnxDecoder
 
-            session, per_call, manifest = self._onnx.session("decoder"), self._onnx.frames_per_call, self._onnx.manifest
+            onnx = self._onnx
             self._frames = [
-                OnnxDecoder(self._onnx.onnx_dir, session=session, frames_per_call=per_call, manifest=manifest)
+                OnnxDecoder(onnx.onnx_dir, sessions=onnx.sessions, frames_per_call=onnx.frames_per_call)
                 for _ in range(batch_size)
             ]
 

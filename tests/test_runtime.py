@@ -94,6 +94,25 @@ def test_auto_is_torch_without_cached_graphs(tmp_path, monkeypatch, tiny_model):
     assert not (tmp_path / "empty").exists()  # auto never exports
 
 
+def test_auto_exports_again_over_graphs_of_an_older_exporter(tmp_path, monkeypatch, tiny_model, onnx_model):
+    """A user who ran --runtime onnx with an older codec keeps ONNX Runtime under auto, on current graphs."""
+    import json
+    import shutil
+
+    from codec.onnx_runtime import GRAPH_REVISION
+    from codec.runtime import OnnxCodec, onnx_cache_dir, with_runtime
+
+    monkeypatch.setenv("CODEC_CACHE_DIR", str(tmp_path))
+    old = tmp_path / "onnx" / f"{tiny_model.name}-{tiny_model.model_id}"  # the folder name before revisions
+    shutil.copytree(onnx_model.onnx_dir, old)
+    other = tmp_path / "onnx" / f"{tiny_model.name}-{tiny_model.model_id}x-r1"  # another model's: left alone
+    shutil.copytree(onnx_model.onnx_dir, other)
+    got = with_runtime(tiny_model, "auto", live=True)
+    assert isinstance(got, OnnxCodec) and got.onnx_dir == onnx_cache_dir(tiny_model)
+    assert json.loads((got.onnx_dir / "manifest.json").read_text())["graph_revision"] == GRAPH_REVISION
+    assert not old.exists() and other.exists()
+
+
 def test_encode_and_decode_verbs_on_onnx_match_the_runner_and_torch(
     tmp_path, speech, onnx_model, tiny_model, tiny_model_file
 ):

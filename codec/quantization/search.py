@@ -44,13 +44,28 @@ TIE_RTOL = 1e-5  # about 100 fp32 ulps of the score's scale; see "Near-ties" abo
 SearchFn = Callable[[torch.Tensor, torch.Tensor, int, str], tuple[torch.Tensor, torch.Tensor]]
 
 
+def book_terms(book: torch.Tensor, lookup: str) -> torch.Tensor:
+    """The per-codeword term of `level_scores` for codebooks [G, K, D]: [G, K] squared norms (euclidean) or
+    norms (cosine). It depends on the codebooks only, so the ONNX encoder graph holds it as a constant."""
+    if lookup == "euclidean":
+        return (book * book).sum(-1)
+    return book.norm(dim=-1).clamp_min(1e-12)
+
+
+def scores_from(dots: torch.Tensor, terms: torch.Tensor, lookup: str) -> torch.Tensor:
+    """Scores [G, N, K] from the dot products [G, N, K] of residuals and codewords and `book_terms` [G, K]."""
+    if lookup == "euclidean":
+        # dots + dots is 2 * dots exactly; written as a sum so that ONNX Runtime does not fold the factor into the
+        # MatMul (its scaled MatMul does not pack the constant codebook once and runs 3x slower)
+        return terms[:, None, :] - (dots + dots)
+    return -dots / terms[:, None, :]
+
+
 def level_scores(r: torch.Tensor, book: torch.Tensor, lookup: str) -> torch.Tensor:
     """Scores [G, N, K] of residuals r [G, N, D] against one level's codebooks [G, K, D]; the best code is the
-    lowest score. The one definition of the reference search's rule (also traced into the ONNX encoder graph)."""
-    dots = torch.bmm(r, book.transpose(1, 2))  # [G, N, K]
-    if lookup == "euclidean":
-        return (book * book).sum(-1)[:, None, :] - 2 * dots
-    return -dots / book.norm(dim=-1).clamp_min(1e-12)[:, None, :]
+    lowest score. The one definition of the reference search's rule (the ONNX encoder graph computes the same
+    `scores_from`, with the codebooks stored transposed and `book_terms` precomputed)."""
+    return scores_from(torch.bmm(r, book.transpose(1, 2)), book_terms(book, lookup), lookup)
 
 
 def search_torch(
