@@ -26,15 +26,18 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-
-import torch
+from typing import TYPE_CHECKING
 
 from codec import limits
 from codec.atomic import atomic_output
 from codec.audio import WRITE_FORMATS
 from codec.datadir import AUDIO_SUFFIXES, Utterance, read_data_dir, read_folder, read_list, read_span, read_wav_scp
 from codec.errors import CodecError
-from codec.models.codec import CodecModel
+
+if TYPE_CHECKING:  # torch loads only when a model does: `is_batch_input` serves the torch-free CLI path
+    import torch
+
+    from codec.models.codec import CodecModel
 
 SCP_SUFFIX = ".scp"
 LIST_SUFFIXES = (".txt", ".list", ".lst")
@@ -214,6 +217,8 @@ _WORKER: tuple = ()  # (task, state) of a --jobs worker process, set once when i
 
 def _init_worker(task: Callable, state: tuple) -> None:
     global _WORKER
+    import torch
+
     torch.set_num_threads(1)  # one process per core
     _WORKER = (task, state)
 

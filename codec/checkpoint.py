@@ -25,6 +25,7 @@ from codec import __version__
 from codec.atomic import atomic_output
 from codec.config import ModelConfig, from_dict, to_dict
 from codec.errors import CodecError
+from codec.modelfile import read_metadata, resolve_model_path, shipped_model_for_id  # noqa: F401 (re-exported)
 from codec.models.codec import CodecModel, build_model, weights_hash
 
 FORMAT_VERSION = 1
@@ -53,37 +54,6 @@ def save_model(model: CodecModel, path: str | Path, provenance: dict | None = No
     return digest
 
 
-def resolve_model_path(name_or_path: str | Path) -> Path:
-    """A shipped model's file, or the given path if it exists; a clear error otherwise."""
-    from codec import pretrained
-
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    shipped = pretrained.find(str(name_or_path))
-    if shipped is not None:
-        if not shipped.path.is_file():
-            raise CodecError(
-                f"shipped model {shipped.name} is listed in codec/pretrained/registry.json but its file "
-                f"{shipped.path} is missing from this installation; reinstall codec (pip install .) from a complete "
-                "copy, or pass another model with --model PATH"
-            )
-        return shipped.path
-    names = [m.name for m in pretrained.shipped_models()]
-    listing = f"shipped models: {', '.join(names)}" if names else "no models ship with this version"
-    if path.suffix or "/" in str(name_or_path):
-        raise CodecError(f"model file {path} not found; pass the path of a .safetensors model file ({listing})")
-    raise CodecError(f"unknown model '{name_or_path}'; {listing}; or pass the path of a model file")
-
-
-def read_metadata(path: Path) -> dict[str, str]:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return f.metadata() or {}
-    except Exception as e:  # safetensors raises several types for a bad header
-        raise CodecError(f"{path} is not a readable model file (.safetensors): {str(e).splitlines()[0]}") from None
-
-
 def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> CodecModel:
     """Rebuild a model from its file alone (or from the name of a shipped model), strictly, in eval mode."""
     path = resolve_model_path(name_or_path)
@@ -103,9 +73,12 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> 
             "upgrade the codec package"
         )
     tensors: dict[str, torch.Tensor] = {}
-    with safe_open(str(path), framework="pt") as f:
-        for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
-            tensors[key] = f.get_tensor(key)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
+                tensors[key] = f.get_tensor(key)
+    except Exception as e:  # safetensors raises several types for a damaged file
+        raise CodecError(f"{path} is not a readable model file (.safetensors): {str(e).splitlines()[0]}") from None
     while version < FORMAT_VERSION:
         if version not in MIGRATIONS:
             raise CodecError(f"{path} is model format_version {version}, which this codec cannot migrate")
@@ -138,13 +111,3 @@ def _compare_keys(expected: dict, got: dict) -> tuple[list[str], list[str]]:
     unexpected = sorted(set(got) - set(expected))
     shape = sorted(k for k in set(expected) & set(got) if expected[k].shape != got[k].shape)
     return missing + shape, unexpected
-
-
-def shipped_model_for_id(model_id: str) -> str | None:
-    """Name of the shipped model whose weights hash starts with `model_id`, if any."""
-    from codec import pretrained
-
-    for shipped in pretrained.shipped_models():
-        if shipped.path.is_file() and read_metadata(shipped.path).get("weights_hash", "").startswith(model_id):
-            return shipped.name
-    return None

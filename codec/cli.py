@@ -23,16 +23,22 @@ NO_DEFAULT = (
 )
 
 
-def _load(model: str | None, device: str = "cpu"):
-    from codec import pretrained
-    from codec.checkpoint import load_model
+_TORCH_THREADS: int | None = None  # --threads: set in torch when a verb first needs torch (see `main`)
 
-    if model is None:
-        default = pretrained.default_model()
-        if default is None:
-            raise CodecError(NO_DEFAULT)
-        model = default.name
-    return load_model(model, device=_device(device))
+
+def _set_torch_threads() -> None:
+    if _TORCH_THREADS:
+        import torch
+
+        torch.set_num_threads(_TORCH_THREADS)
+
+
+def _load(model: str | None, device: str = "cpu"):
+    from codec.checkpoint import load_model
+    from codec.modelfile import default_model_name
+
+    _set_torch_threads()
+    return load_model(default_model_name(NO_DEFAULT) if model is None else model, device=_device(device))
 
 
 def _run_with(model, args, *, live: bool = False):
@@ -41,6 +47,23 @@ def _run_with(model, args, *, live: bool = False):
     from codec.runtime import with_runtime
 
     return with_runtime(model, args.runtime, live=live)
+
+
+def _coding_model(model: str | None, args, *, live: bool = False):
+    """The model a coding verb runs. With `--runtime onnx` or `auto` on the CPU and this model's graphs already in
+    the cache, its `OnnxCodec`, found without importing torch (codec.runtime.cached_onnx_codec: a process that
+    codes one short file starts in a fraction of torch's import time); else the torch model, run by the engine
+    `--runtime` picks (which exports the graphs on a first `--runtime onnx`)."""
+    from codec.modelfile import default_model_name
+
+    name = default_model_name(NO_DEFAULT) if model is None else model
+    if args.runtime != "torch" and args.device == "cpu":
+        from codec.runtime import cached_onnx_codec
+
+        cached = cached_onnx_codec(name, live=live)
+        if cached is not None:
+            return cached
+    return _run_with(_load(name, args.device), args, live=live)
 
 
 def _need_websockets() -> None:
@@ -92,7 +115,7 @@ def cmd_encode(args) -> None:
 
     if is_batch_input(args.input):
         return _encode_batch(args)
-    model = _run_with(_load(args.model, args.device), args)
+    model = _coding_model(args.model, args)
     levels = _levels(model, args)
     header = encode_file(model, args.input, args.output, levels=levels, packet_bytes=args.packet_bytes)
     if not args.quiet:
@@ -126,11 +149,11 @@ def _encode_batch(args) -> None:
 
 def cmd_decode(args) -> None:
     from codec.batch import is_batch_input
-    from codec.compress import decode_file, model_for_codes
+    from codec.compress import decode_file, model_name_for_codes
 
     if is_batch_input(args.input):
         return _decode_batch(args)
-    model = _run_with(model_for_codes(args.input, args.model, device=_device(args.device)), args)
+    model = _coding_model(model_name_for_codes(args.input, args.model), args)
     report = decode_file(model, args.input, args.output, conceal=args.on_corrupt == "silence")
     for problem in report.damaged:
         print(f"codec: warning: {problem}; replaced by silence", file=sys.stderr)
@@ -257,7 +280,7 @@ def cmd_stream_encode(args) -> None:
     from codec.compress import encode_blocks
     from codec.pcmio import FrameReader, PcmFormat, check_format, read_wav_header
 
-    model = _run_with(_load(args.model, args.device), args, live=True)
+    model = _coding_model(args.model, args, live=True)
     levels = _levels(model, args)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     if args.rate is not None:
@@ -277,15 +300,13 @@ def cmd_stream_encode(args) -> None:
 
 def cmd_stream_decode(args) -> None:
     from codec.bitstream import CodesReader
-    from codec.compress import decode_blocks, model_for_header
+    from codec.compress import decode_blocks, model_name_for_header
     from codec.pcmio import PcmFormat, check_format, wav_header
 
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     reader = CodesReader(stdin, "stdin")
     h = reader.header
-    device = _device(args.device)
-    model = _load(args.model, args.device) if args.model else model_for_header(h, "stdin", device=device)
-    model = _run_with(model, args, live=True)
+    model = _coding_model(args.model or model_name_for_header(h, "stdin"), args, live=True)
     fmt = PcmFormat(h.sample_rate, h.channels, check_format(args.format))
     if args.wav:
         stdout.write(wav_header(fmt, h.num_samples))
@@ -691,6 +712,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Verbs that run without importing torch when the model's ONNX graphs are cached (`_coding_model`).
+TORCH_FREE_VERBS = (cmd_encode, cmd_decode, cmd_stream_encode, cmd_stream_decode)
+
+
 def _silence_stdout() -> None:
     """Point stdout at /dev/null so that the interpreter's final flush does not fail on the closed pipe too."""
     import os
@@ -708,10 +733,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.threads is not None and args.threads < 1:
             raise CodecError(f"--threads {args.threads} is not possible; give 1 or more (or leave it out)")
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
+        global _TORCH_THREADS
+        _TORCH_THREADS = args.threads
+        if args.func not in TORCH_FREE_VERBS:  # these set it only if they load torch (`_load`)
+            _set_torch_threads()
         args.func(args)
     except CodecError as e:
         if args.debug:

@@ -11,19 +11,22 @@ import dataclasses
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import soundfile as sf
-import torch
 
 from codec import bitstream, limits
 from codec.atomic import atomic_output
 from codec.audio import WRITE_FORMATS, open_audio
 from codec.bitstream import CodesHeader, CodesReader, CodesWriter
 from codec.errors import CodecError
-from codec.models.codec import CodecModel
 from codec.streaming import StreamingDecoder, StreamingEncoder
+
+if TYPE_CHECKING:  # no torch import here: with an OnnxCodec (codec.runtime) this module runs without torch
+    import torch
+
+    from codec.models.codec import CodecModel
 
 BLOCK_SECONDS = 2.0  # audio read, encoded or decoded per step: bounds memory for long files
 DECODE_FRAMES = 256  # frames decoded per step: a packet of many frames never sizes one big output
@@ -44,10 +47,10 @@ class Packetizer:
         self.writer, self.frames_per_packet, self._flush = writer, frames_per_packet, flush
         self._pending = np.zeros((0, writer.header.channels, writer.header.num_codebooks), dtype=np.int64)
 
-    def add(self, codes: torch.Tensor, final: bool = False) -> None:
-        """codes [C, levels * G, F]; `final` writes a short last packet too."""
+    def add(self, codes: torch.Tensor | np.ndarray, final: bool = False) -> None:
+        """codes [C, levels * G, F] (a CPU tensor or a numpy array); `final` writes a short last packet too."""
         if codes.shape[-1]:
-            self._pending = np.concatenate([self._pending, codes.permute(2, 0, 1).numpy()])
+            self._pending = np.concatenate([self._pending, np.asarray(codes).transpose(2, 0, 1)])
         while len(self._pending) >= self.frames_per_packet or (final and len(self._pending)):
             take = min(self.frames_per_packet, len(self._pending))
             self.writer.write_packet(self._pending[:take])
@@ -183,7 +186,7 @@ def check_compatible(model: CodecModel, header: CodesHeader, name: str) -> None:
     _check_mono_network(model)
     ours = model.model_id
     if header.model_id != ours:
-        from codec.checkpoint import shipped_model_for_id
+        from codec.modelfile import shipped_model_for_id
         from codec.pretrained import retired_model
 
         known = shipped_model_for_id(header.model_id) or retired_model(header.model_id)
@@ -264,7 +267,7 @@ def decode_blocks(
     decoder = StreamingDecoder(model, batch_size=h.channels, sample_rate=h.sample_rate)
     hold = -(-h.hop_length * h.sample_rate // h.model_sample_rate) + 64 if hold_back else 0
     trim = _Trim(h.num_samples, hold)
-    last = torch.zeros(h.channels, h.num_codebooks, 1, dtype=torch.long)
+    last = np.zeros((h.channels, h.num_codebooks, 1), np.int64)
     for packet in reader.packets():
         if packet.error is not None:
             if not conceal:
@@ -275,10 +278,10 @@ def decode_blocks(
             if packet.frames:  # frames known: keep the decoder's state moving, output silence
                 for start in range(0, packet.frames, DECODE_FRAMES):
                     n = min(DECODE_FRAMES, packet.frames - start)
-                    yield from trim.feed(np.zeros_like(decoder.push(last.expand(-1, -1, n))))
+                    yield from trim.feed(np.zeros_like(decoder.push(np.repeat(last, n, axis=-1))))
                 report.frames += packet.frames
             continue
-        codes = torch.from_numpy(packet.codes).permute(1, 2, 0)  # [C, N, frames]
+        codes = np.ascontiguousarray(packet.codes.transpose(1, 2, 0))  # [C, N, frames]
         last = codes[..., -1:]
         report.frames += packet.frames
         for start in range(0, packet.frames, DECODE_FRAMES):
@@ -357,14 +360,19 @@ def model_for_codes(input_path: str | Path, model: str | None, device: str | tor
     """The model to decode a file with: the one named, else the shipped model that made it, else the default."""
     from codec.checkpoint import load_model
 
+    return load_model(model_name_for_codes(input_path, model), device=device)
+
+
+def model_name_for_codes(input_path: str | Path, model: str | None) -> str:
+    """The name or path of the model to decode a file with (`model_for_codes`), read without torch."""
     if model is not None:
-        return load_model(model, device=device)
+        return model
     input_path = Path(input_path)
     if not input_path.is_file():
         raise CodecError(f"input file {input_path} not found")
     with open(input_path, "rb") as f:
         header = bitstream.read_header(f, str(input_path))
-    return model_for_header(header, str(input_path), device=device)
+    return model_name_for_header(header, str(input_path))
 
 
 def model_for_header(header: CodesHeader, name: str, device: str | torch.device = "cpu"):
@@ -377,7 +385,7 @@ def model_for_header(header: CodesHeader, name: str, device: str | torch.device 
 def model_name_for_header(header: CodesHeader, name: str) -> str:
     """The shipped model whose weights made `header`'s codes, else the shipped default; `name` is the input's."""
     from codec import pretrained
-    from codec.checkpoint import shipped_model_for_id
+    from codec.modelfile import shipped_model_for_id
 
     known = shipped_model_for_id(header.model_id)
     if known:

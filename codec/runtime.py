@@ -25,9 +25,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from codec import rates
 from codec.errors import CodecError
-from codec.models.codec import CodecModel
+
+if TYPE_CHECKING:  # this module imports without torch: the CLI's ONNX path never loads it
+    from codec.models.codec import CodecModel
 
 RUNTIMES = ("auto", "torch", "onnx")
 FILE_FRAMES_PER_CALL = 100  # frames per graph call when coding files (2 s at 50 Hz): 7-12x cheaper than one
@@ -44,9 +48,13 @@ def cache_root() -> Path:
 def onnx_cache_dir(model: CodecModel, root: Path | None = None) -> Path:
     """Where the ONNX graphs of `model` are cached under `root` (default `cache_root()`): one folder per model
     name, weights id and exporter revision (`codec.onnx_runtime.GRAPH_REVISION`)."""
+    return _cache_dir(model.name, model.model_id, root)
+
+
+def _cache_dir(name: str, model_id: str, root: Path | None = None) -> Path:
     from codec.onnx_runtime import GRAPH_REVISION
 
-    return (root or cache_root()) / "onnx" / f"{model.name}-{model.model_id}-r{GRAPH_REVISION}"
+    return (root or cache_root()) / "onnx" / f"{name}-{model_id}-r{GRAPH_REVISION}"
 
 
 def _stale_cache_dirs(model: CodecModel, root: Path | None = None) -> list[Path]:
@@ -70,31 +78,49 @@ def onnxruntime_available() -> bool:
 
 
 class OnnxCodec:
-    """A model whose frames run in ONNX Runtime: the torch model's facts (name, id, rates, levels, bitrates),
-    with the encoder and decoder steps of the graphs in `onnx_dir`.
+    """A model whose frames run in ONNX Runtime: the facts of the model (name, id, rates, levels, bitrates) from
+    the graphs' manifest, and the encoder and decoder steps of the graphs in `onnx_dir`.
 
     `StreamingEncoder` and `StreamingDecoder` (and with them `codec.compress` and `codec.serve`) take it in place
     of the `CodecModel`. ONNX Runtime sessions are made once per process and shared by every stream.
+    `model`: the torch model the graphs were exported from (checked against the manifest; other attributes are
+    looked up on it), or None: then nothing here needs torch (`cached_onnx_codec`).
     `frames_per_call`: 1 for live streams (codes independent of chunking), more for files (far cheaper).
     """
 
     runtime = "onnx"
 
-    def __init__(self, model: CodecModel, onnx_dir: str | Path, *, frames_per_call: int = 1) -> None:
+    def __init__(self, model: CodecModel | None, onnx_dir: str | Path, *, frames_per_call: int = 1) -> None:
         from codec.onnx_runtime import Sessions, load_manifest
 
         self.model, self.onnx_dir, self.frames_per_call = model, Path(onnx_dir), frames_per_call
-        self.manifest = load_manifest(self.onnx_dir)
-        m = self.manifest
-        if m.get("model_id") != model.model_id or m.get("levels") != model.num_levels:
+        self.manifest = m = load_manifest(self.onnx_dir)
+        if model is not None and (m.get("model_id") != model.model_id or m.get("levels") != model.num_levels):
             raise CodecError(
                 f"{self.onnx_dir} holds graphs of model id {m.get('model_id')} for {m.get('levels')} levels, not of "
                 f"{model.name} (id {model.model_id}, {model.num_levels} levels); delete the folder to export again"
             )
+        self.name, self.model_id, self.sample_rate = m["model"], m["model_id"], m["sample_rate"]
+        self.hop_length, self.audio_channels, self.num_groups = m["hop_length"], m["channels"], m["num_groups"]
+        self.num_levels, self.codebook_size, self.bits_per_code = (
+            m["num_levels"],
+            m["codebook_size"],
+            m["bits_per_code"],
+        )
+        self.frame_rate = self.sample_rate / self.hop_length
         self.sessions = Sessions(
             self.onnx_dir, self.manifest,
             damaged="delete that folder (it is exported again on the next --runtime onnx run) or use --runtime torch",
         )  # fmt: skip
+
+    def bitrate(self, levels: int) -> float:
+        return rates.bitrate(self.frame_rate, levels, self.num_groups, self.bits_per_code)
+
+    def supported_bitrates(self) -> list[float]:
+        return [self.bitrate(n) for n in range(1, self.num_levels + 1)]
+
+    def levels_for(self, *, bitrate_kbps: float | None = None, levels: int | None = None) -> tuple[int, str | None]:
+        return rates.levels_for(self.name, self.supported_bitrates(), bitrate_kbps=bitrate_kbps, levels=levels)
 
     def session(self, side: str, *, frame: bool = False):
         """The ONNX Runtime session of `side` ('encoder' or 'decoder'), made on first use; `frame`: the one-frame
@@ -102,12 +128,37 @@ class OnnxCodec:
         return self.sessions.get(side, frame=frame)
 
     def __getattr__(self, name: str):
-        if name.startswith("__") or name in ("model", "sessions"):  # pickling and half-built objects
+        if name.startswith("__") or name in ("model", "sessions", "manifest"):  # pickling and half-built objects
             raise AttributeError(name)
+        if self.model is None:
+            raise AttributeError(f"{name!r}: this model runs from its cached ONNX graphs alone (no torch model)")
         return getattr(self.model, name)
 
     def __setstate__(self, state: dict) -> None:  # --jobs workers: Sessions pickles without its sessions
         self.__dict__.update(state)
+
+
+def cached_onnx_codec(name_or_path: str, *, live: bool = False) -> OnnxCodec | None:
+    """The `OnnxCodec` of a model (a shipped model's name or a model file) from graphs already in the user's
+    cache, found and opened without importing torch; None when there are none of this exporter revision (or no
+    onnxruntime, or the file's metadata names no weights hash): the caller then loads the torch model.
+
+    The cache folder is named by the weights hash recorded in the model file; the graphs in it were exported from
+    the weights after `load_model` had checked them against that hash."""
+    from codec.modelfile import read_metadata, resolve_model_path
+
+    if not onnxruntime_available():
+        return None
+    metadata = read_metadata(resolve_model_path(name_or_path))
+    name, digest = metadata.get("name"), metadata.get("weights_hash", "")
+    if not name or len(digest) < 8:
+        return None
+    folder = _cache_dir(name, digest[:8])
+    if not (folder / "manifest.json").is_file():
+        return None
+    codec = OnnxCodec(None, folder, frames_per_call=1 if live else FILE_FRAMES_PER_CALL)
+    full = codec.audio_channels == 1 and codec.manifest.get("levels") == codec.num_levels
+    return codec if full else None
 
 
 def export_to_cache(model: CodecModel, root: Path | None = None) -> Path:
@@ -150,7 +201,7 @@ def with_runtime(model: CodecModel, runtime: str = "auto", *, live: bool = False
         raise CodecError(f"--runtime {runtime!r} is not one of: {', '.join(RUNTIMES)}")
     if runtime == "torch" or isinstance(model, OnnxCodec):
         return model
-    on_cpu = next(model.parameters()).device.type == "cpu"
+    on_cpu = next(model.parameters()).device.type == "cpu"  # a CodecModel from here on
     per_call = 1 if live else FILE_FRAMES_PER_CALL
     if runtime == "auto":
         if not (on_cpu and model.audio_channels == 1 and onnxruntime_available()):

@@ -11,19 +11,25 @@ streaming soxr resampler (identical output to one-shot resampling) sits in front
 behind the decoder, adding its filter delay to the latency.
 
 Both classes also take a `codec.runtime.OnnxCodec` in place of the model: the frames then run in ONNX
-Runtime (one graph call per frame and stream, sessions shared by all streams); everything else (resampling,
-padding, the codes' layout) is the same code.
+Runtime (one graph call per frame and stream, sessions shared by all streams) and codes are numpy arrays, not
+tensors; everything else (resampling, padding, the codes' layout) is the same code. That path never imports
+torch (this module does not either), so a CLI process on cached graphs starts without it.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import soxr
-import torch
 
 from codec.audio import resampled_length
-from codec.models.codec import CodecModel
-from codec.modules.streaming import State
+
+if TYPE_CHECKING:
+    import torch
+
+    from codec.models.codec import CodecModel
+    from codec.modules.streaming import State
 
 
 class Resampler:
@@ -58,7 +64,7 @@ class _Streams:
         self._onnx = model if getattr(model, "runtime", "torch") == "onnx" else None  # a codec.runtime.OnnxCodec
         self._frames: list = []  # ONNX: one codec.onnx_runtime encoder or decoder per stream
         self._state: dict[str, State] | None = None  # per layer, bound to the model for each call
-        self._device = next(model.parameters()).device
+        self._device = None if self._onnx is not None else next(model.parameters()).device
         self._resampler = Resampler(from_rate, to_rate, batch_size) if from_rate != to_rate else None
 
     def _run(self, fn):
@@ -82,17 +88,19 @@ class _Streams:
             return
         if self._resampler is not None:
             raise ValueError("per-stream reset needs input at the model's sample rate (no resampler in front)")
-        mask = torch.as_tensor(mask, dtype=torch.bool)
         if self._onnx is not None:
-            for frames, chosen in zip(self._frames, mask.tolist(), strict=True):
+            for frames, chosen in zip(self._frames, np.asarray(mask, dtype=bool).tolist(), strict=True):
                 if chosen:
                     frames.reset()
             return
+        import torch
+
+        mask = torch.as_tensor(mask, dtype=torch.bool)
         self._run(lambda: self.model.reset_streaming(mask))
 
 
 def _as_batch(pcm, batch_size: int) -> np.ndarray:
-    array = pcm.detach().cpu().numpy() if isinstance(pcm, torch.Tensor) else np.asarray(pcm)
+    array = pcm.detach().cpu().numpy() if hasattr(pcm, "detach") else np.asarray(pcm)  # a torch tensor, or numpy
     array = array.astype(np.float32, copy=False)
     if array.ndim == 1 and batch_size == 1:
         array = array[None]
@@ -113,6 +121,7 @@ class StreamingEncoder(_Streams):
 
     `push(pcm [B, T]) -> codes [B, levels * G, F]` for the frames completed by this chunk (F may be 0);
     `flush() -> codes` of the last partial frame. `notice` holds a message if the bitrate was rounded down.
+    Codes are int64 torch tensors (on the CPU) for a `CodecModel`, numpy arrays for an `OnnxCodec`.
     """
 
     def __init__(
@@ -138,12 +147,12 @@ class StreamingEncoder(_Streams):
         self.samples_in = 0  # per stream, at the input rate
         self._model_samples = 0  # per stream, fed to the model
 
-    def push(self, pcm) -> torch.Tensor:
+    def push(self, pcm) -> torch.Tensor | np.ndarray:
         pcm = _as_batch(pcm, self.batch_size)
         self.samples_in += pcm.shape[1]
         return self._encode(self._resample(pcm))
 
-    def flush(self) -> torch.Tensor:
+    def flush(self) -> torch.Tensor | np.ndarray:
         """Codes for whatever is left, the last partial frame zero-padded; the streams then start afresh."""
         tail = self._resample(np.zeros((self.batch_size, 0), np.float32), last=True)
         missing = tail_padding(self.samples_in, self.sample_rate, self.model.sample_rate, self._model_samples,
@@ -151,10 +160,11 @@ class StreamingEncoder(_Streams):
         tail = np.pad(tail, ((0, 0), (0, missing)))
         tail_codes = self._encode(tail)  # first: the flush below pads what is left after the tail
         if self._onnx is not None:
-            last = torch.from_numpy(np.concatenate([frames.flush() for frames in self._frames]))
+            codes = np.concatenate([tail_codes, np.concatenate([frames.flush() for frames in self._frames])], -1)
         else:
-            last = self._run(lambda: self.model.flush(self.levels)).cpu()
-        codes = torch.cat([tail_codes, last], dim=-1)
+            import torch
+
+            codes = torch.cat([tail_codes, self._run(lambda: self.model.flush(self.levels)).cpu()], dim=-1)
         self.reset()
         return codes
 
@@ -163,12 +173,12 @@ class StreamingEncoder(_Streams):
         if mask is None:  # all streams start afresh: so do the length counters the flush padding relies on
             self.samples_in = self._model_samples = 0
 
-    def _encode(self, x: np.ndarray) -> torch.Tensor:
+    def _encode(self, x: np.ndarray) -> torch.Tensor | np.ndarray:
         self._model_samples += x.shape[1]
         if self._onnx is not None:
-            return torch.from_numpy(
-                np.concatenate([frames.push(row) for frames, row in zip(self._frames, x, strict=True)])
-            )
+            return np.concatenate([frames.push(row) for frames, row in zip(self._frames, x, strict=True)])
+        import torch
+
         tensor = torch.from_numpy(np.ascontiguousarray(x))[:, None].to(self._device)
         return self._run(lambda: self.model.encode(tensor, self.levels)).cpu()
 
@@ -194,15 +204,18 @@ class StreamingDecoder(_Streams):
             ]
 
     def push(self, codes) -> np.ndarray:
-        codes = torch.as_tensor(codes, dtype=torch.long).to(self._device)
-        if codes.dim() != 3 or codes.shape[0] != self.batch_size:
+        """codes [B, n * G, F] (a torch tensor or a numpy array) -> pcm [B, T]."""
+        if len(codes.shape) != 3 or codes.shape[0] != self.batch_size:
             raise ValueError(f"codes must be [{self.batch_size}, levels * G, F], got {tuple(codes.shape)}")
         if self._onnx is not None:
-            rows = codes.cpu().numpy()
+            rows = codes.cpu().numpy() if hasattr(codes, "cpu") else np.asarray(codes, dtype=np.int64)
             audio = np.concatenate(
                 [frames.push(row[None])[:, 0] for frames, row in zip(self._frames, rows, strict=True)]
             )
         else:
+            import torch
+
+            codes = torch.as_tensor(codes, dtype=torch.long).to(self._device)
             audio = self._run(lambda: self.model.decode(codes))[:, 0].cpu().numpy()
         return self._resample(audio)
 

@@ -71,7 +71,7 @@ def live_codes(model, audio: np.ndarray, sizes: list[int]) -> np.ndarray:
     for size in sizes:
         parts.append(encoder.push(audio[:, start : start + size]))
         start += size
-    return torch.cat([*parts, encoder.flush()], -1).numpy()
+    return np.concatenate([np.asarray(p) for p in [*parts, encoder.flush()]], -1)  # tensors (torch) or numpy (ONNX)
 
 
 def pipe_codes(model_name: str, runtime: str, wav: Path, rng: random.Random) -> np.ndarray:
