@@ -141,15 +141,19 @@ def onnx_versus_torch(model: CodecModel, onnx_dir: str, frames: int = 500, secon
     """Torch eager against ONNX Runtime (graphs of `codec export-onnx` in `onnx_dir`), one stream, one thread.
 
     Per frame: each runtime's streaming encoder and decoder (`StreamingEncoder` / `StreamingDecoder` against
-    `OnnxEncoder` / `OnnxDecoder`), the four pushes interleaved on the same frames, so load on the machine falls
-    on all of them alike; wall-clock median and p99, and process-CPU median and p99 (what the code costs when
-    other processes take the CPU away mid-frame). Offline: real-time factors of `model.encode` / `model.decode`
-    (one whole-signal call) against the ONNX graphs called frame after frame. At 1 level and at all levels; the
-    ONNX encoder for fewer levels than `onnx_dir` searches is exported beside it with `-l` (so that it does not
-    search levels it drops).
+    `OnnxEncoder` / `OnnxDecoder`), in two modes: `alone` (a process that only encodes, or only decodes: a live
+    sender or receiver) and `duplex` (each frame encoded, then its codes decoded, the two models taking turns in
+    the caches). Runtimes and modes take turns every 25 frames (the first two of each turn dropped: caches warm
+    up), so load on the machine falls on all of them alike; wall-clock median and p99, and process-CPU median and
+    p99 (what the code costs when other processes take the CPU away mid-frame). Offline: real-time factors of
+    `model.encode` / `model.decode` (one whole-signal call) against the ONNX graphs called on blocks of
+    `FILE_FRAMES_PER_CALL` frames, as `codec encode` / `decode` call them. At 1 level and at all levels; the ONNX
+    encoder for fewer levels than `onnx_dir` searches is exported beside it with `-l` (so that it does not search
+    levels it drops).
     """
     from codec.export_onnx import export_onnx
     from codec.onnx_runtime import OnnxDecoder, OnnxEncoder, load_manifest
+    from codec.runtime import FILE_FRAMES_PER_CALL
 
     hop = model.hop_length
     frame_ms = 1000 * hop / model.sample_rate
@@ -159,38 +163,52 @@ def onnx_versus_torch(model: CodecModel, onnx_dir: str, frames: int = 500, secon
         dirs[levels] = Path(onnx_dir) / f"levels-{levels}"
         export_onnx(model, dirs[levels], levels=levels)
     audio = (0.1 * np.random.default_rng(0).standard_normal((1, hop * frames))).astype(np.float32)
+    block = 25  # frames a runtime and mode runs in a row before the next takes over
     for levels in sorted(dirs):
         kbps = model.bitrate(levels) / 1000
-        pushes = {
-            ("torch", "encode"): StreamingEncoder(model, levels=levels).push,
-            ("torch", "decode"): StreamingDecoder(model).push,
-            ("onnxruntime", "encode"): OnnxEncoder(dirs[levels]).push,
-            ("onnxruntime", "decode"): OnnxDecoder(dirs[levels]).push,
-        }
-        times = {key: ([], []) for key in pushes}
-        for i in range(frames):
-            frame = audio[:, i * hop : (i + 1) * hop]
-            for runtime in ("torch", "onnxruntime"):
-                codes = None
-                for direction in ("encode", "decode"):
-                    x = frame if direction == "encode" else codes
-                    wall, cpu = time.perf_counter(), time.process_time()
-                    out = pushes[runtime, direction](x)
-                    times[runtime, direction][0].append(time.perf_counter() - wall)
-                    times[runtime, direction][1].append(time.process_time() - cpu)
-                    codes = out
-        for (runtime, direction), (wall_s, cpu_s) in times.items():
-            ms, cpu_ms = np.array(wall_s[10:]) * 1000, np.array(cpu_s[10:]) * 1000
-            emit(what="streaming_frame_time", runtime=runtime, direction=direction, levels=levels, kbps=kbps,
-                 streams_per_call=1, frame_ms=frame_ms, median_ms=round(float(np.median(ms)), 3),
+
+        def pair(runtime: str, levels: int = levels) -> tuple:
+            if runtime == "torch":
+                return StreamingEncoder(model, levels=levels).push, StreamingDecoder(model).push
+            return OnnxEncoder(dirs[levels]).push, OnnxDecoder(dirs[levels]).push
+
+        runtimes = ("torch", "onnxruntime")
+        coders = {(runtime, mode): pair(runtime) for runtime in runtimes for mode in ("alone", "duplex")}
+        codes_of = {}  # the codes each runtime's decoder alone is given, frame by frame
+        for runtime in runtimes:
+            encode = pair(runtime)[0]
+            codes_of[runtime] = [encode(audio[:, i * hop : (i + 1) * hop]) for i in range(frames)]
+        times: dict[tuple[str, str, str], tuple[list, list]] = {}
+        for start in range(0, frames, block):
+            for (runtime, mode), (encode, decode) in coders.items():
+                directions = [("encode",), ("decode",)] if mode == "alone" else [("encode", "decode")]
+                for together in directions:
+                    for i in range(start, min(start + block, frames)):
+                        x, warm = audio[:, i * hop : (i + 1) * hop], i - start >= 2  # drop the block's first two
+                        for direction in together:
+                            if direction == "decode" and mode == "alone":
+                                x = codes_of[runtime][i]
+                            wall, cpu = time.perf_counter(), time.process_time()
+                            x = (encode if direction == "encode" else decode)(x)
+                            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                            if warm:
+                                got = times.setdefault((runtime, mode, direction), ([], []))
+                                got[0].append(wall)
+                                got[1].append(cpu)
+        for (runtime, mode, direction), (wall_s, cpu_s) in times.items():
+            ms, cpu_ms = np.array(wall_s) * 1000, np.array(cpu_s) * 1000
+            emit(what="streaming_frame_time", runtime=runtime, direction=direction, mode=mode, levels=levels,
+                 kbps=kbps, streams_per_call=1, frame_ms=frame_ms, median_ms=round(float(np.median(ms)), 3),
                  p99_ms=round(float(np.percentile(ms, 99)), 3), cpu_median_ms=round(float(np.median(cpu_ms)), 3),
                  cpu_p99_ms=round(float(np.percentile(cpu_ms, 99)), 3),
                  cpu_median_percent_of_frame=round(float(100 * np.median(cpu_ms) / frame_ms), 1))  # fmt: skip
     x = (0.1 * np.random.default_rng(1).standard_normal((1, int(seconds * model.sample_rate)))).astype(np.float32)
     x = x[:, : x.shape[-1] - x.shape[-1] % hop]
     audio_s = x.shape[-1] / model.sample_rate
+    per_call = FILE_FRAMES_PER_CALL  # what `codec encode` / `decode` on the ONNX runtime call the graphs with
     for levels in sorted(dirs):
-        encoder, decoder = OnnxEncoder(dirs[levels]), OnnxDecoder(dirs[levels])
+        encoder = OnnxEncoder(dirs[levels], frames_per_call=per_call)
+        decoder = OnnxDecoder(dirs[levels], frames_per_call=per_call)
         codes = model.encode(torch.from_numpy(x)[None], levels)
         onnx_codes = encoder.encode(x)
         figures = {
@@ -200,6 +218,7 @@ def onnx_versus_torch(model: CodecModel, onnx_dir: str, frames: int = 500, secon
         for runtime, (encode, decode) in figures.items():
             (enc, enc_cpu), (dec, dec_cpu) = _cpu_and_wall(encode, 3), _cpu_and_wall(decode, 3)
             emit(what="realtime_factor", runtime=runtime, levels=levels, kbps=model.bitrate(levels) / 1000,
+                 frames_per_call=per_call if runtime == "onnxruntime" else "all",
                  audio_seconds=round(audio_s, 3), encode_seconds=round(enc, 4), decode_seconds=round(dec, 4),
                  encode_x_realtime=round(audio_s / enc, 1), decode_x_realtime=round(audio_s / dec, 1),
                  encode_cpu_x_realtime=round(audio_s / enc_cpu, 1), decode_cpu_x_realtime=round(audio_s / dec_cpu, 1),

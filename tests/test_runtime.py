@@ -297,3 +297,26 @@ def test_bench_process_costs_runs_both_runtimes(capsys, tiny_model):
         (what, runtime) for what in ("cold_start_encode_1s", "stream_encode_1s") for runtime in ("torch", "onnx")
     }
     assert all(r["cpu_seconds"] > 0 and r["wall_seconds"] > 0 for r in rows)
+
+
+def test_bench_onnx_versus_torch_reports_every_runtime_mode_and_direction(tmp_path, capsys, tiny_model):
+    import json
+
+    from codec import bench
+    from codec.export_onnx import export_onnx
+
+    export_onnx(tiny_model, tmp_path / "graphs")
+    bench.onnx_versus_torch(tiny_model, str(tmp_path / "graphs"), frames=30, seconds=0.5)
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    frames = [r for r in rows if r["what"] == "streaming_frame_time"]
+    assert {(r["runtime"], r["mode"], r["direction"], r["levels"]) for r in frames} == {
+        (runtime, mode, direction, levels)
+        for runtime in ("torch", "onnxruntime")
+        for mode in ("alone", "duplex")
+        for direction in ("encode", "decode")
+        for levels in (1, tiny_model.num_levels)
+    }
+    assert all(0 < r["cpu_median_ms"] <= r["cpu_p99_ms"] for r in frames)
+    offline = {(r["runtime"], r["levels"]): r for r in rows if r["what"] == "realtime_factor"}
+    assert offline["onnxruntime", 1]["frames_per_call"] == FILE_FRAMES_PER_CALL
+    assert offline["onnxruntime", tiny_model.num_levels]["frames_with_other_codes"] is not None

@@ -410,3 +410,37 @@ def test_hostile_clients_leave_the_server_up_bounded_and_serving(server_url):
     assert np.array_equal(codes(asyncio.run(encode_remote(url, audio, 8000, levels=2))), codes(good))  # still up
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mib < 256, f"the server's peak memory grew by {grown_mib:.0f} MiB"
+
+
+def test_remote_encode_client_sends_at_most_two_seconds_ahead_of_the_packets_back():
+    """Flow control of `encode_remote`: against a server that codes nothing (no packets come back), the client
+    stops after AHEAD_SECONDS of audio instead of pushing the whole file into the connection."""
+    pytest.importorskip("websockets")
+    from websockets.asyncio.server import serve as ws_serve
+
+    from codec.serve import AHEAD_SECONDS, encode_remote
+
+    rate, frame = 8000, 12
+    audio = np.zeros((1, 20 * rate), np.float32)  # 20 s: ten times what may go ahead
+    got = {"bytes": 0}
+
+    async def stalled(ws):
+        await ws.recv()  # start
+        await ws.send(json.dumps({"type": "ready", "frame_samples": frame}))
+        await ws.send(b"header")
+        try:
+            async with asyncio.timeout(1.0):
+                async for message in ws:
+                    got["bytes"] += len(message)
+        except TimeoutError:
+            pass  # the client stopped sending: close the stream, which ends it
+
+    async def main():
+        async with ws_serve(stalled, "127.0.0.1", 0, ping_interval=None) as server:
+            port = server.sockets[0].getsockname()[1]
+            return await asyncio.wait_for(encode_remote(f"ws://127.0.0.1:{port}", audio, rate), 10)
+
+    out = asyncio.run(main())
+    assert out == b"header"  # nothing coded: only the header came back
+    step = int(0.02 * rate) * 2  # bytes per chunk of s16 mono
+    assert 0 < got["bytes"] <= AHEAD_SECONDS * rate * 2 + step, got
