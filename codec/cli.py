@@ -438,7 +438,8 @@ def runtime_option(p) -> None:
         choices=RUNTIMES,
         default="auto",
         help="what runs the model: torch, or onnx (ONNX Runtime on the CPU; the graphs are exported into the user's "
-        "cache on first use; 1.2-2.8x less CPU); auto (default): onnx once this model's graphs are cached and "
+        "cache on first use; 3.8-5.5x less CPU per live frame, no torch import once cached); auto (default): onnx "
+        "once this model's graphs are cached and "
         "onnxruntime is installed, else torch",
     )
 
