@@ -23,13 +23,16 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from codec.errors import CodecError
 from codec.onnx_runtime import pad_levels
 from codec.streaming import Resampler, tail_padding
+
+if TYPE_CHECKING:  # torch loads with a torch model only: an ONNX Runtime server never imports it
+    pass
 
 SIDES = ("encoder", "decoder")
 MAX_ROWS = 64  # rows (stream channels) per model call; more waiting go into the next tick
@@ -39,7 +42,9 @@ class _TorchFrames:
     """One-frame model calls on stacked rows, for the torch model (any device)."""
 
     def __init__(self, model) -> None:
-        self.model = model
+        import torch
+
+        self.torch, self.model = torch, model
         self.device = next(model.parameters()).device
         self.layers = list(model.new_streaming_state(1))
         self.side_layers = {side: [n for n in self.layers if n.startswith(side + ".")] for side in SIDES}
@@ -49,6 +54,7 @@ class _TorchFrames:
         return {name: full[name] for name in self.side_layers[side]}
 
     def run(self, side: str, streams: list, inputs: list) -> list[np.ndarray]:
+        torch = self.torch
         rows = [s.rows for s in streams]
         names = self.side_layers[side]
         stacked = {n: {k: torch.cat([s.state[n][k] for s in streams]) for k in streams[0].state[n]} for n in names}
@@ -193,7 +199,7 @@ class FrameBatcher:
 class EncodeStream:
     """One live encode stream of `rows` channels (float PCM [rows, T] at `sample_rate`) coded through a batcher.
 
-    `await push(pcm)` -> codes [rows, levels * G, F] (torch, int64) of the frames this chunk completes;
+    `await push(pcm)` -> codes [rows, levels * G, F] (numpy int64) of the frames this chunk completes;
     `await flush()` -> codes of the rest, the last partial frame zero-padded as offline encoding does.
     """
 
@@ -209,12 +215,12 @@ class EncodeStream:
         self.pending = np.zeros((rows, 0), np.float32)
         self.samples_in = self._fed = 0
 
-    async def push(self, pcm: np.ndarray) -> torch.Tensor:
+    async def push(self, pcm: np.ndarray) -> np.ndarray:
         pcm = np.asarray(pcm, np.float32)
         self.samples_in += pcm.shape[1]
         return await self._frames(pcm if self._resampler is None else self._resampler(pcm))
 
-    async def flush(self) -> torch.Tensor:
+    async def flush(self) -> np.ndarray:
         tail = np.zeros((self.rows, 0), np.float32)
         if self._resampler is not None:
             tail = self._resampler(tail, last=True)
@@ -225,7 +231,7 @@ class EncodeStream:
         self.pending = self.pending[:, :0]
         return await self._frames(np.pad(tail, ((0, 0), (0, -tail.shape[1] % self.hop))))
 
-    async def _frames(self, x: np.ndarray) -> torch.Tensor:
+    async def _frames(self, x: np.ndarray) -> np.ndarray:
         self._fed += x.shape[1]
         pending = np.concatenate([self.pending, x], 1)
         whole = pending.shape[1] - pending.shape[1] % self.hop
@@ -235,8 +241,8 @@ class EncodeStream:
             frame = np.ascontiguousarray(pending[:, i : i + self.hop])
             codes.append((await self.batcher.submit("encoder", self, frame))[:, : self.width])
         if not codes:
-            return torch.zeros(self.rows, self.width, 0, dtype=torch.long)
-        return torch.from_numpy(np.concatenate(codes, -1).astype(np.int64, copy=False))
+            return np.zeros((self.rows, self.width, 0), np.int64)
+        return np.concatenate(codes, -1).astype(np.int64, copy=False)
 
 
 class DecodeStream:

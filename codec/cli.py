@@ -323,7 +323,7 @@ def cmd_serve(args) -> None:
     from codec.serve import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    model = _run_with(_load(args.model, args.device), args, live=True)
+    model = _coding_model(args.model, args, live=True)
     try:
         asyncio.run(serve(model, args.host, args.port))
     except OSError as e:
@@ -714,7 +714,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Verbs that run without importing torch when the model's ONNX graphs are cached (`_coding_model`).
-TORCH_FREE_VERBS = (cmd_encode, cmd_decode, cmd_stream_encode, cmd_stream_decode)
+TORCH_FREE_VERBS = (cmd_encode, cmd_decode, cmd_stream_encode, cmd_stream_decode, cmd_serve)
 
 
 def _silence_stdout() -> None:

@@ -44,6 +44,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -54,8 +55,10 @@ from codec.batching import FrameBatcher
 from codec.bitstream import CRC_BITS, CodesReader, CodesWriter, max_packet_frames
 from codec.compress import Packetizer, check_compatible, new_header
 from codec.errors import CodecError
-from codec.models.codec import CodecModel
 from codec.pcmio import FORMATS, PcmFormat
+
+if TYPE_CHECKING:  # a server on cached ONNX graphs runs without torch (codec.runtime.cached_onnx_codec)
+    from codec.models.codec import CodecModel
 
 log = logging.getLogger("codec.serve")
 POLICY_VIOLATION = 1008

@@ -46,7 +46,7 @@ async def _encode(batcher: FrameBatcher, i: int) -> torch.Tensor:
         parts.append(await stream.push(audio[:, start : start + size]))
         start += size
     parts.append(await stream.flush())
-    return torch.cat(parts, -1)
+    return torch.from_numpy(np.concatenate(parts, -1))  # the batcher's codes are numpy on either runtime
 
 
 def _run_all(model) -> tuple[list[torch.Tensor], FrameBatcher]:

@@ -176,6 +176,37 @@ def test_coding_verbs_on_cached_graphs_run_without_torch(tmp_path, speech, onnx_
     assert len(codes_of((tmp_path / "with-stream-encode.out").read_bytes())) == -(-audio.shape[1] // 12)
 
 
+def test_server_on_cached_graphs_runs_without_torch(speech, onnx_model, tiny_model_file):
+    """`codec serve` on a model whose graphs are cached starts and serves without importing torch; its codes are
+    the frame-by-frame codes of the ONNX runner."""
+    import socket
+    import time
+
+    from codec.onnx_runtime import OnnxEncoder
+    from codec.serve import encode_remote
+
+    _, audio = speech
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script = "import sys; sys.modules['torch'] = None\nfrom codec.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    argv = ["serve", "-m", str(tiny_model_file), "--host", "127.0.0.1", "--port", str(port)]
+    server = subprocess.Popen([sys.executable, "-c", script, *argv], stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        deadline = time.monotonic() + 60
+        while "listening" not in line and time.monotonic() < deadline and server.poll() is None:
+            line = server.stderr.readline()
+        assert "listening" in line, f"the server did not start: {line}"
+        data = asyncio.run(encode_remote(f"ws://127.0.0.1:{port}", audio, RATE, levels=3))
+    finally:
+        server.terminate()
+        server.wait(10)
+    s16 = np.frombuffer((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes(), "<i2").astype(np.float32)[None]
+    expected = OnnxEncoder(onnx_model.onnx_dir, levels=3).encode(s16 / 32768)  # [1, 3 * G, F]
+    assert np.array_equal(codes_of(data).transpose(1, 2, 0), expected)
+
+
 def test_pipes_on_onnx_give_the_frame_by_frame_codes_for_any_chunking(tmp_path, speech, onnx_model, tiny_model_file):
     from codec.onnx_runtime import OnnxEncoder
 
