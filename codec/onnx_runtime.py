@@ -107,17 +107,59 @@ class OnnxSide:
 
     def reset(self) -> None:
         """Every stream starts afresh (zero state)."""
-        self.state = {s["name"]: np.zeros(s["shape"], np.float32) for s in self.spec["states"]}
+        if not hasattr(self, "_buffers"):
+            # two sets of state arrays: a one-frame call reads one set and writes the next state into the other
+            # (ONNX Runtime writes straight into them: no arrays allocated per call), then they swap
+            self._buffers = [{s["name"]: np.zeros(s["shape"], np.float32) for s in self.spec["states"]} for _ in "ab"]
+            self._bindings: list | None = None
+        for buffer in self._buffers:
+            for array in buffer.values():
+                array.fill(0)
+        self._turn = 0
+        self.state = self._buffers[0]  # the current state, name -> array
 
     def step(self, x: np.ndarray) -> np.ndarray:
         """Encoder: audio [B, C, F * hop] float32 -> codes [B, levels * G, F]. Decoder: codes [B, L * G, F] -> audio.
 
         F is 1, or any number when the manifest says `"frames_per_call": "any"` (graphs exported since then)."""
-        frame = x.shape[0] == 1 and x.shape[-1] == self.frame_length
-        outputs = self.sessions.get(self.side, frame=frame).run(None, {self.spec["input"]: x, **self.state})
+        if x.shape[0] == 1 and x.shape[-1] == self.frame_length:
+            return self._frame(x)
+        outputs = self.sessions.get(self.side).run(None, {self.spec["input"]: x, **self.state})
         for s, value in zip(self.spec["states"], outputs[1:], strict=True):
-            self.state[s["name"]] = value
+            np.copyto(self.state[s["name"]], value)
         return outputs[0]
+
+    def _frame(self, x: np.ndarray) -> np.ndarray:
+        """One frame of one stream through the one-frame graph, inputs and outputs bound to fixed arrays (about
+        0.04 ms less per call than `run`, which converts and allocates every state on every call)."""
+        if self._bindings is None:
+            self._bind(x)
+        np.copyto(self._input, x.reshape(self._input.shape), casting="same_kind")
+        self.sessions.get(self.side, frame=True).run_with_iobinding(self._bindings[self._turn])
+        self._turn ^= 1
+        self.state = self._buffers[self._turn]
+        return self._output.copy()
+
+    def _bind(self, x: np.ndarray) -> None:
+        session = self.sessions.get(self.side, frame=True)
+        m = self.manifest
+        self._input = np.zeros(x.shape, x.dtype)
+        if self.side == "encoder":
+            self._output = np.zeros((1, m["levels"] * m["num_groups"], 1), np.int64)
+        else:
+            self._output = np.zeros((1, m["channels"], m["hop_length"]), np.float32)
+        self._bindings = []
+        for turn in (0, 1):
+            binding = session.io_binding()
+            binding.bind_cpu_input(self.spec["input"], self._input)
+            read, write = self._buffers[turn], self._buffers[1 - turn]
+            for s in self.spec["states"]:
+                binding.bind_cpu_input(s["name"], read[s["name"]])
+                out = write[s["name"]]
+                binding.bind_output(f"{s['name']}_next", "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
+            out = self._output
+            binding.bind_output(self.spec["output"], "cpu", 0, out.dtype, list(out.shape), out.ctypes.data)
+            self._bindings.append(binding)
 
 
 def pad_levels(codes: np.ndarray, manifest: dict) -> np.ndarray:
