@@ -438,7 +438,7 @@ def runtime_option(p) -> None:
         choices=RUNTIMES,
         default="auto",
         help="what runs the model: torch, or onnx (ONNX Runtime on the CPU; the graphs are exported into the user's "
-        "cache on first use; 3.8-5.5x less CPU per live frame, no torch import once cached); auto (default): onnx "
+        "cache on first use; 4.2-6.3x less CPU per live frame, no torch import once cached); auto (default): onnx "
         "once this model's graphs are cached and "
         "onnxruntime is installed, else torch",
     )

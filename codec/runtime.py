@@ -11,8 +11,8 @@
 
 Live streams (`stream-encode`, `stream-decode`, `serve`) call the graphs one frame at a time, so their codes do
 not depend on how the audio arrives; files (`encode`, `decode`) call them on blocks of `FILE_FRAMES_PER_CALL`
-frames. Measured on one thread (docs/BENCHMARKS.md): per live frame ONNX Runtime costs 3.8-5.5x less CPU than
-torch eager (0.3-0.6 ms per 20 ms frame of grvq16k), and on files 1.04-1.19x less than torch's whole-signal calls.
+frames. Measured on one thread (docs/BENCHMARKS.md): per live frame ONNX Runtime costs 4.2-6.3x less CPU than
+torch eager (0.3-0.5 ms per 20 ms frame of grvq16k), and on files 1.03-1.16x less than torch's whole-signal calls.
 With the graphs cached, the CLI's coding verbs start without importing torch (`cached_onnx_codec`).
 
 The .codes files are the same format whichever runtime wrote them. The ONNX encoder's codes equal the torch
