@@ -48,8 +48,8 @@ def new_session(onnx_dir: str | Path, file: str, *, threads: int = 1):
 class Sessions:
     """The ONNX Runtime sessions of one exported folder, made on first use and shared by every stream that is
     given this object: per side ('encoder', 'decoder') the graph of any batch and frame count, and the one-frame
-    graph of one stream (`frame=True`; manifest `frame_file`, exported since codec 0.x: static shapes, which
-    ONNX Runtime runs about 1.5x faster per live frame; folders without it use the general graph).
+    graph of one stream (`frame=True`; manifest `frame_file`, since graph revision 2: fixed shapes, which ONNX
+    Runtime runs about 1.5x faster per live frame; folders without one use the general graph).
 
     `damaged`: the advice of the error raised when a graph cannot be loaded (default: export it again)."""
 
@@ -59,9 +59,6 @@ class Sessions:
         self.onnx_dir, self.threads, self.damaged = Path(onnx_dir), threads, damaged
         self.manifest = manifest or load_manifest(onnx_dir)
         self._made: dict[str, object] = {}
-
-    def has_frame_graph(self, side: str) -> bool:
-        return "frame_file" in self.manifest[side]
 
     def get(self, side: str, *, frame: bool = False):
         spec = self.manifest[side]
