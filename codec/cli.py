@@ -66,6 +66,31 @@ def _coding_model(model: str | None, args, *, live: bool = False):
     return _run_with(_load(name, args.device), args, live=live)
 
 
+NUMBA_PAYS_OFF_SECONDS = 600  # audio below which loading numba's search costs more than it saves (docs/BENCHMARKS.md)
+
+
+def _search_for(model, path: str):
+    """The residual-search backend to encode the file at `path` with: on the torch runtime on CPU, a file shorter
+    than NUMBA_PAYS_OFF_SECONDS is searched by the torch backend (codec.quantization.search.preferred_backend), so
+    a process that codes a 1 s clip costs 1.6 s of CPU, not 2.4; its codes equal numba's except at near-ties, as
+    any two backends' do. A context manager; nothing changes otherwise."""
+    import contextlib
+
+    if getattr(model, "runtime", "torch") != "torch" or next(model.parameters()).device.type != "cpu":
+        return contextlib.nullcontext()
+    import soundfile as sf
+
+    try:
+        seconds = sf.info(path).duration
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        return contextlib.nullcontext()  # encode_file reports the unreadable input
+    if seconds >= NUMBA_PAYS_OFF_SECONDS:
+        return contextlib.nullcontext()
+    from codec.quantization.search import preferred_backend
+
+    return preferred_backend("torch")
+
+
 def _need_websockets() -> None:
     try:
         import websockets  # noqa: F401
@@ -117,7 +142,8 @@ def cmd_encode(args) -> None:
         return _encode_batch(args)
     model = _coding_model(args.model, args)
     levels = _levels(model, args)
-    header = encode_file(model, args.input, args.output, levels=levels, packet_bytes=args.packet_bytes)
+    with _search_for(model, args.input):
+        header = encode_file(model, args.input, args.output, levels=levels, packet_bytes=args.packet_bytes)
     if not args.quiet:
         size = Path(args.output).stat().st_size
         seconds = header.num_samples / header.sample_rate

@@ -10,6 +10,7 @@ the sum of the chosen codewords.
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -213,6 +214,42 @@ def test_forced_backend_is_used(monkeypatch):
     assert calls == [2]
     monkeypatch.setenv("CODEC_RVQ_BACKEND", "torch")
     assert select_backend(torch.device("cpu")) == "torch"
+
+
+def test_preferred_backend_is_the_cpu_choice_inside_its_context_only(monkeypatch):
+    monkeypatch.delenv("CODEC_RVQ_BACKEND", raising=False)
+    before = select_backend(torch.device("cpu"))
+    with search.preferred_backend("torch"):
+        assert select_backend(torch.device("cpu")) == "torch"
+        monkeypatch.setenv("CODEC_RVQ_BACKEND", "numba" if "numba" in search.available_backends() else "torch")
+        assert select_backend(torch.device("cpu")) == os.environ["CODEC_RVQ_BACKEND"]  # the variable still wins
+        monkeypatch.delenv("CODEC_RVQ_BACKEND")
+    assert select_backend(torch.device("cpu")) == before
+    with pytest.raises(ValueError, match="unknown search backend"):
+        with search.preferred_backend("fastest"):
+            pass
+
+
+def test_encoding_a_short_file_on_torch_does_not_load_numba(tmp_path, tiny_model_file):
+    """`codec encode` of a short file searches with torch: loading numba would cost more than it saves."""
+    import subprocess
+    import sys
+
+    import soundfile as sf
+    from conftest import tone
+
+    wav = tmp_path / "short.wav"
+    sf.write(wav, tone(1.0, 8000).T, 8000)
+    script = (
+        "import sys\nfrom codec.cli import main\n"
+        f"code = main(['encode', {str(wav)!r}, {str(tmp_path / 'short.codes')!r}, '-m', {str(tiny_model_file)!r}, "
+        "'--runtime', 'torch', '-q'])\n"
+        "print('numba' in sys.modules)\nsys.exit(code)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "CODEC_RVQ_BACKEND"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize(

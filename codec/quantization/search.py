@@ -30,9 +30,10 @@ tolerance. tests/test_search.py checks both.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -102,6 +103,7 @@ def _load_cuda() -> SearchFn:
 _BACKENDS: dict[str, SearchFn] = {"torch": search_torch}
 _LOADERS: dict[str, Callable[[], SearchFn]] = {"numba": _load_numba, "cuda": _load_cuda}
 _UNAVAILABLE: dict[str, str] = {}  # backend name -> why it cannot run here (tried once per process)
+_PREFERRED: str | None = None  # the automatic choice on CPU, when set (`preferred_backend`)
 _NOTIFIED: set[str] = set()  # backends whose fallback notice was given
 _log = logging.getLogger(__name__)
 
@@ -126,8 +128,24 @@ def register_backend(name: str, fn: SearchFn) -> None:
     _UNAVAILABLE.pop(name, None)
 
 
+@contextlib.contextmanager
+def preferred_backend(name: str) -> Iterator[None]:
+    """Inside this context `name` is the automatic choice on CPU (`CODEC_RVQ_BACKEND` still wins). `codec encode`
+    of a short file prefers 'torch': loading numba (its import and registries, about 0.8 s of CPU) costs more than
+    its faster search saves on less than about ten minutes of audio."""
+    global _PREFERRED
+    if name not in {*_BACKENDS, *_LOADERS}:
+        raise ValueError(f"unknown search backend {name!r}")
+    before, _PREFERRED = _PREFERRED, name
+    try:
+        yield
+    finally:
+        _PREFERRED = before
+
+
 def select_backend(device: torch.device) -> str:
-    """The backend to use on `device`: `CODEC_RVQ_BACKEND` if set, else the fastest available."""
+    """The backend to use on `device`: `CODEC_RVQ_BACKEND` if set, else on CPU the one `preferred_backend` names,
+    else the fastest available."""
     device = torch.device(device)
     forced = os.environ.get("CODEC_RVQ_BACKEND")
     if forced:
@@ -146,6 +164,8 @@ def select_backend(device: torch.device) -> str:
             _NOTIFIED.add("cuda")
             _log.warning("codec: CUDA residual search unavailable (%s); using torch", _UNAVAILABLE["cuda"])
         return "torch"
+    if device.type == "cpu" and _PREFERRED is not None and _backend(_PREFERRED) is not None:
+        return _PREFERRED
     if device.type == "cpu" and _backend("numba") is not None:
         return "numba"
     return "torch"
