@@ -9,9 +9,9 @@ themselves, since everything that arrived while one tick was being coded goes in
 
 Equal codes. Every frame of a stream is coded by a one-frame call from the stream's own state, whatever else is
 in the batch:
-- ONNX Runtime (`--runtime onnx`): each row of a batch is computed with the arithmetic of a batch of one, so a
-  stream's codes are bitwise those of the same audio coded alone frame by frame (`codec stream-encode --runtime
-  onnx`, `OnnxEncoder`): tested in tests/test_batching.py.
+- ONNX Runtime (`--runtime onnx`): each row of a batch is computed with the arithmetic of the one-frame graph
+  (docs/STREAMING.md says how the graphs ensure it), so a stream's codes are bitwise those of the same audio coded
+  alone frame by frame (`codec stream-encode --runtime onnx`, `OnnxEncoder`): tested in tests/test_batching.py.
 - torch: convolution kernels depend on the batch size, so a frame's latent differs from the alone-coded one in
   the last bits (about 3e-6 measured); codes are equal except where the residual search meets a near-tie, as for
   chunking on the torch path (docs/STREAMING.md).
