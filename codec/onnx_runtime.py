@@ -19,13 +19,28 @@ from codec.errors import CodecError
 GRAPH_REVISION = 2
 
 
+# what every manifest of format version 1 holds (per side: `SIDE_KEYS`)
+MANIFEST_KEYS = ("model", "model_id", "sample_rate", "channels", "hop_length", "num_groups", "num_levels",
+                 "codebook_size", "bits_per_code", "levels", "pad_code", "encoder", "decoder")  # fmt: skip
+SIDE_KEYS = ("file", "input", "output", "states")
+
+
 def load_manifest(onnx_dir: str | Path) -> dict:
     path = Path(onnx_dir) / "manifest.json"
     if not path.is_file():
         raise CodecError(f"{onnx_dir} holds no manifest.json; write one with `codec export-onnx MODEL {onnx_dir}`")
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != "codec-onnx" or manifest.get("format_version") != 1:
-        raise CodecError(f"{path} is not a codec ONNX manifest of format version 1; export the model again")
+    again = f"delete {onnx_dir} and export the model again (`codec export-onnx`, or a --runtime onnx run)"
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CodecError(f"{path} cannot be read ({e}); {again}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != "codec-onnx" or manifest.get("format_version") != 1:
+        raise CodecError(f"{path} is not a codec ONNX manifest of format version 1; {again}")
+    missing = [k for k in MANIFEST_KEYS if k not in manifest]
+    missing += [f"{side}.{k}" for side in ("encoder", "decoder") if isinstance(manifest.get(side), dict)
+                for k in SIDE_KEYS if k not in manifest[side]]  # fmt: skip
+    if missing or not all(isinstance(manifest.get(side), dict) for side in ("encoder", "decoder")):
+        raise CodecError(f"{path} lacks {', '.join(missing) or 'its encoder and decoder entries'}; {again}")
     return manifest
 
 

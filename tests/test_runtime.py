@@ -307,6 +307,28 @@ def test_damaged_cached_graphs_are_a_one_line_error(tmp_path, onnx_model):
         OnnxCodec(onnx_model.model, damaged).session("encoder")
 
 
+def test_damaged_cached_manifest_is_a_one_line_error_naming_the_fix(tmp_path, monkeypatch, speech, onnx_model,
+                                                                    tiny_model_file, capsys):  # fmt: skip
+    import json
+    import shutil
+
+    from codec.runtime import onnx_cache_dir
+
+    monkeypatch.setenv("CODEC_CACHE_DIR", str(tmp_path / "cache"))
+    folder = onnx_cache_dir(onnx_model.model)
+    shutil.copytree(onnx_model.onnx_dir, folder)
+    text = (folder / "manifest.json").read_text()
+    manifest = json.loads(text)
+    del manifest["encoder"]["states"]
+    for damage in (text[: len(text) // 2], "[1, 2]", json.dumps(manifest)):  # truncated, not a table, a key gone
+        (folder / "manifest.json").write_text(damage)
+        argv = ["encode", str(speech[0]), str(tmp_path / "out.codes"), "-m", str(tiny_model_file)]
+        assert main(argv) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "codec: error:" in err and f"delete {folder}" in err, err
+        assert not (tmp_path / "out.codes").exists()
+
+
 def test_cached_graphs_of_another_model_are_refused(tmp_path, monkeypatch, onnx_model):
     from conftest import make_tiny
 
