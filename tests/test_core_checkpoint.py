@@ -116,6 +116,32 @@ def test_files_that_are_not_models(tmp_path, content, message):
         load_model(path)
 
 
+def _header(payload: bytes, size: int | None = None) -> bytes:
+    import struct
+
+    return struct.pack("<Q", len(payload) if size is None else size) + payload
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"short", "shorter than a header"),
+        (_header(b"{}", size=2**62), "past the end of the file"),  # a hostile length: nothing of that size is read
+        (_header(b"{not json"), "not JSON"),
+        (_header(b'{"__metadata__": {"name": 3}}'), "not a table of strings"),
+        (_header(b'{"__metadata__": {"format_version": "1"}, "w": {"dtype": "F32", "shape": [9], '
+                 b'"data_offsets": [0, 36]}}'),
+         "not a readable model file"),  # metadata fine, tensor bytes missing: found when the weights load
+    ],
+)  # fmt: skip
+def test_damaged_model_files_are_one_line_errors(tmp_path, content, message):
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(CodecError, match=message) as error:
+        load_model(path)
+    assert "\n" not in str(error.value)
+
+
 def test_missing_file_and_unknown_name():
     with pytest.raises(CodecError, match="not found"):
         load_model("nowhere/model.safetensors")
