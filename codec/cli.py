@@ -23,14 +23,16 @@ NO_DEFAULT = (
 )
 
 
-_TORCH_THREADS: int | None = None  # --threads: set in torch when a verb first needs torch (see `main`)
+_THREADS: int | None = (
+    None  # --threads: set in torch when a verb first needs torch (see `main`), and given to ONNX Runtime
+)
 
 
 def _set_torch_threads() -> None:
-    if _TORCH_THREADS:
+    if _THREADS:
         import torch
 
-        torch.set_num_threads(_TORCH_THREADS)
+        torch.set_num_threads(_THREADS)
 
 
 def _load(model: str | None, device: str = "cpu"):
@@ -46,7 +48,7 @@ def _run_with(model, args, *, live: bool = False):
     for the verbs that code as audio arrives (one frame per graph call)."""
     from codec.runtime import with_runtime
 
-    return with_runtime(model, args.runtime, live=live)
+    return with_runtime(model, args.runtime, live=live, threads=_THREADS or 1)
 
 
 def _coding_model(model: str | None, args, *, live: bool = False):
@@ -60,7 +62,7 @@ def _coding_model(model: str | None, args, *, live: bool = False):
     if args.runtime != "torch" and args.device == "cpu":
         from codec.runtime import cached_onnx_codec
 
-        cached = cached_onnx_codec(name, live=live)
+        cached = cached_onnx_codec(name, live=live, threads=_THREADS or 1)
         if cached is not None:
             return cached
     return _run_with(_load(name, args.device), args, live=live)
@@ -727,7 +729,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"codec {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     parser.add_argument(
-        "--threads", type=int, default=None, help="CPU threads for torch, 1 or more (default: torch's choice)"
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch and for ONNX Runtime, 1 or more (default: torch's choice; ONNX Runtime 1)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_coding_commands(sub)
@@ -760,8 +765,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.threads is not None and args.threads < 1:
             raise CodecError(f"--threads {args.threads} is not possible; give 1 or more (or leave it out)")
-        global _TORCH_THREADS
-        _TORCH_THREADS = args.threads
+        global _THREADS
+        _THREADS = args.threads
         if args.func not in TORCH_FREE_VERBS:  # these set it only if they load torch (`_load`)
             _set_torch_threads()
         args.func(args)

@@ -87,11 +87,14 @@ class OnnxCodec:
     `model`: the torch model the graphs were exported from (checked against the manifest; other attributes are
     looked up on it), or None: then nothing here needs torch (`cached_onnx_codec`).
     `frames_per_call`: 1 for live streams (codes independent of chunking), more for files (far cheaper).
+    `threads`: ONNX Runtime's intra-op threads per session (the CLI's `--threads`; 1 by default).
     """
 
     runtime = "onnx"
 
-    def __init__(self, model: CodecModel | None, onnx_dir: str | Path, *, frames_per_call: int = 1) -> None:
+    def __init__(
+        self, model: CodecModel | None, onnx_dir: str | Path, *, frames_per_call: int = 1, threads: int = 1
+    ) -> None:
         from codec.onnx_runtime import Sessions, load_manifest
 
         self.model, self.onnx_dir, self.frames_per_call = model, Path(onnx_dir), frames_per_call
@@ -110,7 +113,7 @@ class OnnxCodec:
         )
         self.frame_rate = self.sample_rate / self.hop_length
         self.sessions = Sessions(
-            self.onnx_dir, self.manifest,
+            self.onnx_dir, self.manifest, threads=threads,
             damaged="delete that folder (it is exported again on the next --runtime onnx run) or use --runtime torch",
         )  # fmt: skip
 
@@ -139,7 +142,7 @@ class OnnxCodec:
         self.__dict__.update(state)
 
 
-def cached_onnx_codec(name_or_path: str, *, live: bool = False) -> OnnxCodec | None:
+def cached_onnx_codec(name_or_path: str, *, live: bool = False, threads: int = 1) -> OnnxCodec | None:
     """The `OnnxCodec` of a model (a shipped model's name or a model file) from graphs already in the user's
     cache, found and opened without importing torch; None when there are none of this exporter revision (or no
     onnxruntime, or the file's metadata names no weights hash): the caller then loads the torch model.
@@ -157,7 +160,7 @@ def cached_onnx_codec(name_or_path: str, *, live: bool = False) -> OnnxCodec | N
     folder = _cache_dir(name, digest[:8])
     if not (folder / "manifest.json").is_file():
         return None
-    codec = OnnxCodec(None, folder, frames_per_call=1 if live else FILE_FRAMES_PER_CALL)
+    codec = OnnxCodec(None, folder, frames_per_call=1 if live else FILE_FRAMES_PER_CALL, threads=threads)
     full = codec.audio_channels == 1 and codec.manifest.get("levels") == codec.num_levels
     return codec if full else None
 
@@ -195,7 +198,7 @@ def export_to_cache(model: CodecModel, root: Path | None = None) -> Path:
     return target
 
 
-def with_runtime(model: CodecModel, runtime: str = "auto", *, live: bool = False):
+def with_runtime(model: CodecModel, runtime: str = "auto", *, live: bool = False, threads: int = 1):
     """`model` itself (torch) or an `OnnxCodec` over its cached graphs, as `--runtime` asks; `live`: for coding
     as audio arrives (one frame per graph call), not whole files (blocks of frames)."""
     if runtime not in RUNTIMES:
@@ -209,12 +212,12 @@ def with_runtime(model: CodecModel, runtime: str = "auto", *, live: bool = False
             return model
         cached = onnx_cache_dir(model)
         if (cached / "manifest.json").is_file():
-            return OnnxCodec(model, cached, frames_per_call=per_call)
+            return OnnxCodec(model, cached, frames_per_call=per_call, threads=threads)
         if _stale_cache_dirs(model):  # the user chose ONNX Runtime before; an older codec exported these graphs
-            return OnnxCodec(model, export_to_cache(model), frames_per_call=per_call)
+            return OnnxCodec(model, export_to_cache(model), frames_per_call=per_call, threads=threads)
         return model
     if not on_cpu:
         raise CodecError("--runtime onnx runs on the CPU; leave out --device or use --runtime torch")
     if not onnxruntime_available():
         raise CodecError("--runtime onnx needs the onnx extra: pip install -e '.[onnx]' (or use --runtime torch)")
-    return OnnxCodec(model, export_to_cache(model), frames_per_call=per_call)
+    return OnnxCodec(model, export_to_cache(model), frames_per_call=per_call, threads=threads)

@@ -373,3 +373,11 @@ def test_bench_onnx_versus_torch_reports_every_runtime_mode_and_direction(tmp_pa
     offline = {(r["runtime"], r["levels"]): r for r in rows if r["what"] == "realtime_factor"}
     assert offline["onnxruntime", 1]["frames_per_call"] == FILE_FRAMES_PER_CALL
     assert offline["onnxruntime", tiny_model.num_levels]["frames_with_other_codes"] is not None
+
+
+def test_threads_reach_onnx_runtime_sessions(onnx_model, tiny_model, tiny_model_file):
+    from codec.runtime import cached_onnx_codec, with_runtime
+
+    for codec in (with_runtime(tiny_model, "onnx", threads=2), cached_onnx_codec(str(tiny_model_file), threads=2)):
+        assert codec.session("encoder").get_session_options().intra_op_num_threads == 2
+    assert onnx_model.session("encoder").get_session_options().intra_op_num_threads == 1  # the default
