@@ -405,7 +405,8 @@ def cmd_export_onnx(args) -> None:
 
     model = _load(args.model)
     manifest = export_onnx(model, args.out_dir, levels=_levels(model, args))
-    print(f"{args.out_dir}: encoder.onnx, decoder.onnx, manifest.json ({manifest['model']} {manifest['model_id']}, "
+    files = [manifest[side][key] for side in ("encoder", "decoder") for key in ("file", "frame_file")]
+    print(f"{args.out_dir}: {', '.join(files)}, manifest.json ({manifest['model']} {manifest['model_id']}, "
           f"{manifest['levels']} levels, {manifest['bitrate'] / 1000:g} kbps at most)")  # fmt: skip
 
 
