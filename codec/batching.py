@@ -133,10 +133,14 @@ class FrameBatcher:
         return DecodeStream(self, rows=rows, sample_rate=sample_rate or self.model.sample_rate)
 
     def warm_up(self) -> None:
-        """Code one frame of silence each way now (first calls load kernels and sessions: about a second)."""
-        enc, dec = self.encoder(levels=1), self.decoder()
-        codes = self._code([("encoder", enc, np.zeros((1, self.model.hop_length), np.float32))])[0]
-        self._code([("decoder", dec, codes)])
+        """Code one frame of silence each way now, alone and as a batch of two (first calls load kernels and, on
+        ONNX Runtime, the one-frame and the batched graphs' sessions: about a second)."""
+        silence = np.zeros((1, self.model.hop_length), np.float32)
+        for n in (1, 2):
+            encoders, decoders = [self.encoder(levels=1) for _ in range(n)], [self.decoder() for _ in range(n)]
+            codes = self._code([("encoder", e, silence) for e in encoders])
+            self._code([("decoder", d, c) for d, c in zip(decoders, codes, strict=True)])
+        self.ticks = self.rows_coded = 0  # the counters are of the streams' work
 
     async def submit(self, side: str, stream, data: np.ndarray) -> np.ndarray:
         """Code one frame of `stream` in the next tick: audio [rows, hop] -> codes [rows, levels * G, 1], or codes

@@ -201,3 +201,20 @@ def test_graphs_without_a_batch_axis_are_called_once_per_stream(onnx_twins, tmp_
     assert not batcher.frames.batched
     for i, codes in enumerate(got):
         assert torch.equal(codes, _alone(onnx_twins, i)), f"stream {i} {STREAMS[i]}"
+
+
+def test_warm_up_loads_the_one_frame_and_the_batched_graphs(onnx_twins):
+    """A server's first ticks alone and in a batch pay no session loading (it happens before it listens)."""
+    from codec.runtime import OnnxCodec
+
+    fresh = OnnxCodec(onnx_twins.model, onnx_twins.onnx_dir)  # no session loaded yet
+    batcher = FrameBatcher(fresh)
+    try:
+        batcher.warm_up()
+    finally:
+        batcher.close()
+    m = fresh.manifest
+    assert set(fresh.sessions._made) == {
+        m[side][key] for side in ("encoder", "decoder") for key in ("file", "frame_file")
+    }
+    assert batcher.ticks == batcher.rows_coded == 0
