@@ -23,16 +23,12 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from codec.errors import CodecError
 from codec.onnx_runtime import pad_levels
 from codec.streaming import Resampler, tail_padding
-
-if TYPE_CHECKING:  # torch loads with a torch model only: an ONNX Runtime server never imports it
-    pass
 
 SIDES = ("encoder", "decoder")
 MAX_ROWS = 64  # rows (stream channels) per model call; more waiting go into the next tick
@@ -42,7 +38,7 @@ class _TorchFrames:
     """One-frame model calls on stacked rows, for the torch model (any device)."""
 
     def __init__(self, model) -> None:
-        import torch
+        import torch  # here, not at the top: an ONNX Runtime server never imports it
 
         self.torch, self.model = torch, model
         self.device = next(model.parameters()).device

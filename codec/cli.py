@@ -23,9 +23,8 @@ NO_DEFAULT = (
 )
 
 
-_THREADS: int | None = (
-    None  # --threads: set in torch when a verb first needs torch (see `main`), and given to ONNX Runtime
-)
+# --threads: set in torch when a verb first needs torch (see `main`), and given to ONNX Runtime's sessions
+_THREADS: int | None = None
 
 
 def _set_torch_threads() -> None:

@@ -356,15 +356,9 @@ def _drain(blocks: Generator[np.ndarray, None, DecodeReport], consume) -> Decode
             return stop.value
 
 
-def model_for_codes(input_path: str | Path, model: str | None, device: str | torch.device = "cpu"):
-    """The model to decode a file with: the one named, else the shipped model that made it, else the default."""
-    from codec.checkpoint import load_model
-
-    return load_model(model_name_for_codes(input_path, model), device=device)
-
-
 def model_name_for_codes(input_path: str | Path, model: str | None) -> str:
-    """The name or path of the model to decode a file with (`model_for_codes`), read without torch."""
+    """The model to decode a file with (a name or path, found without torch): the one named, else the shipped
+    model that made it, else the default."""
     if model is not None:
         return model
     input_path = Path(input_path)
@@ -373,13 +367,6 @@ def model_name_for_codes(input_path: str | Path, model: str | None) -> str:
     with open(input_path, "rb") as f:
         header = bitstream.read_header(f, str(input_path))
     return model_name_for_header(header, str(input_path))
-
-
-def model_for_header(header: CodesHeader, name: str, device: str | torch.device = "cpu"):
-    """The model that decodes a stream with this header when none is named (see `model_name_for_header`)."""
-    from codec.checkpoint import load_model
-
-    return load_model(model_name_for_header(header, name), device=device)
 
 
 def model_name_for_header(header: CodesHeader, name: str) -> str:

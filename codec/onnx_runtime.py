@@ -115,15 +115,14 @@ class OnnxSide:
         self.side, self.spec = side, self.manifest[side]
         self.sessions.get(side, frame=frame)
         self.frame_length = self.manifest["hop_length"] if side == "encoder" else 1  # of the input's last axis
+        # two sets of state arrays: a one-frame call reads one set and writes the next state into the other (ONNX
+        # Runtime writes straight into them: no arrays allocated per call), then they swap
+        self._buffers = [{s["name"]: np.zeros(s["shape"], np.float32) for s in self.spec["states"]} for _ in "ab"]
+        self._bindings: list | None = None  # made on the first one-frame call
         self.reset()
 
     def reset(self) -> None:
         """Every stream starts afresh (zero state)."""
-        if not hasattr(self, "_buffers"):
-            # two sets of state arrays: a one-frame call reads one set and writes the next state into the other
-            # (ONNX Runtime writes straight into them: no arrays allocated per call), then they swap
-            self._buffers = [{s["name"]: np.zeros(s["shape"], np.float32) for s in self.spec["states"]} for _ in "ab"]
-            self._bindings: list | None = None
         for buffer in self._buffers:
             for array in buffer.values():
                 array.fill(0)

@@ -28,8 +28,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from codec import rates
 from codec.errors import CodecError
+from codec.rates import RateFacts
 
 if TYPE_CHECKING:  # this module imports without torch: the CLI's ONNX path never loads it
     from codec.models.codec import CodecModel
@@ -78,7 +78,7 @@ def onnxruntime_available() -> bool:
     return True
 
 
-class OnnxCodec:
+class OnnxCodec(RateFacts):
     """A model whose frames run in ONNX Runtime: the facts of the model (name, id, rates, levels, bitrates) from
     the graphs' manifest, and the encoder and decoder steps of the graphs in `onnx_dir`.
 
@@ -116,15 +116,6 @@ class OnnxCodec:
             self.onnx_dir, self.manifest, threads=threads,
             damaged="delete that folder (it is exported again on the next --runtime onnx run) or use --runtime torch",
         )  # fmt: skip
-
-    def bitrate(self, levels: int) -> float:
-        return rates.bitrate(self.frame_rate, levels, self.num_groups, self.bits_per_code)
-
-    def supported_bitrates(self) -> list[float]:
-        return [self.bitrate(n) for n in range(1, self.num_levels + 1)]
-
-    def levels_for(self, *, bitrate_kbps: float | None = None, levels: int | None = None) -> tuple[int, str | None]:
-        return rates.levels_for(self.name, self.supported_bitrates(), bitrate_kbps=bitrate_kbps, levels=levels)
 
     def session(self, side: str, *, frame: bool = False):
         """The ONNX Runtime session of `side` ('encoder' or 'decoder'), made on first use; `frame`: the one-frame

@@ -8,11 +8,11 @@ import math
 import torch
 from torch.nn import functional as F
 
-from codec import rates
 from codec.config import ModelConfig
 from codec.modules.seanet import SEANetDecoder, SEANetEncoder
 from codec.modules.streaming import State, StreamingModule
 from codec.quantization.grvq import GroupResidualVQ, QuantizerOutput
+from codec.rates import RateFacts
 
 
 def weights_hash(state: dict[str, torch.Tensor]) -> str:
@@ -26,7 +26,7 @@ def weights_hash(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-class CodecModel(StreamingModule):
+class CodecModel(StreamingModule, RateFacts):
     """A streaming neural audio codec.
 
     Args:
@@ -111,19 +111,6 @@ class CodecModel(StreamingModule):
     @property
     def bits_per_code(self) -> int:
         return int(math.log2(self.codebook_size))
-
-    def bitrate(self, levels: int) -> float:
-        """Bits per second when coding with the first `levels` levels."""
-        return rates.bitrate(self.frame_rate, levels, self.num_groups, self.bits_per_code)
-
-    def supported_bitrates(self) -> list[float]:
-        """Bits per second for 1..num_levels levels."""
-        return [self.bitrate(n) for n in range(1, self.num_levels + 1)]
-
-    def levels_for(self, *, bitrate_kbps: float | None = None, levels: int | None = None) -> tuple[int, str | None]:
-        """Resolve a requested bitrate (kbps) or level count to a level count, plus a notice if rounded down
-        (`codec.rates.levels_for`: between two supported bitrates, the one below; outside them, an error)."""
-        return rates.levels_for(self.name, self.supported_bitrates(), bitrate_kbps=bitrate_kbps, levels=levels)
 
     # --- training path --------------------------------------------------------------------------------
     def forward(
