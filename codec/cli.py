@@ -278,6 +278,7 @@ def cmd_eval(args) -> None:
         listen_seconds=args.listen_seconds,
         progress=not args.quiet,
         jobs=args.jobs,
+        continuous=args.continuous,
     )
     failed = len(result["failures"])
     print(
@@ -595,6 +596,11 @@ def _add_eval_commands(sub) -> None:
         type=int,
         default=1,
         help="clips scored in parallel processes (one thread each); the results do not change",
+    )
+    p.add_argument(
+        "--continuous",
+        action="store_true",
+        help="also score the model with its quantizer bypassed (the autoencoder's ceiling; needs the torch model)",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)

@@ -63,8 +63,42 @@ class SEANetConfig:
         return self.patch_size * _prod(self.ratios[: len(self.ratios) - self.istft_stage])
 
 
+@dataclass(frozen=True)
+class SpectralConfig:
+    """The frame-rate spectral family (codec/modules/spectral.py): causal STFT, ConvNeXt blocks over frames,
+    inverse DFT with a short cross-fade. Used when `model.family` is `spectral`."""
+
+    hop_length: int = 320  # samples per frame (the STFT hop)
+    n_fft: int = 640  # analysis window: the frame's own hop and the one before it (no lookahead)
+    overlap: int = 80  # synthesis cross-fade into the next frame, in samples (adds no latency)
+    power: float = 0.3  # power-law compression of the complex spectrum, in and out
+    encoder_channels: int = 256
+    encoder_blocks: int = 6
+    decoder_channels: int = 256
+    decoder_blocks: int = 6
+    kernel_size: int = 7  # frames each depthwise convolution sees
+    mlp_ratio: float = 3.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.hop_length < 1 or self.n_fft < self.hop_length or self.n_fft % 2:
+            problems.append(f"n_fft {self.n_fft} must be even and at least hop_length {self.hop_length}")
+        if not 0 <= self.overlap <= self.hop_length:
+            problems.append(f"overlap {self.overlap} must lie in 0..hop_length ({self.hop_length})")
+        if not 0 < self.power <= 1:
+            problems.append(f"power must lie in (0, 1], got {self.power}")
+        if min(self.encoder_channels, self.decoder_channels, self.kernel_size) < 1 or self.mlp_ratio <= 0:
+            problems.append("channels, kernel_size and mlp_ratio must be positive")
+        if min(self.encoder_blocks, self.decoder_blocks) < 0:
+            problems.append("encoder_blocks and decoder_blocks must be zero or more")
+        if problems:
+            raise CodecError("invalid model.spectral config: " + "; ".join(problems))
+
+
+MODEL_FAMILIES = ("seanet", "spectral")
 QUANTIZER_GRADIENTS = ("straight_through", "rotation")  # how the decoder's gradient reaches the encoder
 CODEBOOK_UPDATES = ("ema", "simvq")  # how codebooks learn
+LEVEL_TYPES = ("vq", "fsq")  # what one residual level is
 
 
 @dataclass(frozen=True)
@@ -87,10 +121,27 @@ class QuantizerConfig:
     # how codebooks learn: ema (moving averages of their residuals, dead codes restarted) or simvq (Zhu et al., 2024:
     # a frozen basis times a learned linear map, trained by a codebook loss; adds basis and transform to the model)
     codebook_update: str = "ema"
+    # vq: each level a free codebook of K entries (learned as `codebook_update` says); fsq: each level a finite
+    # scalar quantizer (Mentzer et al., 2023) inside the same group x level layout: the residual is projected onto
+    # len(fsq_levels) orthonormal directions, each scaled and rounded to one of fsq_levels[i] steps, and projected
+    # back. Its K = prod(fsq_levels) codewords are stored as an ordinary codebook, so nearest-codeword search
+    # (every backend, ONNX included) gives exactly FSQ's rounding. Directions, step sizes and centre learn by
+    # gradient (a codebook loss), starting from a PCA of real residuals at the warm start.
+    level_type: str = "vq"
+    fsq_levels: tuple[int, ...] = (4, 4, 4, 4, 4)
 
     def __post_init__(self) -> None:
         _check_choice("model.quantizer.gradient", self.gradient, QUANTIZER_GRADIENTS)
         _check_choice("model.quantizer.codebook_update", self.codebook_update, CODEBOOK_UPDATES)
+        _check_choice("model.quantizer.level_type", self.level_type, LEVEL_TYPES)
+        if self.level_type == "fsq":
+            if not self.fsq_levels or min(self.fsq_levels) < 2 or _prod(self.fsq_levels) != self.codebook_size:
+                raise CodecError(
+                    f"model.quantizer.fsq_levels {list(self.fsq_levels)} must be steps of at least 2 whose product "
+                    f"is codebook_size {self.codebook_size}, e.g. [4, 4, 4, 4, 4] for 1024"
+                )
+            if self.factorized or self.codebook_update != "ema":
+                raise CodecError("model.quantizer.level_type fsq takes neither factorized nor codebook_update simvq")
 
 
 # QuantizerConfig fields that only steer training: two models that differ in these alone are the same architecture
@@ -100,14 +151,19 @@ QUANTIZER_TRAINING_KEYS = ("decay", "epsilon", "kmeans_iters", "dead_code_thresh
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "grvq"
+    # seanet: the convolutional waveform family (encoder/decoder sections); spectral: the frame-rate spectral
+    # family (spectral section). The sections of the other family are ignored.
+    family: str = "seanet"
     sample_rate: int = 16000
     channels: int = 1  # audio channels the network takes; multichannel files are coded per channel
     latent_dim: int = 128
     encoder: SEANetConfig = field(default_factory=SEANetConfig)
     decoder: SEANetConfig = field(default_factory=SEANetConfig)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    spectral: SpectralConfig = field(default_factory=SpectralConfig)
 
     def __post_init__(self) -> None:
+        _check_choice("model.family", self.family, MODEL_FAMILIES)
         problems = []
         q = self.quantizer
         if self.sample_rate <= 0:
@@ -140,7 +196,15 @@ class ModelConfig:
 
     @property
     def hop_length(self) -> int:
+        if self.family == "spectral":
+            return self.spectral.hop_length
         return self.encoder.patch_size * _prod(self.encoder.ratios)
+
+    @property
+    def algorithmic_latency(self) -> int:
+        """Samples from an input sample's arrival to the output sample that reconstructs it, in the worst case:
+        one frame (the encoder waits for a whole hop) in both families; neither looks ahead nor delays."""
+        return self.hop_length
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:

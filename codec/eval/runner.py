@@ -94,6 +94,38 @@ class ModelSystem:
         return Coded(decoded[0], len(data) * 8, self.describe(), codes)
 
 
+class ContinuousSystem:
+    """The model's autoencoder with the quantizer bypassed: the ceiling its codes approach (no bits, no file)."""
+
+    system_kind = "model"
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.system = f"{model.name} continuous"
+        self.kbps = float("nan")
+
+    @property
+    def label(self) -> str:
+        return self.system
+
+    def describe(self, sample_rate: int = 0, content: str = "") -> str:
+        return f"model {self.model.name} encoder -> decoder with the quantizer bypassed (an upper bound, no bits)"
+
+    def run(self, audio: np.ndarray, sample_rate: int, content: str) -> Coded:
+        import soxr
+        import torch
+
+        rate = self.model.sample_rate
+        x = audio if sample_rate == rate else soxr.resample(audio, sample_rate, rate).astype(np.float32)
+        with torch.no_grad():
+            y, _ = self.model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None], quantize=False)
+        y = y[0, 0].numpy()
+        if sample_rate != rate:
+            y = soxr.resample(y, rate, sample_rate).astype(np.float32)
+        y = np.pad(y, (0, max(0, len(audio) - len(y))))[: len(audio)]
+        return Coded(y, 0, self.describe())
+
+
 def parse_bitrates(model, text: str | None, log: Callable[[str], None]) -> list[int]:
     """Level counts for comma-separated kbps ('all' or None: every supported bitrate)."""
     if text is None or text.strip() in ("", "all"):
@@ -137,6 +169,7 @@ def run_eval(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     jobs: int = 1,
+    continuous: bool = False,
 ) -> dict:
     """Run the evaluation and write the reports into `out_dir`; returns the summary (as in summary.json).
 
@@ -153,6 +186,8 @@ def run_eval(
     chosen_metrics = M.select_metrics(metrics)
     M.check_available(chosen_metrics)
     systems: list = [ModelSystem(model, n) for n in parse_bitrates(model, bitrates, log)] if model is not None else []
+    if continuous and model is not None:
+        systems.append(ContinuousSystem(model))
     systems += make_baselines(baselines)
     if not systems:
         raise CodecError("nothing to evaluate: pass --model and/or --baselines")

@@ -10,6 +10,7 @@ from torch.nn import functional as F
 
 from codec.config import ModelConfig
 from codec.modules.seanet import SEANetDecoder, SEANetEncoder
+from codec.modules.spectral import SpectralDecoder, SpectralEncoder
 from codec.modules.streaming import State, StreamingModule
 from codec.quantization.grvq import GroupResidualVQ, QuantizerOutput
 from codec.rates import RateFacts
@@ -54,8 +55,8 @@ class CodecModel(StreamingModule, RateFacts):
     def __init__(
         self,
         *,
-        encoder: SEANetEncoder,
-        decoder: SEANetDecoder,
+        encoder: SEANetEncoder | SpectralEncoder,
+        decoder: SEANetDecoder | SpectralDecoder,
         quantizer: GroupResidualVQ,
         sample_rate: int,
         hop_length: int,
@@ -114,14 +115,15 @@ class CodecModel(StreamingModule, RateFacts):
 
     # --- training path --------------------------------------------------------------------------------
     def forward(
-        self, x: torch.Tensor, levels: int | None = None, *, quantize: bool = True
+        self, x: torch.Tensor, levels: int | None = None, *, quantize: bool = True, noise: float = 0.0
     ) -> tuple[torch.Tensor, QuantizerOutput]:
         """Reconstruction [B, C, T] and quantizer output for x [B, C, T] (the last partial frame is zero-padded).
 
-        quantize=False bypasses the quantizer (the unquantized autoencoder: warm start and diagnostics).
+        quantize=False bypasses the quantizer (the unquantized autoencoder: warm start and diagnostics), with
+        `noise` standard deviations of Gaussian noise on the latent in training (`GroupResidualVQ.forward`).
         """
         T = x.shape[-1]
-        q = self.quantizer(self.encoder(self._pad_to_frames(x)), levels, bypass=not quantize)
+        q = self.quantizer(self.encoder(self._pad_to_frames(x)), levels, bypass=not quantize, noise=noise)
         return self.decoder(q.quantized)[..., :T], q
 
     # --- inference ------------------------------------------------------------------------------------
@@ -177,6 +179,56 @@ class CodecModel(StreamingModule, RateFacts):
 
 def build_model(config: ModelConfig) -> CodecModel:
     """The one place a config becomes modules."""
+    if config.family == "spectral":
+        encoder, decoder = _spectral_sides(config)
+    else:
+        encoder, decoder = _seanet_sides(config)
+    q = config.quantizer
+    model = CodecModel(
+        encoder=encoder,
+        decoder=decoder,
+        quantizer=GroupResidualVQ(
+            dim=config.latent_dim,
+            num_groups=q.num_groups,
+            num_levels=q.num_levels,
+            codebook_size=q.codebook_size,
+            factorized=q.factorized,
+            codebook_dim=q.codebook_dim,
+            decay=q.decay,
+            epsilon=q.epsilon,
+            kmeans_iters=q.kmeans_iters,
+            dead_code_threshold=q.dead_code_threshold,
+            dropout=q.dropout,
+            gradient=q.gradient,
+            codebook_update=q.codebook_update,
+            level_type=q.level_type,
+            fsq_levels=q.fsq_levels,
+        ),
+        sample_rate=config.sample_rate,
+        hop_length=config.hop_length,
+        audio_channels=config.channels,
+        name=config.name,
+    )
+    model.config = config
+    return model
+
+
+def _spectral_sides(config: ModelConfig) -> tuple[SpectralEncoder, SpectralDecoder]:
+    s = config.spectral
+    shared = dict(
+        audio_channels=config.channels,
+        latent_dim=config.latent_dim,
+        hop_length=s.hop_length,
+        kernel_size=s.kernel_size,
+        mlp_ratio=s.mlp_ratio,
+        power=s.power,
+    )
+    encoder = SpectralEncoder(n_fft=s.n_fft, channels=s.encoder_channels, num_blocks=s.encoder_blocks, **shared)
+    decoder = SpectralDecoder(overlap=s.overlap, channels=s.decoder_channels, num_blocks=s.decoder_blocks, **shared)
+    return encoder, decoder
+
+
+def _seanet_sides(config: ModelConfig) -> tuple[SEANetEncoder, SEANetDecoder]:
 
     def side(c, cls, **extra):
         return cls(
@@ -197,35 +249,12 @@ def build_model(config: ModelConfig) -> CodecModel:
             **extra,
         )
 
-    q = config.quantizer
-    model = CodecModel(
-        encoder=side(config.encoder, SEANetEncoder),
-        decoder=side(
-            config.decoder,
-            SEANetDecoder,
-            head=config.decoder.head,
-            istft_stage=config.decoder.istft_stage,
-            istft_n_fft=config.decoder.istft_n_fft,
-        ),
-        quantizer=GroupResidualVQ(
-            dim=config.latent_dim,
-            num_groups=q.num_groups,
-            num_levels=q.num_levels,
-            codebook_size=q.codebook_size,
-            factorized=q.factorized,
-            codebook_dim=q.codebook_dim,
-            decay=q.decay,
-            epsilon=q.epsilon,
-            kmeans_iters=q.kmeans_iters,
-            dead_code_threshold=q.dead_code_threshold,
-            dropout=q.dropout,
-            gradient=q.gradient,
-            codebook_update=q.codebook_update,
-        ),
-        sample_rate=config.sample_rate,
-        hop_length=config.hop_length,
-        audio_channels=config.channels,
-        name=config.name,
+    encoder = side(config.encoder, SEANetEncoder)
+    decoder = side(
+        config.decoder,
+        SEANetDecoder,
+        head=config.decoder.head,
+        istft_stage=config.decoder.istft_stage,
+        istft_n_fft=config.decoder.istft_n_fft,
     )
-    model.config = config
-    return model
+    return encoder, decoder

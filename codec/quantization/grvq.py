@@ -14,13 +14,14 @@ every prefix learns to decode on its own.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from codec.config import CODEBOOK_UPDATES, QUANTIZER_GRADIENTS
+from codec.config import CODEBOOK_UPDATES, LEVEL_TYPES, QUANTIZER_GRADIENTS
 from codec.dist import all_reduce_, broadcast_
 from codec.quantization.codebook import kmeans, perplexity
 from codec.quantization.search import dequantize, rvq_search
@@ -68,6 +69,10 @@ class GroupResidualVQ(nn.Module):
     codebook_update: ema (codebooks are moving averages of their residuals, dead codes restarted), or simvq
         (Zhu et al., 2024: codebooks = frozen basis @ learned linear map, trained by a codebook loss added to
         the commitment loss, so every code moves at every step and none falls out of use).
+    level_type: vq (free codebooks) or fsq: each level a finite scalar quantizer, codebook = centre +
+        (grid * step) @ directions^T with orthonormal directions [d, len(fsq_levels)], so the nearest codeword
+        is the per-direction rounding of the projected residual; trained by the codebook loss, like simvq.
+    fsq_levels: steps per FSQ direction (their product is codebook_size).
     """
 
     def __init__(
@@ -86,6 +91,8 @@ class GroupResidualVQ(nn.Module):
         dropout: float = 1.0,
         gradient: str = "straight_through",
         codebook_update: str = "ema",
+        level_type: str = "vq",
+        fsq_levels: tuple[int, ...] = (4, 4, 4, 4, 4),
     ) -> None:
         super().__init__()
         G, L, K = num_groups, num_levels, codebook_size
@@ -101,6 +108,11 @@ class GroupResidualVQ(nn.Module):
         if codebook_update not in CODEBOOK_UPDATES:
             raise ValueError(f"codebook_update must be one of {CODEBOOK_UPDATES}, got {codebook_update!r}")
         self.codebook_update = codebook_update
+        if level_type not in LEVEL_TYPES:
+            raise ValueError(f"level_type must be one of {LEVEL_TYPES}, got {level_type!r}")
+        self.level_type = level_type
+        if level_type == "fsq" and (math.prod(fsq_levels) != K or factorized or codebook_update != "ema"):
+            raise ValueError(f"fsq_levels {fsq_levels} must multiply to {K}, without factorized or simvq")
         if factorized:
             self.in_proj = weight_norm(nn.Conv1d(dim, G * d, 1, groups=G))
             self.out_proj = weight_norm(nn.Conv1d(G * d, dim, 1, groups=G))
@@ -117,32 +129,55 @@ class GroupResidualVQ(nn.Module):
             # the product for search and decoding; it is refreshed whenever `transform` has changed.
             self.register_buffer("basis", torch.randn(G, L, K, d))
             self.transform = nn.Parameter(torch.eye(d).repeat(G, L, 1, 1))
-            self._synced: tuple | None = None
+        if level_type == "fsq":
+            steps = torch.tensor(fsq_levels)
+            k = len(fsq_levels)
+            # grid [K, k]: row i holds code i's mixed-radix digits (first direction fastest), centred on zero
+            place = torch.cumprod(torch.cat([torch.ones(1, dtype=torch.long), steps[:-1]]), 0)
+            digits = (torch.arange(K)[:, None] // place[None]) % steps[None]
+            self.register_buffer("fsq_grid", (digits - (steps - 1) / 2).float(), persistent=False)
+            self.fsq_directions = nn.Parameter(torch.eye(d, k).repeat(G, L, 1, 1))  # orthonormalised on use
+            self.fsq_log_step = nn.Parameter(torch.zeros(G, L, k))
+            self.fsq_center = nn.Parameter(torch.zeros(G, L, d))
+        self._synced: tuple | None = None
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         with torch.no_grad():
             self.embed_sum.copy_(self.codebooks * self._smoothed_sizes()[..., None])
-        if self.codebook_update == "simvq":
-            self._synced = None
+        self._synced = None
 
     def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
         self._sync_codebooks()
         super()._save_to_state_dict(destination, prefix, keep_vars)
 
-    def _simvq_codebooks(self) -> torch.Tensor:
-        """basis @ transform [G, L, K, d] (differentiable in transform)."""
+    @property
+    def _learned_by_gradient(self) -> bool:
+        """simvq and fsq: the codebooks are a function of parameters, trained by the codebook loss."""
+        return self.codebook_update == "simvq" or self.level_type == "fsq"
+
+    def _parameters_of_codebooks(self) -> tuple[torch.Tensor, ...]:
+        if self.level_type == "fsq":
+            return (self.fsq_directions, self.fsq_log_step, self.fsq_center)
+        return (self.transform, self.basis)
+
+    def _gradient_codebooks(self) -> torch.Tensor:
+        """[G, L, K, d] (differentiable): simvq basis @ transform; fsq centre + (grid * step) @ directions^T."""
+        if self.level_type == "fsq":
+            directions = torch.linalg.qr(self.fsq_directions).Q  # [G, L, d, k], orthonormal columns
+            scaled = self.fsq_grid[None, None] * self.fsq_log_step.exp()[:, :, None, :]  # [G, L, K, k]
+            return self.fsq_center[:, :, None, :] + scaled @ directions.transpose(-1, -2)
         return torch.einsum("glkd,glde->glke", self.basis, self.transform)
 
     def _sync_codebooks(self) -> None:
-        """simvq: recompute `codebooks` from basis and transform if either changed since the last time (an
+        """simvq and fsq: recompute `codebooks` from their parameters if any changed since the last time (an
         optimizer step, an EMA update or a load bumps their version counters)."""
-        if self.codebook_update != "simvq":
+        if not self._learned_by_gradient:
             return
-        key = (self.transform._version, self.transform.data_ptr(), self.basis._version, self.basis.data_ptr())
+        key = tuple((t._version, t.data_ptr()) for t in self._parameters_of_codebooks())
         if key != self._synced:
             with torch.no_grad():
-                self.codebooks.copy_(self._simvq_codebooks())
+                self.codebooks.copy_(self._gradient_codebooks())
             self._synced = key
 
     def _smoothed_sizes(self) -> torch.Tensor:
@@ -198,19 +233,26 @@ class GroupResidualVQ(nn.Module):
         return self._latent(frames, codes.shape[0])
 
     # --- training ---------------------------------------------------------------------------------
-    def forward(self, z: torch.Tensor, levels: int | None = None, *, bypass: bool = False) -> QuantizerOutput:
+    def forward(
+        self, z: torch.Tensor, levels: int | None = None, *, bypass: bool = False, noise: float = 0.0
+    ) -> QuantizerOutput:
         """Quantize z [B, D, F]; in training mode also update the codebooks and apply level dropout.
 
         bypass: pass the (projected) latent through unquantized, with no codes, no commitment loss and no
         codebook update: the warm start that lets encoder and decoder learn to reconstruct first.
+        noise: while bypassed in training, add Gaussian noise of this many standard deviations (per dimension,
+        over the batch's frames), so the decoder learns to expect an imprecise latent and the switch to codes
+        does not collapse it.
         """
         if torch.is_autocast_enabled(z.device.type):  # codebook search and EMA statistics stay in fp32
             with torch.autocast(z.device.type, enabled=False):
-                return self.forward(z.float(), levels, bypass=bypass)
+                return self.forward(z.float(), levels, bypass=bypass, noise=noise)
         B, _, F = z.shape
         L = levels or self.num_levels
         x = self._frames(z)  # [N, G, d]
         if bypass:
+            if noise > 0 and self.training:
+                x = x + noise * x.detach().std(dim=0, keepdim=True) * torch.randn_like(x)
             return QuantizerOutput(
                 quantized=self._latent(x, B),
                 codes=torch.zeros(B, 0, F, dtype=torch.long, device=z.device),
@@ -219,9 +261,9 @@ class GroupResidualVQ(nn.Module):
             )
         if self.training and not bool(self.initialized):
             self._init_kmeans(x.detach())
-        simvq = self.codebook_update == "simvq" and self.training and torch.is_grad_enabled()
+        simvq = self._learned_by_gradient and self.training and torch.is_grad_enabled()
         if simvq:  # a differentiable codebook, its value also written to the buffer the search reads
-            books = self._simvq_codebooks()
+            books = self._gradient_codebooks()
             with torch.no_grad():
                 self.codebooks.copy_(books)
         else:
@@ -273,6 +315,9 @@ class GroupResidualVQ(nn.Module):
         """Initialise every level's codebooks by k-means on the residuals of the levels before it (rank 0)."""
         x = x[torch.randperm(x.shape[0], device=x.device)[:65536]]
         residual = x.clone()
+        if self.level_type == "fsq":
+            self._init_fsq(residual)
+            return
         for level in range(self.num_levels):
             for g in range(self.num_groups):
                 centroids, counts = kmeans(residual[:, g], self.codebook_size, self.kmeans_iters)
@@ -289,6 +334,33 @@ class GroupResidualVQ(nn.Module):
         self.initialized.fill_(True)
 
     @torch.no_grad()
+    def _init_fsq(self, residual: torch.Tensor) -> None:
+        """Every level's FSQ from a PCA of the residuals [N, G, d] the levels before it leave: centre = their mean,
+        directions = the leading principal axes, steps spanning about two standard deviations per side."""
+        k = self.fsq_grid.shape[1]
+        steps = self.fsq_grid.max(0).values * 2 + 1  # steps per direction
+        for level in range(self.num_levels):
+            for g in range(self.num_groups):
+                r = residual[:, g].double()
+                center = r.mean(0)
+                cov = (r - center).T @ (r - center) / max(1, r.shape[0] - 1)
+                eigenvalues, eigenvectors = torch.linalg.eigh(cov)  # ascending
+                top = eigenvectors[:, -k:].flip(-1)
+                std = eigenvalues[-k:].flip(-1).clamp_min(1e-12).sqrt()
+                self.fsq_center[g, level] = center.float()
+                self.fsq_directions[g, level] = top.float()
+                self.fsq_log_step[g, level] = (std * 4.0 / steps.double()).log().float()
+            for p in self._parameters_of_codebooks():
+                broadcast_(p.data)
+            self._synced = None
+            self._sync_codebooks()
+            _, q = rvq_search(residual, self.codebooks[:, level : level + 1], 1, backend="torch")
+            residual = residual - q
+        self.cluster_size.fill_(1.0)
+        self.embed_sum.copy_(self.codebooks * self._smoothed_sizes()[..., None])
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
     def _ema_update(self, residuals: torch.Tensor, codes: torch.Tensor) -> None:
         """EMA of cluster sizes and sums from residuals [N, L, G, d] and codes [N, L, G], summed over ranks."""
         G, K, d = self.num_groups, self.codebook_size, self.codebook_dim
@@ -300,7 +372,7 @@ class GroupResidualVQ(nn.Module):
         all_reduce_(counts)
         counts = counts.view(G, self.num_levels, K)[:, :L]
         self.cluster_size[:, :L].mul_(self.decay).add_(counts, alpha=1 - self.decay)
-        if self.codebook_update == "simvq":  # usage statistics only: the codebooks learn by gradient
+        if self._learned_by_gradient:  # usage statistics only: the codebooks learn by gradient
             return
         sums = torch.zeros(G * self.num_levels * K, d, device=codes.device)
         sums.index_add_(0, slot.flatten(), residuals.reshape(-1, d))

@@ -122,6 +122,9 @@ class TrainConfig:
     # `kmeans_batches` batches of the trained encoder's latents
     quantizer_warmup_steps: int = 0
     kmeans_batches: int = 32
+    # standard deviations of Gaussian noise on the latent while the quantizer is bypassed (0 = none): the decoder
+    # learns to expect an imprecise latent, so switching the codes on does not collapse it
+    quantizer_warmup_noise: float = 0.0
     ema_decay: float | None = None  # keep an EMA of generator weights (e.g. 0.999); exported when present
     # fine-tune: start a new run from these generator weights (a step_*.pt, a training output dir or a .safetensors
     # model file, e.g. the shipped grvq16k) with fresh optimizers, discriminators and step 0; the model config

@@ -19,6 +19,7 @@ import dataclasses
 import math
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -153,6 +154,7 @@ class Trainer:
 
         self.step, self.epoch, self.batch_index = 0, 0, 0
         self.bad_in_row, self.bad_total, self.skipped_files = 0, 0, 0
+        self._cpu_base, self._cpu_mark = 0.0, time.process_time()
         self.commit = git_commit() if self.dist.is_main else None
         torch.manual_seed(tc.seed + 1_000_003 * self.dist.rank)  # per-rank stream for dropout, restarts
         np.random.seed((tc.seed + self.dist.rank) % 2**32)
@@ -291,6 +293,13 @@ class Trainer:
             self.log.info(f"validation data {dc.valid_dir}: {len(self.valid_items)} utterances")
 
     # --- state --------------------------------------------------------------------------------------------
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU time this run has spent in the training process (this rank), summed over resumes: the clock that
+        arms are compared on. Data-loader workers are separate processes and not counted (data.num_workers 0
+        keeps all the work in this one)."""
+        return self._cpu_base + time.process_time() - self._cpu_mark
+
     def state_dict(self) -> dict:
         """The checkpoint content (call on every rank: RNG states are gathered from all of them)."""
         rng = self.dist.gather(checkpoints.rng_state())
@@ -311,7 +320,12 @@ class Trainer:
             "sched_d": self.sched_d.state_dict(),
             "scaler": self.scaler.state_dict(),
             "balancer": self.balancer.state_dict() if self.balancer else None,
-            "counters": {"bad_in_row": self.bad_in_row, "bad_total": self.bad_total, "skipped": self.skipped_files},
+            "counters": {
+                "bad_in_row": self.bad_in_row,
+                "bad_total": self.bad_total,
+                "skipped": self.skipped_files,
+                "cpu_seconds": self.cpu_seconds,
+            },
             "rng": rng,
         }
 
@@ -353,6 +367,8 @@ class Trainer:
         self.epoch, self.batch_index = state["data_position"]["epoch"], state["data_position"]["batch_index"]
         counters = state["counters"]
         self.bad_in_row, self.bad_total, self.skipped_files = 0, counters["bad_total"], counters["skipped"]
+        # checkpoints written before the CPU clock was kept start it at zero
+        self._cpu_base, self._cpu_mark = float(counters.get("cpu_seconds", 0.0)), time.process_time()
         self.commit = self.commit or state.get("git_commit")
         rng = state["rng"]
         if state["world_size"] == self.dist.world_size:
@@ -413,7 +429,7 @@ class Trainer:
             last = micro == accum - 1
             with self._maybe_no_sync(self.g, last), self._maybe_no_sync(self.d, last):
                 with self._autocast():
-                    y_hat, q = self.g(x, quantize=quantize)
+                    y_hat, q = self.g(x, quantize=quantize, noise=0.0 if quantize else tc.quantizer_warmup_noise)
                 y_hat = y_hat.float()
                 terms = self.objective(y_hat, x)
                 values: dict[str, torch.Tensor] = {"commitment": q.commitment_loss.detach()}
@@ -563,7 +579,9 @@ class Trainer:
         means = [m / self.dist.world_size for m in means]
         skipped = int(dist.sum_over_ranks([float(self.skipped_files)], self.device)[0])
         values = dict(zip(keys, means, strict=True))
-        rate = self.log.progress(self.step, {k: values[k] for k in ("mel", "commitment", "adversarial") if k in values})
+        summary = {k: values[k] for k in ("mel", "commitment", "adversarial") if k in values}
+        summary["cpu_h"] = self.cpu_seconds / 3600
+        rate = self.log.progress(self.step, summary)
         scalars = {}
         for k, v in values.items():
             group = "grad_norm" if k.startswith("grad_norm") else "balancer" if k.startswith("balancer") else "loss"
@@ -572,6 +590,7 @@ class Trainer:
         if self.use_gan:
             scalars["lr/discriminator"] = self.sched_d.get_last_lr()[0]
         scalars["train/steps_per_s"] = rate
+        scalars["train/cpu_hours"] = self.cpu_seconds / 3600
         scalars["train/skipped_files"] = skipped
         scalars["train/bad_steps"] = self.bad_total
         if self.config.train.precision == "fp16":
