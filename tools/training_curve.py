@@ -40,7 +40,9 @@ def rows_of_summary(summary: dict) -> list[dict]:
     by_label: dict[tuple[str, float], dict] = {}
     for entry in summary["summary"]:
         if entry.get("target_kbps") is None:
-            continue
+            if not entry["system"].endswith(" continuous"):
+                continue  # the original and anything else without a bitrate
+            entry = {**entry, "target_kbps": 0.0}  # the quantizer bypassed (codec eval --continuous): kbps 0
         by_label[(entry["content"], entry["target_kbps"])] = entry["metrics"]
     rows = []
     for (content, kbps), metrics in sorted(by_label.items(), key=lambda item: item[0][1]):

@@ -102,7 +102,7 @@ class ContinuousSystem:
     def __init__(self, model) -> None:
         self.model = model
         self.system = f"{model.name} continuous"
-        self.kbps = float("nan")
+        self.kbps = None  # no bitrate: its rows leave kbps empty
 
     @property
     def label(self) -> str:
@@ -270,7 +270,8 @@ def _eval_clip(clip: Clip, listen: bool, listen_seconds: float, systems: list, c
             tick = time.perf_counter()
             coded = system.run(mono, sample_rate, clip.content)
             row["coding_seconds"] = round(time.perf_counter() - tick, 4)
-            row["kbps"] = round(M.bitrate_spent(coded.num_bits // 8, mono.size / sample_rate) / 1000, 4)
+            if system.kbps is not None:
+                row["kbps"] = round(M.bitrate_spent(coded.num_bits // 8, mono.size / sample_rate) / 1000, 4)
             how[system.label] = coded.how
             values, skipped = M.score(mono, coded.audio, sample_rate, chosen_metrics, content=clip.content)
             row.update(values, skipped=_skips(skipped))
