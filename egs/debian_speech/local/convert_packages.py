@@ -95,10 +95,12 @@ def licence_for(package: str, text: str) -> tuple[str, str]:
     """
     stanzas = [s for s in parse_copyright(text) if not s["Files"].startswith("debian/")]
     words = f"-{package}-"
-    specific = [s for s in stanzas if any(f"-{p.rstrip('*').rstrip('-')}-" in words for p in s["Files"].split() if p != "*")]
+    specific = [
+        s for s in stanzas if any(f"-{p.rstrip('*').rstrip('-')}-" in words for p in s["Files"].split() if p != "*")
+    ]
     chosen = specific or [s for s in stanzas if "*" in s["Files"].split()] or stanzas
     if not chosen:
-        return "unknown (see licenses/%s.copyright)" % package, "unknown"
+        return f"unknown (see licenses/{package}.copyright)", "unknown"
     licences = sorted({s.get("License", "?").split()[0] if s.get("License") else "?" for s in chosen})
     holders = "; ".join(s.get("Copyright", "?") for s in chosen)
     return ", ".join(licences), holders
@@ -124,7 +126,6 @@ def main() -> int:
     parser.add_argument("--silence-db", type=float, default=-45.0, help="drop recordings whose peak is below (dBFS)")
     args = parser.parse_args()
 
-    audio_dir = args.corpus_dir / "audio"
     (args.corpus_dir / "licenses").mkdir(parents=True, exist_ok=True)
     floor = 10 ** (args.silence_db / 20)
     seen: set[str] = set()
@@ -149,14 +150,10 @@ def main() -> int:
             seen.add(digest)
             try:
                 x = read_audio(path, args.spandsp_dir)
-            except OSError as e:
+            except Exception as e:  # whatever the decoder says, this one file is skipped
                 if "libspandsp" in str(e):  # no decoder at all: every .g722 would fail the same way
                     print(f"convert_packages: {e}", file=sys.stderr)
                     return 1
-                print(f"convert_packages: skipped unreadable {path}: {e}", file=sys.stderr)
-                dropped["unreadable"] += 1
-                continue
-            except (RuntimeError, ValueError) as e:
                 print(f"convert_packages: skipped unreadable {path}: {e}", file=sys.stderr)
                 dropped["unreadable"] += 1
                 continue
@@ -182,8 +179,16 @@ def main() -> int:
         (args.corpus_dir / "licenses" / f"{package}.copyright").write_text(text or "no copyright file\n")
         licence, holders = licence_for(package, text)
         sources.append(
-            (package, package_version(tree, package), ",".join(sorted(speakers)) or "-", kept,
-             ",".join(f"{k}:{v}" for k, v in sorted(dropped.items())) or "-", seconds / 60, licence, holders)
+            (
+                package,
+                package_version(tree, package),
+                ",".join(sorted(speakers)) or "-",
+                kept,
+                ",".join(f"{k}:{v}" for k, v in sorted(dropped.items())) or "-",
+                seconds / 60,
+                licence,
+                holders,
+            )
         )
         print(f"convert_packages: {package}: {kept} files, {seconds / 60:.1f} min kept; dropped {dict(dropped)}")
 
@@ -200,9 +205,11 @@ def main() -> int:
         for package, version, speakers, kept, dropped, minutes, licence, holders in sources:
             fh.write(f"{package}\t{version}\t{speakers}\t{kept}\t{dropped}\t{minutes:.1f}\t{licence}\t{holders}\n")
     with open(args.corpus_dir / "LICENSES.md", "w") as fh:
-        fh.write("# Licences of the recordings in this corpus\n\nFrom each Debian package's /usr/share/doc/<package>/"
-                 "copyright (copied whole to licenses/<package>.copyright, the authority).\n\n"
-                 "| package | version | speakers | minutes | licence | copyright |\n|---|---|---|---|---|---|\n")
+        fh.write(
+            "# Licences of the recordings in this corpus\n\nFrom each Debian package's /usr/share/doc/<package>/"
+            "copyright (copied whole to licenses/<package>.copyright, the authority).\n\n"
+            "| package | version | speakers | minutes | licence | copyright |\n|---|---|---|---|---|---|\n"
+        )
         for package, version, speakers, _, _, minutes, licence, holders in sources:
             fh.write(f"| {package} | {version} | {speakers} | {minutes:.1f} | {licence} | {holders} |\n")
     total = sum(m[4] for m in manifest) / 60

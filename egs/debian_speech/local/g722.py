@@ -24,7 +24,8 @@ def load_spandsp(search_dir: str | os.PathLike | None = None) -> ctypes.CDLL:
     global _lib
     if _lib is not None:
         return _lib
-    candidates = sorted(glob.glob(str(Path(search_dir) / "**" / "libspandsp.so*"), recursive=True)) if search_dir else []
+    pattern = str(Path(search_dir) / "**" / "libspandsp.so*") if search_dir else None
+    candidates = sorted(glob.glob(pattern, recursive=True)) if pattern else []
     system = ctypes.util.find_library("spandsp")
     if system:
         candidates.append(system)
