@@ -311,3 +311,114 @@ def test_fsq_warm_start_is_a_pca_of_each_levels_residuals():
     residual = frames - quantizer.decode(quantizer.encode(z)[:, :G]).transpose(1, 2).reshape(-1, G, d)
     assert torch.allclose(quantizer.fsq_center[:, 1], residual.mean(0), atol=1e-4)
     assert (quantizer.fsq_log_step[:, 1] < quantizer.fsq_log_step[:, 0]).all()  # later levels refine
+
+
+def test_warmup_noise_acts_only_while_bypassed_in_training(spectral):
+    x = _audio(batch=2, seconds=0.1)
+
+    def forward(train: bool, quantize: bool, noise: float):
+        spectral.train(train)
+        torch.manual_seed(3)
+        with torch.no_grad():
+            y, _ = spectral(x, quantize=quantize, noise=noise)
+        spectral.eval()
+        return y
+
+    state = {k: v.clone() for k, v in spectral.state_dict().items()}  # training forwards move EMA statistics
+    try:
+        clean = forward(True, False, 0.0)
+        assert not torch.allclose(forward(True, False, 0.5), clean, atol=1e-4)  # bypassed in training: noisy
+        assert torch.equal(forward(False, False, 0.5), forward(False, False, 0.0))  # evaluation: never
+        spectral.load_state_dict(state)
+        quantized = forward(True, True, 0.0)
+        spectral.load_state_dict(state)
+        assert torch.equal(forward(True, True, 0.5), quantized)  # quantized: the codes are not noised
+    finally:
+        spectral.load_state_dict(state)
+
+
+# --- ONNX, the one-frame runtime and the batching server --------------------------------------------------------
+@pytest.fixture(scope="module")
+def onnx_spectral(spectral, tmp_path_factory):
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    pytest.importorskip("onnx", reason="the onnx extra is not installed")
+    from codec.runtime import OnnxCodec, export_to_cache
+
+    return OnnxCodec(spectral, export_to_cache(spectral, tmp_path_factory.mktemp("cache")))
+
+
+def test_one_frame_onnx_runtime_gives_torchs_codes_and_audio(spectral, onnx_spectral):
+    from tests.near_ties import ONNX_TIE_RTOL
+
+    audio = tone(0.5, 8000, channels=2, seed=4)
+    whole = StreamingEncoder(onnx_spectral, levels=3, batch_size=2)
+    expected = np.concatenate([whole.push(audio), whole.flush()], -1)
+    rng, got, i = np.random.default_rng(0), [], 0
+    chunked = StreamingEncoder(onnx_spectral, levels=3, batch_size=2)
+    while i < audio.shape[1]:  # one graph call per frame whatever the chunking: bit for bit
+        n = int(rng.choice([1, 7, HOP - 1, HOP + 1, 250]))
+        got.append(chunked.push(audio[:, i : i + n]))
+        i += n
+    assert np.array_equal(np.concatenate([*got, chunked.flush()], -1), expected)
+    differ, frames, gap = parting_gaps(spectral, torch.from_numpy(audio)[:, None], expected, 3)
+    assert gap <= ONNX_TIE_RTOL, f"{differ} of {frames} frames part from torch's codes at a gap of {gap:.1e}"
+    decoder = StreamingDecoder(onnx_spectral, batch_size=2)
+    decoded = np.concatenate([decoder.push(expected[..., f : f + 1]) for f in range(expected.shape[-1])], 1)
+    torch_audio = spectral.decode(torch.from_numpy(expected))[:, 0].numpy()
+    assert np.abs(decoded - torch_audio).max() < 1e-4
+
+
+def test_batched_streams_give_each_stream_its_own_codes(spectral, onnx_spectral):
+    """The server's batcher: streams joining at different times, rates, levels and channel counts get the codes
+    of each stream coded alone, bit for bit on ONNX Runtime, and torch's offline codes but at near-ties."""
+    from tests.test_batching import STREAMS, _alone, _run_all
+    from tests.test_batching import _audio as stream_audio
+
+    got, batcher = _run_all(onnx_spectral)
+    assert batcher.rows_coded / batcher.ticks > 2, "the streams were not coded together"
+    for i, codes in enumerate(got):
+        assert torch.equal(codes, _alone(onnx_spectral, i)), f"stream {i} {STREAMS[i]}"
+    got, batcher = _run_all(spectral)
+    for i, codes in enumerate(got):
+        levels, rate, channels, _ = STREAMS[i]
+        if rate == spectral.sample_rate:
+            assert_codes_of(spectral, torch.from_numpy(stream_audio(i, rate, channels))[:, None], codes, levels)
+        else:
+            assert codes.shape == _alone(spectral, i).shape
+
+
+# --- tokens, evaluation ---------------------------------------------------------------------------------------------
+def test_tokens_are_the_models_codes(tmp_path, spectral):
+    from codec.tokens import extract_tokens, open_tokens
+
+    clips = {"a": 0.31, "b": 0.07, "c/d": 0.5, "e": 0.013}  # none a whole number of frames
+    for i, (name, seconds) in enumerate(clips.items()):
+        (tmp_path / "audio" / name).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(tmp_path / "audio" / f"{name}.wav", tone(seconds, 8000, seed=i).T, 8000)
+    extract_tokens(spectral, tmp_path / "audio", tmp_path / "out", levels=3, fmt="packed", pattern="delay",
+                   batch_size=3, num_workers=0, progress=False)  # fmt: skip
+    reader = open_tokens(tmp_path / "out")
+    assert reader.ids == sorted(clips)
+    for utt in reader.ids:
+        audio, _ = sf.read(tmp_path / "audio" / f"{utt}.wav", dtype="float32")
+        codes = reader.codes(utt)
+        assert codes.shape == (3 * spectral.num_groups, -(-audio.size // HOP))
+        assert_codes_of(spectral, torch.from_numpy(audio)[None, None], codes[None], 3)
+
+
+def test_eval_continuous_adds_the_unquantized_row(tmp_path, spectral, spectral_file):
+    (tmp_path / "clips" / "speech").mkdir(parents=True)
+    sf.write(tmp_path / "clips" / "speech" / "talk.wav", tone(0.6, 16000).T, 16000)  # resampled to the model
+    args = ["eval", "--data", str(tmp_path / "clips"), "--model", str(spectral_file), "--bitrates", "4",
+            "--baselines", "none", "--metrics", "si_sdr", "--out", str(tmp_path / "eval"), "--quiet"]  # fmt: skip
+    assert main([*args, "--continuous"]) == 0
+    with open(tmp_path / "eval" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    systems = [row["system"] for row in rows]
+    assert systems == ["original", spectral.name, f"{spectral.name} continuous"], systems
+    assert all(row["si_sdr"] not in ("", "nan") and not row["error"] for row in rows[1:])
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())  # strict JSON: no NaN for "no target"
+    assert [s["target_kbps"] for s in summary["run"]["systems"]] == [4.0, None]
+    assert main([*args[:-2], str(tmp_path / "plain"), "--quiet"]) == 0
+    with open(tmp_path / "plain" / "results.csv", newline="") as f:
+        assert [row["system"] for row in csv.DictReader(f)] == [s for s in systems if "continuous" not in s]
