@@ -422,3 +422,93 @@ def test_eval_continuous_adds_the_unquantized_row(tmp_path, spectral, spectral_f
     assert main([*args[:-2], str(tmp_path / "plain"), "--quiet"]) == 0
     with open(tmp_path / "plain" / "results.csv", newline="") as f:
         assert [row["system"] for row in csv.DictReader(f)] == [s for s in systems if "continuous" not in s]
+
+
+# --- training: resume exactness, torchrun DDP ---------------------------------------------------------------------
+SPECTRAL_RUN = ("discriminator.kinds=[mpd]", "train.quantizer_warmup_steps=2", "train.quantizer_warmup_noise=0.3",
+                "train.kmeans_batches=2", "train.checkpoint_every=100", "train.batch_size=2")  # fmt: skip
+
+
+@pytest.mark.parametrize("level_type", LEVEL_TYPES)
+def test_training_resumes_exactly_across_the_quantizer_warm_start(tmp_path, level_type):
+    """2 bypassed steps with latent noise, then the warm start (k-means or PCA) and quantized steps: stopping after
+    the bypassed steps and resuming gives the straight run's losses and weights, bit for bit."""
+    from tests.test_train_resume import assert_same_state, run
+    from tests.train_fixtures import make_data_dir, tiny_training_config
+
+    data = make_data_dir(tmp_path / "data", count=4, seconds=0.4, rate=8000)
+    model = "tiny_spectral" if level_type == "vq" else "tiny_spectral_fsq"
+    losses: dict[str, list] = {"straight": [], "resumed": []}
+
+    def config(name):
+        (tmp_path / name).mkdir()
+        return tiny_training_config(tmp_path / name, data, *SPECTRAL_RUN, "train.max_steps=4", valid=False,
+                                    model=model)  # fmt: skip
+
+    straight = run(config("straight"), callback=lambda s, m: losses["straight"].append((m["mel"], m["commitment"])))
+    resumed_config = config("resumed")
+    run(resumed_config, steps=2, callback=lambda s, m: losses["resumed"].append((m["mel"], m["commitment"])))
+    resumed = run(resumed_config, resume=True, callback=lambda s, m: losses["resumed"].append((m["mel"], m["commitment"])))
+    assert straight.step == resumed.step == 4 and bool(resumed.model.quantizer.initialized)
+    assert losses["resumed"] == losses["straight"] and losses["straight"][-1][1] > 0  # quantized at the end
+    assert_same_state(straight.model.state_dict(), resumed.model.state_dict())
+    assert resumed.cpu_seconds > 0
+
+
+WORKER_CHECK = r"""
+import sys, torch
+from pathlib import Path
+from codec.config import from_dict
+from codec.train.config import Config
+from codec.train.trainer import Trainer
+import yaml
+
+out = Path(sys.argv[2])
+trainer = Trainer(from_dict(Config, yaml.safe_load(Path(sys.argv[1]).read_text())), progress_bar=False)
+trainer.fit()
+state = {f"g.{k}": v for k, v in trainer.model.state_dict().items()}
+state["adam_exp_avg"] = torch.cat([s["exp_avg"].flatten() for s in trainer.opt_g.state_dict()["state"].values()])
+state["first_batch_sum"] = torch.tensor(float(next(iter(trainer.loader))["audio"].sum()))
+state["fsq_adam_steps"] = torch.as_tensor(trainer.opt_g.state[trainer.model.quantizer.fsq_center]["step"])
+torch.save(state, out / f"rank{trainer.dist.rank}.pt")
+trainer.close()
+trainer.dist.close()
+"""
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_stay_identical_through_the_fsq_warm_start(tmp_path):
+    """torchrun, 2 ranks on gloo: the PCA warm start is broadcast and FSQ parameters learn by all-reduced
+    gradients, so both ranks end with identical weights, codebooks and optimizer state."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from codec.config import to_dict
+    from tests.test_train_ddp import free_port
+    from tests.train_fixtures import make_data_dir, tiny_training_config
+
+    data = make_data_dir(tmp_path / "data", count=6, seconds=0.4, rate=8000)
+    config = tiny_training_config(tmp_path, data, *SPECTRAL_RUN, "train.max_steps=3", "train.batch_size=1",
+                                  valid=False, model="tiny_spectral_fsq")  # fmt: skip
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(to_dict(config)))
+    (tmp_path / "worker.py").write_text(WORKER_CHECK)
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+        "--master_port", str(free_port()), str(tmp_path / "worker.py"), str(tmp_path / "config.yaml"), str(tmp_path),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert a["first_batch_sum"] != b["first_batch_sum"]  # the ranks trained on different data
+    # the FSQ parameters had no gradient in the 2 bypassed steps (as in one process: Adam did not count them)
+    assert int(a["fsq_adam_steps"]) == 1
+    assert bool(a["g.quantizer.initialized"]) and not torch.equal(a["g.quantizer.fsq_center"], torch.zeros(1))
+    for key in a:
+        if key != "first_batch_sum":
+            assert torch.equal(a[key], b[key]), key
