@@ -18,7 +18,8 @@ import torch
 from codec.bitstream import CodesReader
 from codec.checkpoint import load_model, read_metadata, save_model
 from codec.cli import main
-from codec.config import ModelConfig, builtin_config_path, from_dict, load_model_config
+from codec.config import ModelConfig, from_dict
+from codec.modelfile import resolve_model_path
 from codec.modules.spectral import SpectralDecoder, SpectralEncoder
 from codec.quantization.search import TIE_RTOL, available_backends, rvq_search
 from codec.streaming import StreamingDecoder, StreamingEncoder
@@ -91,7 +92,9 @@ def test_public_streaming_coders_equal_offline(spectral, chunk):
     parts = [encoder.push(audio[:, i : i + chunk]) for i in range(0, audio.shape[1], chunk)]
     assert_codes_of(spectral, torch.from_numpy(audio)[:, None], torch.cat([*parts, encoder.flush()], -1), 3)
     decoder = StreamingDecoder(spectral, batch_size=2)
-    streamed = np.concatenate([decoder.push(offline[..., i : i + chunk]) for i in range(0, offline.shape[-1], chunk)], 1)
+    streamed = np.concatenate(
+        [decoder.push(offline[..., i : i + chunk]) for i in range(0, offline.shape[-1], chunk)], 1
+    )
     assert np.abs(streamed - spectral.decode(offline)[:, 0].numpy()).max() < 1e-5
 
 
@@ -183,7 +186,7 @@ def test_model_file_rebuilds_the_family(spectral, spectral_file):
 def test_old_waveform_model_files_still_load():
     """Files written before the spectral family and FSQ existed have no family, spectral or level_type keys; they
     load as what they are (the shipped grvq16k is one)."""
-    config = json.loads(read_metadata(builtin_config_path("grvq16k").parents[1] / "pretrained" / "grvq16k.safetensors")["config"])
+    config = json.loads(read_metadata(resolve_model_path("grvq16k"))["config"])
     assert "family" not in config and "spectral" not in config and "level_type" not in config["quantizer"]
     model = load_model("grvq16k")
     assert model.config.family == "seanet" and model.quantizer.level_type == "vq"
@@ -249,7 +252,9 @@ def test_fsq_search_is_rounding_along_each_direction(backend):
     quantizer._sync_codebooks()
     generator = torch.Generator().manual_seed(1)
     G, d = quantizer.num_groups, quantizer.codebook_dim
-    residual = torch.randn(4000, G, d, generator=generator) * torch.tensor([0.3, 1.0, 4.0, 20.0]).repeat(1000)[:, None, None]
+    residual = (
+        torch.randn(4000, G, d, generator=generator) * torch.tensor([0.3, 1.0, 4.0, 20.0]).repeat(1000)[:, None, None]
+    )
     for level in range(quantizer.num_levels):
         books = quantizer.codebooks[:, level : level + 1]
         codes, _ = rvq_search(residual, books, 1, backend=backend)
@@ -448,7 +453,9 @@ def test_training_resumes_exactly_across_the_quantizer_warm_start(tmp_path, leve
     straight = run(config("straight"), callback=lambda s, m: losses["straight"].append((m["mel"], m["commitment"])))
     resumed_config = config("resumed")
     run(resumed_config, steps=2, callback=lambda s, m: losses["resumed"].append((m["mel"], m["commitment"])))
-    resumed = run(resumed_config, resume=True, callback=lambda s, m: losses["resumed"].append((m["mel"], m["commitment"])))
+    resumed = run(
+        resumed_config, resume=True, callback=lambda s, m: losses["resumed"].append((m["mel"], m["commitment"]))
+    )
     assert straight.step == resumed.step == 4 and bool(resumed.model.quantizer.initialized)
     assert losses["resumed"] == losses["straight"] and losses["straight"][-1][1] > 0  # quantized at the end
     assert_same_state(straight.model.state_dict(), resumed.model.state_dict())
@@ -500,8 +507,8 @@ def test_two_gloo_ranks_stay_identical_through_the_fsq_warm_start(tmp_path):
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
         "--master_port", str(free_port()), str(tmp_path / "worker.py"), str(tmp_path / "config.yaml"), str(tmp_path),
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    here = os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])  # this checkout
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "PYTHONPATH": here}
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")

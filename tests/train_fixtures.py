@@ -56,9 +56,7 @@ TINY_TRAINING = {
 }
 
 
-def tiny_training_config(
-    tmp: Path, data_dir: Path, *overrides: str, valid: bool = True, model: str = "tiny"
-) -> Config:
+def tiny_training_config(tmp: Path, data_dir: Path, *overrides: str, valid: bool = True, model: str = "tiny") -> Config:
     """The tiny model (8 kHz, hop 12; or another builtin config, e.g. tiny_spectral) with small losses and
     critics, training into `tmp`/exp."""
     path = tmp / "tiny_train.yaml"
