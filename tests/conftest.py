@@ -29,6 +29,20 @@ def make_tiny(**overrides) -> torch.nn.Module:
     return build_model(load_model_config(builtin_config_path("tiny"), items)).eval()
 
 
+def make_spectral(level_type: str = "vq", **overrides) -> torch.nn.Module:
+    """A tiny random spectral-family model (tiny_spectral.yaml: 8 kHz, hop 16, 2 groups x 4 levels of 16 codes;
+    `level_type` vq or fsq) whose levels are warm-started on a test tone, as training starts them (k-means for vq,
+    a PCA per level for fsq), so that every level's codes spread over the codebook."""
+    name = "tiny_spectral" if level_type == "vq" else "tiny_spectral_fsq"
+    items = [f"model.{k}={v}" for k, v in overrides.items()]
+    torch.manual_seed(0)
+    model = build_model(load_model_config(builtin_config_path(name), items)).eval()
+    x = torch.from_numpy(tone(1.0, model.sample_rate, channels=4, seed=11))[:, None]
+    with torch.no_grad():
+        model.quantizer.init_codebooks(model.encoder(model._pad_to_frames(x)))
+    return model
+
+
 def tone(seconds: float, sample_rate: int, channels: int = 1, seed: int = 0) -> np.ndarray:
     """A speech-like test signal [C, T]: harmonic tones with vibrato plus a little noise."""
     rng = np.random.default_rng(seed)

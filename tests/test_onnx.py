@@ -40,17 +40,28 @@ VARIANTS = {name: (builtin_config_path(name), []) for name in CONFIGS} | {
 AUDIO_TOLERANCE = 1e-4  # decoded audio, ONNX Runtime against torch, max abs (float rounding of other kernels)
 SHRINK = ["encoder.channels=4", "decoder.channels=4", "encoder.max_channels=16", "decoder.max_channels=16",
           "quantizer.codebook_size=16", "latent_dim=16"]  # fmt: skip
+# the spectral family keeps its STFT sizes (hop, n_fft, overlap) and shrinks its blocks; FSQ levels for 16 codes
+SHRINK_SPECTRAL = ["spectral.encoder_channels=16", "spectral.decoder_channels=16", "spectral.encoder_blocks=1",
+                   "spectral.decoder_blocks=1"]  # fmt: skip
 
 
 def shrunk(name: str):
-    """The variant's architecture (patching, skips, LSTMs, factorized codes, ratios, head) at a test's size."""
+    """The variant's architecture (patching, skips, LSTMs, factorized codes, ratios, head; or the spectral
+    family's STFT sizes and level type) at a test's size."""
     path, extra = VARIANTS[name]
+    full = load_model_config(path, [f"model.{o}" for o in extra])
+    shrink = SHRINK + (SHRINK_SPECTRAL if full.family == "spectral" else [])
+    if full.quantizer.level_type == "fsq":
+        shrink = [*shrink, "quantizer.fsq_levels=[4, 4]"]
     torch.manual_seed(0)
-    model = build_model(load_model_config(path, [f"model.{o}" for o in SHRINK + extra])).eval()
+    model = build_model(load_model_config(path, [f"model.{o}" for o in shrink + extra])).eval()
     q = model.quantizer
-    if q.codebook_update == "simvq":  # a learned map that is not the identity: the codebooks are basis @ map
-        with torch.no_grad():
+    with torch.no_grad():
+        if q.codebook_update == "simvq":  # a learned map that is not the identity: the codebooks are basis @ map
             q.transform.add_(0.3 * torch.randn_like(q.transform))
+        if q.level_type == "fsq":  # FSQ off its identity start: turned directions, other steps, a centre
+            for p in (q.fsq_directions, q.fsq_log_step, q.fsq_center):
+                p.add_(0.3 * torch.randn_like(p))
     return model
 
 

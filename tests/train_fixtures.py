@@ -56,10 +56,11 @@ TINY_TRAINING = {
 }
 
 
-def tiny_training_config(tmp: Path, data_dir: Path, *overrides: str, valid: bool = True) -> Config:
-    """The tiny model (8 kHz, hop 12) with small losses and critics, training into `tmp`/exp."""
+def tiny_training_config(tmp: Path, data_dir: Path, *overrides: str, valid: bool = True, model: str = "tiny") -> Config:
+    """The tiny model (8 kHz, hop 12; or another builtin config, e.g. tiny_spectral) with small losses and
+    critics, training into `tmp`/exp."""
     path = tmp / "tiny_train.yaml"
-    path.write_text(yaml.safe_dump({"include": str(builtin_config_path("tiny")), **TINY_TRAINING}))
+    path.write_text(yaml.safe_dump({"include": str(builtin_config_path(model)), **TINY_TRAINING}))
     items = [f"data.train_dir={data_dir}", f"train.output_dir={tmp / 'exp'}"]
     if valid:
         items.append(f"data.valid_dir={data_dir}")

@@ -102,7 +102,7 @@ class ContinuousSystem:
     def __init__(self, model) -> None:
         self.model = model
         self.system = f"{model.name} continuous"
-        self.kbps = None  # no bitrate: its rows leave kbps empty
+        self.kbps = None  # no target bitrate, like "original" (NaN would break summary.json, written strict)
 
     @property
     def label(self) -> str:

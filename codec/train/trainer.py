@@ -128,8 +128,14 @@ class Trainer:
         self.use_gan = len(self.disc.critics) > 0
         if self.dist.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            # Buffers (codebooks) are kept identical by the quantizer's own all-reduce/broadcast.
-            self.g = DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=False)
+            # Buffers (codebooks) are kept identical by the quantizer's own all-reduce/broadcast. Codebooks learned
+            # by gradient (simvq, fsq) are parameters that the bypassed warm-start steps do not use: DDP must
+            # look for them, or it fails at the second step (they keep no gradient, as in one process).
+            q = mc.quantizer
+            idle = tc.quantizer_warmup_steps > 0 and (q.level_type == "fsq" or q.codebook_update == "simvq")
+            self.g = DistributedDataParallel(
+                self.model, device_ids=ids, broadcast_buffers=False, find_unused_parameters=idle
+            )
             self.d = DistributedDataParallel(self.disc, device_ids=ids) if self.use_gan else self.disc
         else:
             self.g, self.d = self.model, self.disc
