@@ -70,7 +70,7 @@ class SpectralConfig:
 
     hop_length: int = 320  # samples per frame (the STFT hop)
     n_fft: int = 640  # analysis window: the frame's own hop and the one before it (no lookahead)
-    overlap: int = 80  # synthesis cross-fade into the next frame, in samples (adds no latency)
+    overlap: int = 40  # synthesis cross-fade into the next frame, in samples (adds no latency)
     power: float = 0.3  # power-law compression of the complex spectrum, in and out
     encoder_channels: int = 256
     encoder_blocks: int = 6

@@ -189,6 +189,8 @@ class GroupResidualVQ(nn.Module):
     # --- layout helpers -------------------------------------------------------------------------
     def _frames(self, z: torch.Tensor) -> torch.Tensor:
         """[B, D, F] latent -> [B * F, G, d] projected frames (fp32: the quantizer stays in full precision)."""
+        if z.shape[-1] == 0:  # no frames (a flush with nothing pending): Conv1d refuses empty input
+            return z.new_zeros(0, self.num_groups, self.codebook_dim, dtype=torch.float32)
         x = self.in_proj(z).float()
         B, _, F = x.shape
         return (
@@ -200,6 +202,8 @@ class GroupResidualVQ(nn.Module):
     def _latent(self, frames: torch.Tensor, B: int) -> torch.Tensor:
         """[B * F, G, d] -> [B, D, F] through the output projection."""
         F = frames.shape[0] // B
+        if F == 0:
+            return frames.new_zeros(B, self.dim, 0)
         x = frames.view(B, F, -1).transpose(1, 2)
         return self.out_proj(x)
 
