@@ -333,6 +333,7 @@ def entropy_frames_ok(frames: int, channels: int, payload_len: int) -> bool:
     """An entropy-coded packet holds at most 8 * payload_len + 8 frames per channel (codes cost a forger bytes)."""
     return 1 <= frames and frames * channels <= 8 * payload_len + 8
 
+
 class CodesReader:
     """Parse a .codes stream: the header on construction, then `packets()`.
 
@@ -494,7 +495,9 @@ class CodesReader:
                 return Packet(index, offset, frames, None, f"packet {index} (byte {offset}): {e}", size, payload_len)
             return Packet(index, offset, frames, codes, None, size, payload_len)
         codes = unpack_bits(payload, h.bits, frames * h.channels * h.num_codebooks)
-        return Packet(index, offset, frames, codes.reshape(frames, h.channels, h.num_codebooks), None, size, payload_len)
+        return Packet(
+            index, offset, frames, codes.reshape(frames, h.channels, h.num_codebooks), None, size, payload_len
+        )
 
     def _read_end(self, recorder: _Recorder, offset: int) -> None:
         try:

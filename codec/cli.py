@@ -325,11 +325,9 @@ def cmd_export(args) -> None:
 
 
 def cmd_fit_entropy(args) -> None:
-    from codec import entropy
+    from codec import entropy, limits
     from codec.entropy_fit import fit_tables, read_token_dir
     from codec.modelfile import default_model_name, read_metadata, resolve_model_path
-
-    from codec import limits
 
     limits.check_int(args.min_count, "--min-count", 1, 2**31)
     path = resolve_model_path(default_model_name(NO_DEFAULT) if args.model is None else args.model)

@@ -123,7 +123,11 @@ def load_tables(path: str | Path) -> EntropyTables:
         raise CodecError(f"entropy tables {path} not found; {fix}")
     if path.stat().st_size > MAX_TABLE_BYTES:
         raise CodecError(f"entropy tables {path} are over {MAX_TABLE_BYTES >> 20} MiB, not a tables file; {fix}")
-    meta = read_metadata(path)
+    try:
+        meta = read_metadata(path)
+    except CodecError as e:  # said of a model file: say it of the tables
+        reason = str(e).split(": ", 1)[-1]
+        raise CodecError(f"entropy tables {path} are damaged ({reason}); {fix}") from None
     if meta.get("format") != FORMAT:
         raise CodecError(f"{path} is not an entropy tables file of format {FORMAT}; {fix}")
     try:
@@ -223,28 +227,27 @@ def check_tables(tables: EntropyTables | None, header, model, name: str) -> Entr
 def _plan(frames: int, channels: int, levels: int, groups: int) -> tuple:
     """Symbol order of a packet and where each symbol's contexts are, in a padded array.
 
-    The packet's codes sit in X [C, frames + 1, levels + 1, G] at [c, t + 1, l + 1, g]; row 0 and column 0 hold
-    the no-context code K. Symbols go diagonal by diagonal (t + l), then level, channel, group. Returns flat indices
-    into X of each symbol and of its three contexts, its codebook (l * G + g), and where each diagonal starts.
+    The packet's codes sit in X [C, frames + 1, levels + 1, G] at [c, t + 1, lv + 1, g]; row 0 and column 0 hold
+    the no-context code K. Symbols go diagonal by diagonal (t + lv), then level, channel, group. Returns flat indices
+    into X of each symbol and of its three contexts, its codebook (lv * G + g), and where each diagonal starts.
     """
     C, F, L, G = channels, frames, levels, groups
-    t, l, c, g = np.meshgrid(np.arange(F), np.arange(L), np.arange(C), np.arange(G), indexing="ij")
-    t, l, c, g = (a.ravel() for a in (t, l, c, g))
-    order = np.lexsort((g, c, l, t + l))
-    t, l, c, g = t[order], l[order], c[order], g[order]
+    t, lv, c, g = np.meshgrid(np.arange(F), np.arange(L), np.arange(C), np.arange(G), indexing="ij")
+    t, lv, c, g = (a.ravel() for a in (t, lv, c, g))
+    order = np.lexsort((g, c, lv, t + lv))
+    t, lv, c, g = t[order], lv[order], c[order], g[order]
     shape = (C, F + 1, L + 1, G)
     other = (g + 1) % G
-    at = np.ravel_multi_index((c, t + 1, l + 1, g), shape)
-    prev = np.ravel_multi_index((c, t, l + 1, g), shape)
-    coarse = np.ravel_multi_index((c, t + 1, l, g), shape)
+    at = np.ravel_multi_index((c, t + 1, lv + 1, g), shape)
+    prev = np.ravel_multi_index((c, t, lv + 1, g), shape)
+    coarse = np.ravel_multi_index((c, t + 1, lv, g), shape)
     if G > 1:  # level 0: the next group's previous frame; deeper: the next group's coarser code
-        cross = np.where(
-            l == 0, np.ravel_multi_index((c, t, l + 1, other), shape), np.ravel_multi_index((c, t + 1, l, other), shape)
-        )
+        before = np.ravel_multi_index((c, t, lv + 1, other), shape)
+        cross = np.where(lv == 0, before, np.ravel_multi_index((c, t + 1, lv, other), shape))
     else:  # one group: the previous frame's coarser code (level 0: none)
-        cross = np.ravel_multi_index((c, t, l, g), shape)
-    codebook = l * G + g
-    starts = np.searchsorted(t + l, np.arange(F + L))
+        cross = np.ravel_multi_index((c, t, lv, g), shape)
+    codebook = lv * G + g
+    starts = np.searchsorted(t + lv, np.arange(F + L))
     return at, (prev, coarse, cross), codebook, np.append(starts, len(t)), shape
 
 

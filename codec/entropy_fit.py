@@ -31,15 +31,15 @@ def _symbols(codes: np.ndarray, G: int, K: int, packet_frames: int) -> tuple[np.
     prev[1:] = X[:-1]
     prev[::packet_frames] = K  # each packet starts without a previous frame
     other = np.roll(np.arange(G), -1)
-    l = np.arange(L)[None, :, None]
+    lv = np.arange(L)[None, :, None]
     cur, up = X[:, 1:, :], X[:, :-1, :]
     prev_here = prev[:, 1:, :]
     coarse = up
     if G > 1:
-        cross = np.where(l == 0, prev[:, 1:, :][:, :, other], up[:, :, other])
+        cross = np.where(lv == 0, prev[:, 1:, :][:, :, other], up[:, :, other])
     else:
-        cross = np.where(l == 0, K, prev[:, :-1, :])
-    codebook = np.broadcast_to(l * G + np.arange(G)[None, None, :], cur.shape)
+        cross = np.where(lv == 0, K, prev[:, :-1, :])
+    codebook = np.broadcast_to(lv * G + np.arange(G)[None, None, :], cur.shape)
     return codebook.ravel(), cur.ravel(), np.stack([prev_here.ravel(), coarse.ravel(), cross.ravel()])
 
 
@@ -154,9 +154,9 @@ def _integer_tables(full, weights, P, K, min_count) -> tuple[dict[str, np.ndarra
         arrays[f"{name}.codes"] = cols.astype(np.uint16)
         arrays[f"{name}.counts"] = kept[rows, cols].astype(np.int32)
         arrays[f"{name}.gamma"] = np.rint(SCALE * lam / (total + BETA)).astype(np.int64)
-        arrays[f"{name}.alpha"] = np.rint(
-            SCALE * lam * (BETA + pruned) / (total + BETA) / np.repeat(U, K + 1)
-        ).astype(np.int64)
+        arrays[f"{name}.alpha"] = np.rint(SCALE * lam * (BETA + pruned) / (total + BETA) / np.repeat(U, K + 1)).astype(
+            np.int64
+        )
         stats[f"{name}_pairs"] = int(len(rows))
     return arrays, stats
 
@@ -177,7 +177,8 @@ def read_token_dir(folder: str | Path, model) -> list[np.ndarray]:
         raise CodecError(f"{manifest_path} is damaged or of another version; {fix}") from None
     if not digest.startswith(model.model_id):
         raise CodecError(
-            f"the tokens in {folder} were made by model id {digest[:8]}, not by {model.name} (id {model.model_id}); {fix}"
+            f"the tokens in {folder} were made by model id {digest[:8]}, not by {model.name} "
+            f"(id {model.model_id}); {fix}"
         )
     if fmt != "npy" or pattern.get("name") != "parallel" or pattern.get("offsets"):
         raise CodecError(f"the tokens in {folder} are {fmt}, pattern {pattern.get('name')}; {fix}")
