@@ -451,6 +451,13 @@ def cmd_bench(args) -> None:
             export_onnx(model, onnx_dir)
             bench.onnx_versus_torch(model, onnx_dir, frames=args.frames, seconds=args.seconds)
         bench.process_costs(model, repeats=3)
+    elif args.entropy:
+        from codec.entropy import tables_for
+
+        tables = tables_for(model, args.tables)
+        if tables is None:
+            raise CodecError(f"--entropy: model {model.name} has no entropy tables; pass --model with one that has")
+        bench.entropy_cost(model, tables, seconds=args.seconds, repeats=args.repeats)
     elif args.streaming:
         bench.streaming(model, frames=args.frames)
     else:
@@ -779,6 +786,12 @@ def _add_streaming_commands(sub) -> None:
     model_option(p)
     p.add_argument("--config", default="grvq16k", help="built-in config or YAML to benchmark (random weights)")
     p.add_argument("--streaming", action="store_true", help="per-frame streaming compute time instead")
+    p.add_argument(
+        "--entropy",
+        action="store_true",
+        help="the CPU cost of entropy coding in file encode/decode (plain vs --entropy, side by side) and the bytes",
+    )
+    tables_option(p)
     p.add_argument("--seconds", type=float, default=10.0, help="audio length for the offline figures")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--frames", type=int, default=500, help="frames for the streaming figures")
