@@ -347,6 +347,7 @@ def cmd_fit_entropy(args) -> None:
     tables = fit_tables(
         utterances, model_id=model.model_id, model_name=model.name, num_groups=model.num_groups,
         num_levels=model.num_levels, codebook_size=model.codebook_size, min_count=args.min_count,
+        clusters=limits.check_int(args.clusters, "--clusters", 1, 2**16),
     )  # fmt: skip
     out = Path(args.out) if args.out else entropy.tables_path(path)
     tables.save(out)
@@ -720,8 +721,14 @@ def _add_training_commands(sub) -> None:
     p.add_argument(
         "--min-count",
         type=int,
-        default=12,
+        default=3,
         help="context pairs seen fewer times are pruned: larger makes a smaller file at a small cost in bits",
+    )
+    p.add_argument(
+        "--clusters",
+        type=int,
+        default=32,
+        help="clusters of context codes per codebook and context: fewer make a smaller file (docs/ENTROPY.md)",
     )
     p.set_defaults(func=cmd_fit_entropy)
 

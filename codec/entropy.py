@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -62,9 +63,10 @@ class EntropyTables:
     """The fitted context model of one model's codes (integer arrays; `P` = num_levels * num_groups codebooks).
 
     `unigram` [P, K]: smoothed code counts; `alpha0` [P]: fixed-point coefficient of the plain histogram; per
-    context j, over rows r = p * (K + 1) + context code (K = no context): `indptr` [P * (K + 1) + 1], `codes` and
-    `counts` [nnz] (the kept pairs), `gamma` [rows] (fixed-point weight of a kept count) and `alpha` [rows]
-    (fixed-point weight of the histogram that the context's smoothing and pruned counts add).
+    context j: `map` [P * (K + 1)], the cluster (0..R-1) of each context code of each codebook (code K: no
+    context), and over rows r = p * R + cluster: `indptr` [P * R + 1], `codes` and `counts` [nnz] (the kept
+    pairs), `gamma` [P * R] (fixed-point weight of a kept count) and `alpha` [P * R] (fixed-point weight of the
+    histogram that the context's smoothing and pruned counts add).
     """
 
     model_id: str
@@ -84,6 +86,11 @@ class EntropyTables:
     def num_codebooks(self) -> int:
         return self.num_levels * self.num_groups
 
+    @property
+    def context_rows(self) -> int:
+        """Rows of each context's table per codebook: its clusters and one for no context."""
+        return self.arrays["prev.gamma"].shape[0] // self.num_codebooks
+
     def save(self, path: str | Path) -> None:
         from safetensors.numpy import save_file
 
@@ -101,6 +108,9 @@ class EntropyTables:
         }
         with atomic_output(path) as tmp:
             save_file({k: np.ascontiguousarray(v) for k, v in self.arrays.items()}, str(tmp), metadata=meta)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # safetensors writes its file 0600; a tables file is read by everyone
 
 
 def _digest(arrays: dict[str, np.ndarray]) -> str:
@@ -146,11 +156,13 @@ def load_tables(path: str | Path) -> EntropyTables:
 
 def _check_shapes(t: EntropyTables, path: Path, fix: str) -> None:
     P, K = t.num_codebooks, t.codebook_size
-    rows = P * (K + 1)
+    R = t.arrays["prev.gamma"].shape[0] // P if "prev.gamma" in t.arrays and P else 0
+    rows = P * R
     want = {"unigram": (P, K), "alpha0": (P,)}
     for j in CONTEXTS:
-        want |= {f"{j}.indptr": (rows + 1,), f"{j}.gamma": (rows,), f"{j}.alpha": (rows,)}
-    ok = all(k in t.arrays and t.arrays[k].shape == s for k, s in want.items())
+        want |= {f"{j}.indptr": (rows + 1,), f"{j}.gamma": (rows,), f"{j}.alpha": (rows,), f"{j}.map": (P * (K + 1),)}
+    ok = R >= 1 and all(k in t.arrays and t.arrays[k].shape == s for k, s in want.items())
+    ok = ok and all(int(t.arrays[f"{j}.map"].max()) < R for j in CONTEXTS)
     for j in CONTEXTS:
         if not ok:
             break
@@ -255,10 +267,11 @@ def _rows(t: EntropyTables, codebook: np.ndarray, contexts: list[np.ndarray]) ->
     """Integer frequencies [n, K] (as float64, exact) of n symbols of codebooks `codebook` given their contexts."""
     K = t.codebook_size
     a = t.arrays
+    R = t.context_rows
     coef = a["alpha0"][codebook].copy()
     rows_j = []
     for j, ctx in zip(CONTEXTS, contexts, strict=True):
-        r = codebook * (K + 1) + ctx
+        r = codebook * R + a[f"{j}.map"][codebook * (K + 1) + ctx]
         coef += a[f"{j}.alpha"][r]
         rows_j.append(r)
     out = a["unigram"][codebook] * coef[:, None]

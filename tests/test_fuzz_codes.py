@@ -119,4 +119,3 @@ _VALID = fuzzing.valid_files
 
 def fuzzing_valid(model, tables):
     return _VALID(model, tables=tables)[4:]  # the entropy-coded four
-
