@@ -20,9 +20,11 @@ at the same level or one level coarser in the same frame, so a decoder recovers 
             +------------ frame
 
 **Determinism.** The tables hold integers only: the mixture's coefficients are rounded to fixed point when the
-tables are fitted, and a code's frequencies are integer sums and products (below 2**53, so exact as float64).
-constriction turns them into its 24-bit fixed-point model with IEEE arithmetic in a fixed order, so an encoder
-and a decoder on different machines agree bit for bit (`tests/test_entropy.py` pins the bytes of a coded packet).
+tables are fitted; each context's rows of frequencies are built from them with integer arithmetic, scaled by a
+shift so that a code's three rows sum below 2**24, and held as float32, which is exact for those integers. So
+the frequencies are the same on every machine, and constriction turns them into its 24-bit fixed-point model
+with IEEE arithmetic in a fixed order: an encoder and a decoder on different machines agree bit for bit
+(`tests/test_entropy.py` pins the bytes of a coded packet).
 
 **Packets** are coded independently (the previous-frame context starts afresh in each), so a damaged packet loses
 only its own frames. The tables live in a file beside the model (`<model>.entropy`, a safetensors file of
@@ -34,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -50,6 +52,7 @@ MIN_WEIGHT = 0.02  # of the plain histogram in every mixture: no code is ever ne
 SCALE = 2.0**36  # fixed point of the coefficients: a row's frequencies sum to about SCALE, exact in float64
 CHUNK_SYMBOLS = 4096  # symbols whose probability rows are built at once when encoding (bounds memory)
 MAX_TABLE_BYTES = 256 * 2**20  # an .entropy file larger than this is refused unread
+MAX_DENSE_ENTRIES = 2**24  # rows x codes of one context, held as float32 when coding (64 MiB)
 
 
 def tables_path(model_path: str | Path) -> Path:
@@ -77,6 +80,7 @@ class EntropyTables:
     arrays: dict[str, np.ndarray]
     info: dict
     tables_id: str = ""  # 8 hex digits of the sha256 of the arrays: what a .codes header names
+    _dense: list | None = field(default=None, repr=False, compare=False)  # `_dense_rows`, built on first use
 
     def __post_init__(self) -> None:
         if not self.tables_id:
@@ -176,7 +180,7 @@ def _check_shapes(t: EntropyTables, path: Path, fix: str) -> None:
             and bool(np.all(np.diff(indptr) >= 0))
             and (nnz[0] == 0 or 0 <= int(t.arrays[f"{j}.codes"].min()) <= int(t.arrays[f"{j}.codes"].max()) < K)
         )
-    if not ok or not 1 <= K <= 2**16:
+    if not ok or not 1 <= K <= 2**16 or rows * K > MAX_DENSE_ENTRIES:
         raise CodecError(f"entropy tables {path} are damaged (arrays of the wrong shape); {fix}")
 
 
@@ -263,29 +267,46 @@ def _plan(frames: int, channels: int, levels: int, groups: int) -> tuple:
     return at, (prev, coarse, cross), codebook, np.append(starts, len(t)), shape
 
 
-def _rows(t: EntropyTables, codebook: np.ndarray, contexts: list[np.ndarray]) -> np.ndarray:
-    """Integer frequencies [n, K] (as float64, exact) of n symbols of codebooks `codebook` given their contexts."""
-    K = t.codebook_size
+def _dense_rows(t: EntropyTables) -> list[np.ndarray]:
+    """Per context, every row's frequencies over the K codes as float32 [P * R, K], the histogram's share folded in.
+
+    Built once per tables with integer arithmetic only: row r of context j holds gamma * counts + alpha *
+    unigram (the plain histogram's alpha0 * unigram goes into the first context's rows), then every value is
+    shifted right by the same number of bits so that the three rows a code sums stay below 2**24, where float32
+    holds integers exactly: the sum, and so the coded bytes, are the same on every machine.
+    """
+    if t._dense is not None:
+        return t._dense
+    P, R = t.num_codebooks, t.context_rows
     a = t.arrays
-    R = t.context_rows
-    coef = a["alpha0"][codebook].copy()
-    rows_j = []
-    for j, ctx in zip(CONTEXTS, contexts, strict=True):
-        r = codebook * R + a[f"{j}.map"][codebook * (K + 1) + ctx]
-        coef += a[f"{j}.alpha"][r]
-        rows_j.append(r)
-    out = a["unigram"][codebook] * coef[:, None]
-    n = len(codebook)
-    for j, r in zip(CONTEXTS, rows_j, strict=True):
-        start, stop = a[f"{j}.indptr"][r], a[f"{j}.indptr"][r + 1]
-        lengths = stop - start
-        total = int(lengths.sum())
-        if not total:
-            continue
-        which = np.repeat(np.arange(n), lengths)
-        offsets = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths) + np.repeat(start, lengths)
-        out[which, a[f"{j}.codes"][offsets]] += a[f"{j}.gamma"][r][which] * a[f"{j}.counts"][offsets]
-    return out.astype(np.float64)
+    owner = np.repeat(np.arange(P), R)  # the codebook of each row
+    rows = []
+    for j in CONTEXTS:
+        dense = a["unigram"][owner] * a[f"{j}.alpha"][:, None]
+        if j == CONTEXTS[0]:
+            dense += a["unigram"][owner] * a["alpha0"][owner][:, None]
+        indptr = a[f"{j}.indptr"]
+        which = np.repeat(np.arange(P * R), np.diff(indptr))
+        dense[which, a[f"{j}.codes"].astype(np.int64)] += a[f"{j}.gamma"][which] * a[f"{j}.counts"]
+        rows.append(dense)
+    top = sum(int(d.max()) for d in rows)
+    shift = max(0, top.bit_length() - 23)  # three rows together stay below 2**23 < 2**24
+    t._dense = [(d >> shift).astype(np.float32) for d in rows]
+    return t._dense
+
+
+def _rows(t: EntropyTables, codebook: np.ndarray, contexts: list[np.ndarray]) -> np.ndarray:
+    """Integer frequencies [n, K] (exact in float32) of n symbols of codebooks `codebook` given their contexts."""
+    K, R = t.codebook_size, t.context_rows
+    dense = _dense_rows(t)
+    out = None
+    for j, ctx, rows in zip(CONTEXTS, contexts, dense, strict=True):
+        r = codebook * R + t.arrays[f"{j}.map"][codebook * (K + 1) + ctx]
+        if out is None:
+            out = np.take(rows, r, axis=0)
+        else:
+            out += np.take(rows, r, axis=0)
+    return out
 
 
 def _family():

@@ -110,7 +110,7 @@ def test_coded_bytes_are_pinned():
 
 PINNED = (
     "e197e72c",
-    "f140db6e066ff5e96934bb9bbbe16cd2aa85d1e181a9b82f2221b77d8265d8f5",
+    "22d43234747952cb4fbb4cc6f83364a84b66cd318b30cfae79d5011bbfa5a52b",
     480,
 )  # constriction 0.5; x86-64
 
