@@ -245,3 +245,18 @@ def test_fit_entropy_command_writes_tables_beside_the_model(tiny_model, tmp_path
     assert tables.model_id == tiny_model.model_id
     assert main(["fit-entropy", str(tmp_path), "-m", str(model_file)]) == 1
     assert "not a `codec tokens` folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("groups,levels,size", [(1, 3, 8), (3, 2, 64), (1, 1, 2)])
+def test_any_codebook_layout(groups, levels, size):
+    """Plain RVQ (one group), more groups, a one-level, two-code model: fit, code and decode any layout."""
+    rng = np.random.default_rng(groups * 10 + levels)
+    walk = [np.cumsum(rng.integers(0, 2, (groups * levels, 200)), axis=1) % size for _ in range(6)]
+    tables = fit_tables(
+        walk, model_id="89abcdef", model_name="layout", num_groups=groups, num_levels=levels, codebook_size=size,
+        min_count=1, clusters=4,
+    )  # fmt: skip
+    for used in range(1, levels + 1):
+        codes = walk[0].T[:60, None, : used * groups].repeat(2, axis=1)  # two channels
+        payload = entropy.encode_packet(tables, codes, used)
+        assert np.array_equal(entropy.decode_packet(tables, payload, 60, 2, used), codes)
