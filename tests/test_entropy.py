@@ -260,3 +260,19 @@ def test_any_codebook_layout(groups, levels, size):
         codes = walk[0].T[:60, None, : used * groups].repeat(2, axis=1)  # two channels
         payload = entropy.encode_packet(tables, codes, used)
         assert np.array_equal(entropy.decode_packet(tables, payload, 60, 2, used), codes)
+
+
+def test_the_server_decodes_entropy_coded_streams(model_with_tables, tables, tiny_model):
+    import asyncio
+
+    pytest.importorskip("websockets")
+    from codec.serve import decode_remote
+    from tests.conftest import start_server
+
+    rate = 8000
+    coded = _encode(model_with_tables, tone(1.0, rate, seed=4), rate, 3, tables, packet_bytes=16)
+    expected, _, _ = decode_stream(model_with_tables, io.BytesIO(coded))
+    audio, got_rate = asyncio.run(decode_remote(start_server(model_with_tables), coded))
+    assert got_rate == rate and np.allclose(audio, expected, atol=1e-4)
+    with pytest.raises(CodecError, match="no tables for this model"):  # a server whose model has no tables
+        asyncio.run(decode_remote(start_server(tiny_model), coded))
