@@ -164,10 +164,12 @@ def encode_many(
     packet_bytes: int,
     jobs: int = 1,
     progress: bool = False,
+    tables=None,
 ) -> BatchResult:
-    """Encode every item at `levels`, as `codec encode` does one file; failures are recorded, not raised."""
+    """Encode every item at `levels`, as `codec encode` does one file (entropy coded with `tables` if given);
+    failures are recorded, not raised."""
     limits.check_int(packet_bytes, "--packet-bytes", 1, limits.MAX_PACKET_BYTES)  # once, not once per input
-    return _run(items, _encode_item, (model, levels, packet_bytes), jobs=jobs, progress=progress, verb="encode")
+    return _run(items, _encode_item, (model, levels, packet_bytes, tables), jobs=jobs, progress=progress, verb="encode")
 
 
 def decode_many(
@@ -241,16 +243,16 @@ def _attempt(task: Callable, item: Item, state: tuple) -> Outcome:
         return Outcome(item, error=f"internal error: {type(e).__name__}: {lines[0] if lines else ''}")
 
 
-def _encode_item(item: Item, model: CodecModel, levels: int, packet_bytes: int) -> Outcome:
+def _encode_item(item: Item, model: CodecModel, levels: int, packet_bytes: int, tables=None) -> Outcome:
     from codec.compress import encode_audio, encode_file
 
     utt = item.source
     if utt.is_pipe or utt.start or utt.end is not None:  # a command's output or a segment: read it whole
         audio, rate = read_span(utt)
         with atomic_output(item.output) as tmp, open(tmp, "wb") as out:
-            header = encode_audio(model, audio, rate, out, levels=levels, packet_bytes=packet_bytes)
+            header = encode_audio(model, audio, rate, out, levels=levels, packet_bytes=packet_bytes, tables=tables)
     else:  # a whole file: block by block, memory bounded whatever its length
-        header = encode_file(model, utt.path, item.output, levels=levels, packet_bytes=packet_bytes)
+        header = encode_file(model, utt.path, item.output, levels=levels, packet_bytes=packet_bytes, tables=tables)
     return Outcome(item, seconds=header.num_samples / header.sample_rate, bytes=item.output.stat().st_size)
 
 

@@ -89,6 +89,44 @@ def offline(model: CodecModel, seconds: float = 10.0, repeats: int = 7) -> None:
              packets=-(-header.expected_frames // bitstream.frames_per_packet(header)))  # fmt: skip
 
 
+def entropy_cost(model: CodecModel, tables, seconds: float = 10.0, repeats: int = 7) -> None:
+    """The cost of entropy coding (codec/entropy.py) in file coding: `encode_audio` and `decode_stream` of the
+    bundled speech clip (tiled to `seconds`, at the model's rate), plain against entropy coded, taking turns in one
+    process (so that load on the machine falls on both alike); process-CPU medians, their ratio, and the bytes."""
+    from codec.audio import read_audio
+    from codec.compress import decode_stream
+    from codec.demo import CLIP
+
+    clip, rate = read_audio(CLIP)  # [C, T]: the clip is mono
+    audio = np.resize(clip[:1], (1, int(seconds * rate))).astype(np.float32)
+    for levels in range(1, model.num_levels + 1):
+        files, times = {}, {}
+        for kind in ("plain", "entropy"):
+            out = io.BytesIO()
+            encode_audio(model, audio, rate, out, levels=levels, tables=tables if kind == "entropy" else None)
+            files[kind] = out.getvalue()
+        for _ in range(repeats + 1):  # the first round warms up
+            for kind in ("plain", "entropy"):
+                chosen = tables if kind == "entropy" else None
+                cpu = time.process_time()
+                encode_audio(model, audio, rate, io.BytesIO(), levels=levels, tables=chosen)
+                enc = time.process_time() - cpu
+                cpu = time.process_time()
+                decoded = decode_stream(model, io.BytesIO(files[kind]), tables=chosen)[0]
+                dec = time.process_time() - cpu
+                times.setdefault(kind, []).append((enc, dec))
+                files.setdefault(kind + "_audio", decoded)
+        med = {k: [statistics.median(t[i] for t in v[1:]) for i in (0, 1)] for k, v in times.items()}
+        emit(what="entropy_cost", levels=levels, kbps=model.bitrate(levels) / 1000, audio_seconds=seconds,
+             plain_bytes=len(files["plain"]), entropy_bytes=len(files["entropy"]),
+             saving_percent=round(100 * (1 - len(files["entropy"]) / len(files["plain"])), 2),
+             same_audio=bool(np.array_equal(files["plain_audio"], files["entropy_audio"])),
+             encode_cpu_s=[round(med["plain"][0], 4), round(med["entropy"][0], 4)],
+             decode_cpu_s=[round(med["plain"][1], 4), round(med["entropy"][1], 4)],
+             encode_ratio=round(med["entropy"][0] / med["plain"][0], 3),
+             decode_ratio=round(med["entropy"][1] / med["plain"][1], 3))  # fmt: skip
+
+
 def streaming(model: CodecModel, frames: int = 500, batch_sizes: tuple[int, ...] = (1, 16)) -> None:
     """Per-frame compute time of the streaming encoder and decoder, one frame per call.
 

@@ -3,9 +3,9 @@
     file    := header packet* [end]
     header  := magic "GRVQ" (4 bytes) | version (1 byte) | model id (4 bytes)
                | sample_rate | model_sample_rate | channels | hop_length | num_groups | levels
-               | bits | num_samples + 1 (0 = not known yet) | extra_len | [crc_bits, version 2 only]
-               | extra (UTF-8 JSON)
-    packet  := num_frames (>= 1) | payload | crc (crc_bits / 8 bytes, big-endian)
+               | bits | num_samples + 1 (0 = not known yet) | extra_len | [crc_bits, versions 2 and 3]
+               | [coder (1), tables id (4 bytes), version 3 only] | extra (UTF-8 JSON)
+    packet  := num_frames (>= 1) | [payload_len, version 3 only] | payload | crc (crc_bits / 8 bytes, big-endian)
     end     := 0 | num_samples | crc
 
 Numbers without a stated width are unsigned LEB128 varints. The model id is the first 4 bytes of
@@ -27,6 +27,12 @@ per frame: at 8 kbps a 20-byte frame pays 5 bytes for framing with CRC-32, 3 wit
 Every number is checked against `codec.limits` before it sizes anything (the metadata, a packet's payload,
 the decoder's output), and bytes are read in bounded pieces, so what a reader allocates grows only with the
 bytes that really arrive: a forged length costs the forger the bytes, not the reader the memory.
+
+Version 3 files are entropy coded (`codec encode --entropy`, codec/entropy.py, docs/ENTROPY.md): each payload is
+the range-coded codes of its packet, `payload_len` bytes, under the context model named by the tables id (the
+first 4 bytes of the tables' sha256; coder 1 is the only one). A packet is coded on its own, so damage stays
+in it; it may hold at most 8 * payload_len + 8 frames per channel, so a forged frame count costs its forger
+bytes too (a writer splits a packet that would break this, which only digital silence comes near).
 
 The header is binary rather than JSON so that a 10 s file at 1 kbps spends under 3% on overhead;
 streamed files, whose length is unknown when the header is written, end with an `end` record.
@@ -51,7 +57,9 @@ from codec.errors import CodecError
 MAGIC = b"GRVQ"
 VERSION = 1  # what a file with the default CRC-32 is written as
 LIGHT_CRC_VERSION = 2  # a header with crc_bits (a lighter packet check)
-VERSIONS = (VERSION, LIGHT_CRC_VERSION)  # what this codec reads
+ENTROPY_VERSION = 3  # entropy-coded payloads: crc_bits, coder and tables id in the header, payload_len per packet
+VERSIONS = (VERSION, LIGHT_CRC_VERSION, ENTROPY_VERSION)  # what this codec reads
+ENTROPY_CODER = 1  # the context-mixture range coder of codec/entropy.py
 CRC_BYTES = 4  # of the default check, CRC-32
 CRC_BITS = (32, 16, 8)
 
@@ -169,6 +177,7 @@ class CodesHeader:
     num_samples: int | None  # of the input audio, per channel; None until known (live streams)
     extra: dict = field(default_factory=dict)
     crc_bits: int = 32  # width of each packet's check: 32 (version 1 files), or 16 or 8 (version 2)
+    tables_id: str | None = None  # 8 hex digits: the payload is entropy coded with these tables (version 3)
 
     def __post_init__(self) -> None:
         if self.crc_bits not in CRC_BITS:
@@ -203,7 +212,12 @@ class CodesHeader:
         at_model_rate = -(-self.num_samples * self.model_sample_rate // self.sample_rate)
         return -(-at_model_rate // self.hop_length)
 
+    @property
+    def entropy_coded(self) -> bool:
+        return self.tables_id is not None
+
     def payload_bytes(self, frames: int) -> int:
+        """Bytes of `frames` frames of plain (bit-packed) payload."""
         return (frames * self.bits_per_frame + 7) // 8
 
     def to_bytes(self) -> bytes:
@@ -218,10 +232,14 @@ class CodesHeader:
             self.bits,
             0 if self.num_samples is None else self.num_samples + 1,
             len(extra),
-            *(() if self.crc_bits == 32 else (self.crc_bits,)),
+            *(() if self.crc_bits == 32 and not self.entropy_coded else (self.crc_bits,)),
         )
         version = VERSION if self.crc_bits == 32 else LIGHT_CRC_VERSION
-        return MAGIC + bytes([version]) + bytes.fromhex(self.model_id) + b"".join(map(encode_varint, numbers)) + extra
+        coder = b""
+        if self.entropy_coded:
+            version, coder = ENTROPY_VERSION, encode_varint(ENTROPY_CODER) + bytes.fromhex(self.tables_id)
+        head = MAGIC + bytes([version]) + bytes.fromhex(self.model_id) + b"".join(map(encode_varint, numbers))
+        return head + coder + extra
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -254,8 +272,10 @@ class CodesWriter:
     which the caller calls; the writer buffers nothing and never closes `stream`, which stays the caller's.
     """
 
-    def __init__(self, stream: BinaryIO, header: CodesHeader) -> None:
-        self.stream, self.header = stream, header
+    def __init__(self, stream: BinaryIO, header: CodesHeader, tables=None) -> None:
+        if header.entropy_coded and (tables is None or tables.tables_id != header.tables_id):
+            raise ValueError("an entropy-coded stream needs the tables its header names")
+        self.stream, self.header, self.tables = stream, header, tables
         self._pending_header: bytes | None = header.to_bytes()
         self.frames_written = 0
         self.stream.write(self._pending_header)
@@ -268,12 +288,28 @@ class CodesWriter:
             raise ValueError(f"packet codes must be [frames >= 1, {h.channels}, {h.num_codebooks}], got {codes.shape}")
         if codes.shape[0] > max_packet_frames(h):
             raise ValueError(f"a packet holds at most {max_packet_frames(h)} frames of this stream")
-        body = encode_varint(codes.shape[0]) + pack_bits(codes, h.bits)
+        if h.entropy_coded:
+            return self._write_entropy_packet(codes)
+        return self._write_body(codes.shape[0], encode_varint(codes.shape[0]) + pack_bits(codes, h.bits))
+
+    def _write_entropy_packet(self, codes: np.ndarray) -> int:
+        from codec.entropy import encode_packet
+
+        h = self.header
+        payload = encode_packet(self.tables, codes, h.levels)
+        frames = codes.shape[0]
+        if not entropy_frames_ok(frames, h.channels, len(payload)) or len(payload) > limits.MAX_PACKET_BYTES:
+            half = frames // 2  # a packet below a bit per frame (digital silence): two smaller ones
+            return self._write_entropy_packet(codes[:half]) + self._write_entropy_packet(codes[half:])
+        return self._write_body(frames, encode_varint(frames) + encode_varint(len(payload)) + payload)
+
+    def _write_body(self, frames: int, body: bytes) -> int:
+        h = self.header
         check = crc(body, h.crc_bits, crc(self._pending_header, h.crc_bits) if self._pending_header else None)
         self._pending_header = None
         data = body + check.to_bytes(h.crc_bytes, "big")
         self.stream.write(data)
-        self.frames_written += codes.shape[0]
+        self.frames_written += frames
         return len(data)
 
     def write_end(self, num_samples: int) -> None:
@@ -290,6 +326,12 @@ class Packet:
     codes: np.ndarray | None  # [frames, channels, levels * G]; None when damaged
     error: str | None = None  # why the packet is unusable
     size: int = 0  # bytes the packet takes in the stream
+    payload_size: int = 0  # bytes of its payload
+
+
+def entropy_frames_ok(frames: int, channels: int, payload_len: int) -> bool:
+    """An entropy-coded packet holds at most 8 * payload_len + 8 frames per channel (codes cost a forger bytes)."""
+    return 1 <= frames and frames * channels <= 8 * payload_len + 8
 
 
 class CodesReader:
@@ -298,10 +340,13 @@ class CodesReader:
     Header problems raise `CodecError`. Damaged packets are yielded with `codes=None` and `error` set,
     so the caller decides whether to stop or conceal; a truncated or unparseable tail ends the iteration
     with one such packet. After iteration, `num_samples` holds the length from the header or end record.
+
+    Entropy-coded packets (version 3) are decoded with `tables` (codec.entropy.EntropyTables, set before reading
+    packets); without them their packets come with `codes=None` and no error (for `codec info`).
     """
 
-    def __init__(self, stream: BinaryIO, name: str = "input") -> None:
-        self.stream, self.name = stream, name
+    def __init__(self, stream: BinaryIO, name: str = "input", tables=None) -> None:
+        self.stream, self.name, self.tables = stream, name, tables
         self._raw_header = b""
         self.header = self._read_header()
         self.num_samples = self.header.num_samples
@@ -317,21 +362,30 @@ class CodesReader:
             version = _read_exact(recorder, 1)[0]
             if version not in VERSIONS:
                 raise CodecError(
-                    f"{self.name} is .codes version {version}; this codec reads versions {VERSION} and "
-                    f"{LIGHT_CRC_VERSION}: "
+                    f"{self.name} is .codes version {version}; this codec reads versions "
+                    f"{', '.join(map(str, VERSIONS))}: "
                     + ("upgrade the codec package" if version > max(VERSIONS) else "re-encode it with this codec")
                 )
             model_id = _read_exact(recorder, 4).hex()
             numbers = [_read_varint(recorder)[0] for _ in range(9)]
             self._check_numbers(numbers)
-            crc_bits = 32
-            if version == LIGHT_CRC_VERSION:
+            crc_bits, tables_id = 32, None
+            if version in (LIGHT_CRC_VERSION, ENTROPY_VERSION):
                 crc_bits = _read_varint(recorder)[0]
-                if crc_bits not in (16, 8):
+                allowed = (16, 8) if version == LIGHT_CRC_VERSION else CRC_BITS
+                if crc_bits not in allowed:
                     raise CodecError(
-                        f"{self.name} has a damaged header: packet check of {crc_bits} bits (version 2 files use "
-                        "16 or 8); the file is damaged or was not written by this codec"
+                        f"{self.name} has a damaged header: packet check of {crc_bits} bits (version {version} files "
+                        f"use {' or '.join(map(str, allowed))}); the file is damaged or was not written by this codec"
                     )
+            if version == ENTROPY_VERSION:
+                coder = _read_varint(recorder)[0]
+                if coder != ENTROPY_CODER:
+                    raise CodecError(
+                        f"{self.name} is entropy coded with coder {coder}, which this codec does not know; upgrade "
+                        "the codec package"
+                    )
+                tables_id = _read_exact(recorder, 4).hex()
             extra_raw = _read_exact(recorder, numbers[8])
         except _Truncated:
             if not recorder.data:
@@ -359,6 +413,7 @@ class CodesReader:
             samples - 1 if samples else None,
             extra,
             crc_bits,
+            tables_id,
         )
 
     def _check_numbers(self, numbers: list[int]) -> None:
@@ -408,7 +463,13 @@ class CodesReader:
                 return None
             if frames > limits.MAX_PACKET_FRAMES or h.payload_bytes(frames) > limits.MAX_PACKET_BYTES:
                 raise ValueError
-            payload = _read_exact(recorder, h.payload_bytes(frames))
+            if h.entropy_coded:
+                payload_len, _ = _read_varint(recorder)
+                if payload_len > limits.MAX_PACKET_BYTES or not entropy_frames_ok(frames, h.channels, payload_len):
+                    raise ValueError
+            else:
+                payload_len = h.payload_bytes(frames)
+            payload = _read_exact(recorder, payload_len)
             check = int.from_bytes(_read_exact(recorder, h.crc_bytes), "big")
         except _Truncated:
             return Packet(index, offset, 0, None, f"file ends in the middle of packet {index} (byte {offset})")
@@ -423,8 +484,20 @@ class CodesReader:
         body = recorder.data[: -h.crc_bytes]
         if crc(body, h.crc_bits, crc(self._raw_header, h.crc_bits) if index == 0 else None) != check:
             return Packet(index, offset, frames, None, f"packet {index} (byte {offset}) fails its CRC check", size)
+        if h.entropy_coded:
+            if self.tables is None:
+                return Packet(index, offset, frames, None, None, size, payload_len)
+            from codec.entropy import decode_packet
+
+            try:
+                codes = decode_packet(self.tables, payload, frames, h.channels, h.levels)
+            except ValueError as e:
+                return Packet(index, offset, frames, None, f"packet {index} (byte {offset}): {e}", size, payload_len)
+            return Packet(index, offset, frames, codes, None, size, payload_len)
         codes = unpack_bits(payload, h.bits, frames * h.channels * h.num_codebooks)
-        return Packet(index, offset, frames, codes.reshape(frames, h.channels, h.num_codebooks), None, size)
+        return Packet(
+            index, offset, frames, codes.reshape(frames, h.channels, h.num_codebooks), None, size, payload_len
+        )
 
     def _read_end(self, recorder: _Recorder, offset: int) -> None:
         try:

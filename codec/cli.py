@@ -135,6 +135,23 @@ def _finish_batch(result, total_what: str) -> None:
         raise CodecError(f"{len(failures)} of {len(result.outcomes)} {total_what} failed (listed above)")
 
 
+def _entropy_tables(model, args):
+    """The entropy tables `--entropy` asks for (codec.entropy), or None: without tables for this model the plain
+    payload is written, with a one-line note."""
+    if not getattr(args, "entropy", False):
+        return None
+    from codec import entropy
+
+    tables = entropy.tables_for(model, args.tables)
+    if tables is None:
+        print(
+            f"codec: note: --entropy: no entropy tables for model {model.name} (id {model.model_id}) beside its file; "
+            "writing the plain payload (fit tables with `codec fit-entropy`)",
+            file=sys.stderr,
+        )
+    return tables
+
+
 def cmd_encode(args) -> None:
     from codec.batch import is_batch_input
     from codec.compress import encode_file
@@ -143,13 +160,17 @@ def cmd_encode(args) -> None:
         return _encode_batch(args)
     model = _coding_model(args.model, args)
     levels = _levels(model, args)
+    tables = _entropy_tables(model, args)
     with _search_for(model, args.input):
-        header = encode_file(model, args.input, args.output, levels=levels, packet_bytes=args.packet_bytes)
+        header = encode_file(
+            model, args.input, args.output, levels=levels, packet_bytes=args.packet_bytes, tables=tables
+        )
     if not args.quiet:
         size = Path(args.output).stat().st_size
         seconds = header.num_samples / header.sample_rate
+        coded = ", entropy coded" if header.entropy_coded else ""
         print(
-            f"{args.output}: {model.name}, {levels} levels, {header.bitrate / 1000:g} kbps payload, "
+            f"{args.output}: {model.name}, {levels} levels, {header.bitrate / 1000:g} kbps payload{coded}, "
             f"{size} bytes ({size * 8 / seconds / 1000:.3f} kbps measured over {seconds:.2f} s)"
         )
 
@@ -161,8 +182,9 @@ def _encode_batch(args) -> None:
     model = _run_with(_load(args.model, args.device), args)
     levels = _levels(model, args)
     result = batch.encode_many(
-        model, items, levels=levels, packet_bytes=args.packet_bytes, jobs=args.jobs, progress=_progress(args)
-    )
+        model, items, levels=levels, packet_bytes=args.packet_bytes, jobs=args.jobs, progress=_progress(args),
+        tables=_entropy_tables(model, args),
+    )  # fmt: skip
     done = result.done
     if done and not args.quiet:
         size, seconds = sum(o.bytes for o in done), sum(o.seconds for o in done)
@@ -181,7 +203,7 @@ def cmd_decode(args) -> None:
     if is_batch_input(args.input):
         return _decode_batch(args)
     model = _coding_model(model_name_for_codes(args.input, args.model), args)
-    report = decode_file(model, args.input, args.output, conceal=args.on_corrupt == "silence")
+    report = decode_file(model, args.input, args.output, conceal=args.on_corrupt == "silence", tables=args.tables)
     for problem in report.damaged:
         print(f"codec: warning: {problem}; replaced by silence", file=sys.stderr)
     if not args.quiet:
@@ -303,6 +325,41 @@ def cmd_export(args) -> None:
     )
 
 
+def cmd_fit_entropy(args) -> None:
+    from codec import entropy, limits
+    from codec.entropy_fit import fit_tables, read_token_dir
+    from codec.modelfile import default_model_name, read_metadata, resolve_model_path
+
+    limits.check_int(args.min_count, "--min-count", 1, 2**31)
+    path = resolve_model_path(default_model_name(NO_DEFAULT) if args.model is None else args.model)
+    meta = read_metadata(path)
+
+    class _Facts:  # what fitting needs of the model, read without loading its weights
+        name = meta.get("name", path.stem)
+        model_id = meta.get("weights_hash", "")[:8]
+        config = json.loads(meta.get("config", "{}")).get("quantizer", {})
+        num_groups, num_levels = config.get("num_groups"), config.get("num_levels")
+        codebook_size = config.get("codebook_size")
+
+    model = _Facts
+    if not model.model_id or not all((model.num_groups, model.num_levels, model.codebook_size)):
+        model = _load(str(path))
+    utterances = read_token_dir(args.tokens, model)
+    tables = fit_tables(
+        utterances, model_id=model.model_id, model_name=model.name, num_groups=model.num_groups,
+        num_levels=model.num_levels, codebook_size=model.codebook_size, min_count=args.min_count,
+        clusters=limits.check_int(args.clusters, "--clusters", 1, 2**16),
+    )  # fmt: skip
+    out = Path(args.out) if args.out else entropy.tables_path(path)
+    tables.save(out)
+    bits = tables.info["held_out_bits_per_codebook"]
+    print(
+        f"{out}: tables {tables.tables_id} for {model.name} (id {model.model_id}), {out.stat().st_size} bytes, "
+        f"{tables.info['frames']} frames; held-out bits per code by codebook: {' '.join(f'{b:.2f}' for b in bits)} "
+        f"(of {int(model.codebook_size).bit_length() - 1})"
+    )
+
+
 def cmd_stream_encode(args) -> None:
     from codec import limits
     from codec.compress import encode_blocks
@@ -322,6 +379,7 @@ def cmd_stream_encode(args) -> None:
     encode_blocks(
         model, blocks, stdout, sample_rate=fmt.sample_rate, channels=fmt.channels, levels=levels,
         num_samples=frames, packet_frames=args.packet_frames, crc_bits=args.packet_crc, flush=stdout.flush,
+        tables=_entropy_tables(model, args),
     )  # fmt: skip
     stdout.flush()
 
@@ -338,7 +396,8 @@ def cmd_stream_decode(args) -> None:
     fmt = PcmFormat(h.sample_rate, h.channels, check_format(args.format))
     if args.wav:
         stdout.write(wav_header(fmt, h.num_samples))
-    for block in decode_blocks(model, reader, conceal=args.on_corrupt == "silence", hold_back=False):
+    blocks = decode_blocks(model, reader, conceal=args.on_corrupt == "silence", hold_back=False, tables=args.tables)
+    for block in blocks:
         stdout.write(fmt.encode(block))
         stdout.flush()
 
@@ -394,6 +453,13 @@ def cmd_bench(args) -> None:
             export_onnx(model, onnx_dir)
             bench.onnx_versus_torch(model, onnx_dir, frames=args.frames, seconds=args.seconds)
         bench.process_costs(model, repeats=3)
+    elif args.entropy:
+        from codec.entropy import tables_for
+
+        tables = tables_for(model, args.tables)
+        if tables is None:
+            raise CodecError(f"--entropy: model {model.name} has no entropy tables; pass --model with one that has")
+        bench.entropy_cost(model, tables, seconds=args.seconds, repeats=args.repeats)
     elif args.streaming:
         bench.streaming(model, frames=args.frames)
     else:
@@ -473,6 +539,26 @@ def runtime_option(p) -> None:
     )
 
 
+def tables_option(p) -> None:
+    p.add_argument(
+        "--tables",
+        default=None,
+        metavar="PATH",
+        help="entropy tables (codec fit-entropy) to use instead of the ones beside the model file (<model>.entropy)",
+    )
+
+
+def entropy_options(p, live: bool = False) -> None:
+    p.add_argument(
+        "--entropy",
+        action="store_true",
+        help="entropy-code the payload with the model's context tables (lossless, same audio; about 15-25%% fewer "
+        "bytes on speech and music, docs/ENTROPY.md); without tables for the model the plain payload is written"
+        + (" (live streams: variable-size packets)" if live else ""),
+    )
+    tables_option(p)
+
+
 def jobs_option(p) -> None:
     p.add_argument(
         "--jobs", "-j", type=int, default=1, metavar="N",
@@ -514,8 +600,10 @@ def _add_coding_commands(sub) -> None:
         "--packet-bytes",
         type=int,
         default=1024,
-        help="payload bytes per packet: smaller loses less to a damaged packet, larger costs less overhead",
+        help="plain payload bytes per packet: smaller loses less to a damaged packet, larger costs less overhead "
+        "(entropy-coded packets hold the same frames in fewer bytes)",
     )
+    entropy_options(p)
     jobs_option(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no summary line and no progress bar")
     p.set_defaults(func=cmd_encode)
@@ -540,6 +628,7 @@ def _add_coding_commands(sub) -> None:
         default="error",
         help="damaged or missing packets: stop with an error, or decode the rest with silence in their place",
     )
+    tables_option(p)
     device_option(p)
     runtime_option(p)
     jobs_option(p)
@@ -625,6 +714,30 @@ def _add_training_commands(sub) -> None:
     p.add_argument("--resume-from", default=None, metavar="CHECKPOINT", help="continue from this step_*.pt file")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser(
+        "fit-entropy",
+        help="fit a model's entropy tables (for `codec encode --entropy`) on its codes of a training set",
+        description="Fit the context model that entropy-codes a model's .codes payloads (docs/ENTROPY.md) on "
+        "codes from `codec tokens --format npy` (default pattern, all levels) of that model, and write it beside "
+        "the model file as <model>.entropy (or --out).",
+    )
+    p.add_argument("tokens", help="output folder of `codec tokens --data TRAIN --model MODEL --format npy`")
+    model_argument(p)
+    p.add_argument("--out", "-o", default=None, help="tables file to write (default: beside the model, .entropy)")
+    p.add_argument(
+        "--min-count",
+        type=int,
+        default=3,
+        help="context pairs seen fewer times are pruned: larger makes a smaller file at a small cost in bits",
+    )
+    p.add_argument(
+        "--clusters",
+        type=int,
+        default=32,
+        help="clusters of context codes per codebook and context: fewer make a smaller file (docs/ENTROPY.md)",
+    )
+    p.set_defaults(func=cmd_fit_entropy)
+
     p = sub.add_parser("export", help="write the inference model file of a training checkpoint")
     p.add_argument("checkpoint", help="training checkpoint (step_*.pt) or training output dir (its newest checkpoint)")
     p.add_argument("output", help="model file to write (.safetensors)")
@@ -653,6 +766,7 @@ def _add_streaming_commands(sub) -> None:
         help="bits of each packet's check: 16 or 8 cost less per packet on a live link (a version-2 .codes "
         "stream; docs/STREAMING.md has the overhead table)",
     )
+    entropy_options(p, live=True)
     p.set_defaults(func=cmd_stream_encode)
 
     p = sub.add_parser("stream-decode", help="decode .codes packets from stdin to raw PCM (or WAV) on stdout")
@@ -662,6 +776,7 @@ def _add_streaming_commands(sub) -> None:
     p.add_argument("--format", default="s16le", help=f"output sample format: {formats}")
     p.add_argument("--wav", action="store_true", help="write a WAV header first (length unknown if the stream's is)")
     p.add_argument("--on-corrupt", choices=["error", "silence"], default="error")
+    tables_option(p)
     p.set_defaults(func=cmd_stream_decode)
 
     p = sub.add_parser("serve", help="serve streaming encode/decode over WebSockets (protocol: docs/STREAMING.md)")
@@ -684,6 +799,12 @@ def _add_streaming_commands(sub) -> None:
     model_option(p)
     p.add_argument("--config", default="grvq16k", help="built-in config or YAML to benchmark (random weights)")
     p.add_argument("--streaming", action="store_true", help="per-frame streaming compute time instead")
+    p.add_argument(
+        "--entropy",
+        action="store_true",
+        help="the CPU cost of entropy coding in file encode/decode (plain vs --entropy, side by side) and the bytes",
+    )
+    tables_option(p)
     p.add_argument("--seconds", type=float, default=10.0, help="audio length for the offline figures")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--frames", type=int, default=500, help="frames for the streaming figures")

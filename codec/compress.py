@@ -26,6 +26,7 @@ from codec.streaming import StreamingDecoder, StreamingEncoder
 if TYPE_CHECKING:  # no torch import here: with an OnnxCodec (codec.runtime) this module runs without torch
     import torch
 
+    from codec.entropy import EntropyTables
     from codec.models.codec import CodecModel
 
 BLOCK_SECONDS = 2.0  # audio read, encoded or decoded per step: bounds memory for long files
@@ -60,9 +61,17 @@ class Packetizer:
 
 
 def new_header(
-    model: CodecModel, *, sample_rate: int, channels: int, levels: int, num_samples: int | None, crc_bits: int = 32
+    model: CodecModel,
+    *,
+    sample_rate: int,
+    channels: int,
+    levels: int,
+    num_samples: int | None,
+    crc_bits: int = 32,
+    tables_id: str | None = None,
 ):
-    """The .codes header of a stream coded by `model`; `crc_bits` 16 or 8 for lighter packet checks (live links)."""
+    """The .codes header of a stream coded by `model`; `crc_bits` 16 or 8 for lighter packet checks (live links);
+    `tables_id` for an entropy-coded payload (codec.entropy)."""
     _check_mono_network(model)
     return CodesHeader(
         model_id=model.model_id,
@@ -75,6 +84,7 @@ def new_header(
         bits=model.bits_per_code,
         num_samples=num_samples,
         crc_bits=crc_bits,
+        tables_id=tables_id,
     )
 
 
@@ -91,19 +101,23 @@ def encode_blocks(
     packet_bytes: int = bitstream.DEFAULT_PACKET_BYTES,
     crc_bits: int = 32,
     flush=None,
+    tables: EntropyTables | None = None,
 ) -> CodesHeader:
     """Encode float blocks [C, n] into `stream`. With `num_samples` None the length goes in an end record.
 
     Everything is checked before the header is written: the input's rate and channels (`codec.limits`),
     `packet_frames` / `packet_bytes` / `crc_bits` (named by their CLI flags in errors), and the first block of
-    samples. `crc_bits` 16 or 8 writes a version-2 file with lighter packet checks (codec/bitstream.py).
+    samples. `crc_bits` 16 or 8 writes a version-2 file with lighter packet checks (codec/bitstream.py); with
+    `tables` (codec.entropy.tables_for) the payload is entropy coded (a version-3 file; packets keep the frame
+    count they would have had plain, so a damaged packet loses as much audio as before).
     """
     fix = "resample or remix the input first (e.g. with sox or ffmpeg)"
     limits.check_sample_rate(sample_rate, "the input's sample rate", fix)
     limits.check_channels(channels, "the input's channel count", fix)
     header = new_header(
-        model, sample_rate=sample_rate, channels=channels, levels=levels, num_samples=num_samples, crc_bits=crc_bits
-    )
+        model, sample_rate=sample_rate, channels=channels, levels=levels, num_samples=num_samples, crc_bits=crc_bits,
+        tables_id=tables.tables_id if tables is not None else None,
+    )  # fmt: skip
     if num_samples is not None:
         limits.check_int(num_samples, "the input's length", 0, limits.MAX_SECONDS * sample_rate, "split it")
     if packet_frames is None:
@@ -116,7 +130,7 @@ def encode_blocks(
     for block in blocks:
         limits.check_pcm(block)
         if packets is None and block.shape[1]:
-            packets = Packetizer(CodesWriter(stream, header), packet_frames, flush)
+            packets = Packetizer(CodesWriter(stream, header, tables), packet_frames, flush)
         total += block.shape[1]
         if block.shape[1]:
             packets.add(encoder.push(block))
@@ -142,6 +156,7 @@ def encode_audio(
     *,
     levels: int,
     packet_bytes: int = bitstream.DEFAULT_PACKET_BYTES,
+    tables: EntropyTables | None = None,
 ) -> CodesHeader:
     """Encode float audio [C, T] at `sample_rate` into `stream` as a .codes file; returns its header."""
     C, T = audio.shape
@@ -149,7 +164,7 @@ def encode_audio(
     blocks = (audio[:, i : i + step] for i in range(0, T, step))
     return encode_blocks(
         model, blocks, stream, sample_rate=sample_rate, channels=C, levels=levels, num_samples=T,
-        packet_bytes=packet_bytes,
+        packet_bytes=packet_bytes, tables=tables,
     )  # fmt: skip
 
 
@@ -160,6 +175,7 @@ def encode_file(
     *,
     levels: int,
     packet_bytes: int = bitstream.DEFAULT_PACKET_BYTES,
+    tables: EntropyTables | None = None,
 ) -> CodesHeader:
     """Encode an audio file block by block (memory bounded by one block whatever the file's length)."""
     with open_audio(input_path) as f:
@@ -169,7 +185,7 @@ def encode_file(
         with atomic_output(output_path) as tmp, open(tmp, "wb") as out:
             return encode_blocks(
                 model, blocks, out, sample_rate=f.samplerate, channels=f.channels, levels=levels,
-                num_samples=num_samples, packet_bytes=packet_bytes,
+                num_samples=num_samples, packet_bytes=packet_bytes, tables=tables,
             )  # fmt: skip
 
 
@@ -251,7 +267,7 @@ class _Trim:
 
 
 def decode_blocks(
-    model: CodecModel, reader: CodesReader, *, conceal: bool = False, hold_back: bool = True
+    model: CodecModel, reader: CodesReader, *, conceal: bool = False, hold_back: bool = True, tables=None
 ) -> Iterator[np.ndarray]:
     """Decode packets as they arrive, yielding float blocks [C, n] at the input's rate; exact total length.
 
@@ -259,10 +275,16 @@ def decode_blocks(
     the last good codes so that the audio after the damage starts cleanly). The generator's return value
     (`StopIteration.value`) is the `DecodeReport`. `hold_back=False` emits every sample at once when the
     length is not known in advance (live pipes), at the cost of up to a frame of trailing padding.
+    An entropy-coded stream is decoded with `tables` (an `EntropyTables` or a path; default: beside the model file).
     """
     h = reader.header
     name = reader.name
     check_compatible(model, h, name)
+    if h.entropy_coded:
+        from codec import entropy
+
+        found = tables if isinstance(tables, entropy.EntropyTables) else entropy.tables_for(model, tables)
+        reader.tables = entropy.check_tables(found, h, model, name)
     report = DecodeReport(h)
     decoder = StreamingDecoder(model, batch_size=h.channels, sample_rate=h.sample_rate)
     hold = -(-h.hop_length * h.sample_rate // h.model_sample_rate) + 64 if hold_back else 0
@@ -310,18 +332,18 @@ def decode_blocks(
 
 
 def decode_stream(
-    model: CodecModel, stream: BinaryIO, *, name: str = "input", conceal: bool = False
+    model: CodecModel, stream: BinaryIO, *, name: str = "input", conceal: bool = False, tables=None
 ) -> tuple[np.ndarray, int, DecodeReport]:
     """Decode a whole .codes stream into memory: float audio [C, T] at the input's rate and length."""
     reader = CodesReader(stream, name)
     pieces: list[np.ndarray] = []
-    report = _drain(decode_blocks(model, reader, conceal=conceal), pieces.append)
+    report = _drain(decode_blocks(model, reader, conceal=conceal, tables=tables), pieces.append)
     audio = np.concatenate(pieces, axis=1) if pieces else np.zeros((reader.header.channels, 0), np.float32)
     return audio, reader.header.sample_rate, report
 
 
 def decode_file(
-    model: CodecModel, input_path: str | Path, output_path: str | Path, *, conceal: bool = False
+    model: CodecModel, input_path: str | Path, output_path: str | Path, *, conceal: bool = False, tables=None
 ) -> DecodeReport:
     """Decode a .codes file to an audio file, block by block, through a temporary file."""
     input_path, output_path = Path(input_path), Path(output_path)
@@ -334,7 +356,8 @@ def decode_file(
         reader = CodesReader(f, str(input_path))
         h = reader.header
         with atomic_output(output_path) as tmp, _open_output(tmp, output_path, h, fmt) as out:
-            return _drain(decode_blocks(model, reader, conceal=conceal), lambda b: out.write(np.clip(b, -1.0, 1.0).T))
+            blocks = decode_blocks(model, reader, conceal=conceal, tables=tables)
+            return _drain(blocks, lambda b: out.write(np.clip(b, -1.0, 1.0).T))
 
 
 def _open_output(tmp: Path, output_path: Path, h: CodesHeader, fmt: tuple[str, str]) -> sf.SoundFile:

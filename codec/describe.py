@@ -37,15 +37,25 @@ def codes_info(path: Path) -> dict:
     size = path.stat().st_size
     with open(path, "rb") as f:
         reader = bitstream.CodesReader(f, str(path))
-        packets = damaged = frames = 0
+        packets = damaged = frames = coded = 0
         for packet in reader.packets():
             packets += 1
             frames += packet.frames
+            coded += packet.payload_size
             damaged += packet.error is not None
     h = reader.header
     samples = reader.num_samples
     seconds = samples / h.sample_rate if samples else frames / h.frame_rate
-    payload = (frames * h.bits_per_frame + 7) // 8
+    plain = (frames * h.bits_per_frame + 7) // 8
+    payload = coded if h.entropy_coded else plain
+    entropy = {}
+    if h.entropy_coded:  # the payload is measured, not computed: it varies with the audio
+        entropy = {
+            "entropy_tables": h.tables_id,
+            "payload_bytes": coded,
+            "plain_payload_bytes": plain,
+            "payload_saving_percent": round(100 * (1 - coded / plain), 2) if plain else None,
+        }
     return {
         "header": h.to_json(),
         "file_bytes": size,
@@ -54,6 +64,8 @@ def codes_info(path: Path) -> dict:
         "frames": frames,
         "seconds": round(seconds, 4),
         "payload_kbps": round(h.bitrate / 1000, 4),
+        **entropy,
+        "bits_per_frame": round(payload * 8 / frames, 2) if frames else None,
         "measured_kbps": round(size * 8 / seconds / 1000, 4) if seconds else None,
         "overhead_bytes": size - payload,
         "overhead_percent": round(100 * (size - payload) / payload, 3) if payload else None,

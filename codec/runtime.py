@@ -112,6 +112,7 @@ class OnnxCodec(RateFacts):
             m["bits_per_code"],
         )
         self.frame_rate = self.sample_rate / self.hop_length
+        self.source = getattr(model, "source", None)  # the model file (its entropy tables sit beside it)
         self.sessions = Sessions(
             self.onnx_dir, self.manifest, threads=threads,
             damaged="delete that folder (it is exported again on the next --runtime onnx run) or use --runtime torch",
@@ -152,6 +153,7 @@ def cached_onnx_codec(name_or_path: str, *, live: bool = False, threads: int = 1
     if not (folder / "manifest.json").is_file():
         return None
     codec = OnnxCodec(None, folder, frames_per_call=1 if live else FILE_FRAMES_PER_CALL, threads=threads)
+    codec.source = str(resolve_model_path(name_or_path))
     full = codec.audio_channels == 1 and codec.manifest.get("levels") == codec.num_levels
     return codec if full else None
 

@@ -230,6 +230,10 @@ async def _decode_session(model: CodecModel, batcher: FrameBatcher, conn: _Conne
     reader = CodesReader(io.BytesIO(first), "stream")
     h = reader.header
     check_compatible(model, h, "the stream")
+    if h.entropy_coded:  # decoded with the tables beside the server's model file (docs/ENTROPY.md)
+        from codec import entropy
+
+        reader.tables = entropy.check_tables(entropy.tables_for(model), h, model, "the stream")
     rate = limits.check_sample_rate(start.get("sample_rate", h.sample_rate), '"sample_rate"')
     fmt = PcmFormat(rate, h.channels, start.get("format", "s16le"))
     decoder = batcher.decoder(rows=h.channels, sample_rate=fmt.sample_rate)

@@ -9,6 +9,8 @@
 #   5 decode       codec encode / codec decode of every test utterance at each bitrate (one call per set)
 #   6 score        codec eval on every test set; writes RESULTS.md from its summary
 #   7 tokens       codec tokens on the token sets
+#   8 entropy      codec fit-entropy on the train set's codes (all levels) -> exp/<tag>/model.entropy, the tables
+#                  of `codec encode --entropy` (docs/ENTROPY.md); copy it beside the model file when you ship it
 #
 # Run from the recipe dir (egs/<dataset>), normally through ./run.sh. Every finished step leaves a .done
 # marker (data/.stageN.done, dump/<set>/.done, exp/<tag>/.<step>.done ...); a rerun skips it, so delete a
@@ -20,7 +22,7 @@ set -eEuo pipefail
 help_message="Usage: ./run.sh [options]   (or: ./codec.sh [options] from a recipe dir)"
 
 # begin options
-stage=0                  # first stage: 0 download, 1 data prep, 2 format, 3 train, 4 export, 5 decode, 6 score, 7 tokens
+stage=0                  # first stage: 0 download, 1 data prep, 2 format, 3 train, 4 export, 5 decode, 6 score, 7 tokens, 8 entropy
 stop_stage=100           # last stage to run
 ngpu=0                   # GPUs for training: 0 = CPU, 1 = one GPU, >1 = torchrun with one process per GPU
 nj=4                     # parallel jobs for formatting, decoding and scoring
@@ -252,6 +254,21 @@ if begin_stage 7 "extract $token_format tokens of ${token_sets// /, }"; then
   done
   end_stage
   [ ! -f RESULTS.md ] || write_results
+fi
+
+if begin_stage 8 "fit the entropy tables on the codes of $train_set -> $exp/model.entropy"; then
+  out=$exp/entropy_tokens_$train_set
+  if ! done_or "$exp/.entropy.done"; then
+    if ! done_or "$out/.done"; then
+      mkdir -p "$out"
+      "$python" -m codec tokens --data "$dump_dir/$train_set" --out "$out" --model "$model" --format npy \
+        2>&1 | tee "$out/tokens.log"
+      mark_done "$out/.done"
+    fi
+    "$python" -m codec fit-entropy "$out" --model "$model" 2>&1 | tee "$exp/fit_entropy.log"
+    mark_done "$exp/.entropy.done"
+  fi
+  end_stage
 fi
 
 current_stage="done"

@@ -33,22 +33,26 @@ EXTREMES = (0, 1, 2, 127, 128, 2**16, 2**31, 2**32 + 1, 2**40, 2**63 - 1)
 
 
 # --- valid files -------------------------------------------------------------------------------------------------
-def valid_files(model, seconds: float = 0.15) -> list[bytes]:
-    """A few small, valid .codes files of generated audio: mono and stereo, several rates, levels, packet sizes."""
+def valid_files(model, seconds: float = 0.15, tables=None) -> list[bytes]:
+    """A few small, valid .codes files of generated audio: mono and stereo, several rates, levels, packet sizes;
+    with `tables` (codec.entropy), the same four entropy coded (version 3) as well."""
     from tests.conftest import tone
 
     files = []
-    for i, (rate, channels, levels, packet_bytes) in enumerate(
-        [(8000, 1, 4, 64), (8000, 2, 2, 32), (11025, 1, 1, 8), (16000, 1, 3, 48)]
-    ):
-        out = io.BytesIO()
-        encode_audio(model, tone(seconds, rate, channels, seed=i), rate, out, levels=levels, packet_bytes=packet_bytes)
-        files.append(out.getvalue())
+    for coder in [None] if tables is None else [None, tables]:
+        for i, (rate, channels, levels, packet_bytes) in enumerate(
+            [(8000, 1, 4, 64), (8000, 2, 2, 32), (11025, 1, 1, 8), (16000, 1, 3, 48)]
+        ):
+            out = io.BytesIO()
+            audio = tone(seconds, rate, channels, seed=i)
+            encode_audio(model, audio, rate, out, levels=levels, packet_bytes=packet_bytes, tables=coder)
+            files.append(out.getvalue())
     return files
 
 
 def layout(data: bytes) -> tuple[int, list[tuple[int, int]]]:
-    """Header size and (offset, size) of every packet of a valid file."""
+    """Header size and (offset, size) of every packet of a valid file (entropy-coded packets are framed, not
+    decoded)."""
     reader = CodesReader(io.BytesIO(data))
     return reader.header_size, [(p.offset, p.size) for p in reader.packets()]
 
@@ -56,6 +60,14 @@ def layout(data: bytes) -> tuple[int, list[tuple[int, int]]]:
 def header_numbers(data: bytes) -> list[int]:
     stream = io.BytesIO(data[9:])
     return [bitstream._read_varint(stream)[0] for _ in HEADER_FIELDS]
+
+
+def _varints_end(data: bytes) -> int:
+    """Offset just past the header's varints (what follows them, up to the metadata, is kept by forge_header)."""
+    stream = io.BytesIO(data[9:])
+    for _ in HEADER_FIELDS:
+        bitstream._read_varint(stream)
+    return 9 + stream.tell()
 
 
 def forge_header(data: bytes, **fields: int) -> bytes:
@@ -66,8 +78,8 @@ def forge_header(data: bytes, **fields: int) -> bytes:
     size, packets = layout(data)
     numbers = dict(zip(HEADER_FIELDS, header_numbers(data), strict=True))
     numbers.update(fields)
-    extra = data[size - header_numbers(data)[-1] : size]
-    header = data[:9] + b"".join(bitstream.encode_varint(numbers[k]) for k in HEADER_FIELDS) + extra
+    rest = data[_varints_end(data) : size]  # version 2 and 3 fields, then the metadata
+    header = data[:9] + b"".join(bitstream.encode_varint(numbers[k]) for k in HEADER_FIELDS) + rest
     if not packets:
         return header + data[size:]
     offset, psize = packets[0]

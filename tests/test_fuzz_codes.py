@@ -81,3 +81,41 @@ def test_cut_at_every_packet_boundary_conceals_to_the_full_length(tiny_model):
         intact = min(report.frames * hop, full.shape[1])  # the frames of the intact packets
         np.testing.assert_allclose(audio[:, :intact], full[:, :intact], atol=1e-5, err_msg=f"cut after {k} packets")
         assert not audio[:, intact:].any()  # silence for the rest
+
+
+@pytest.fixture(scope="module")
+def entropy_model(tmp_path_factory, tiny_model):
+    """The tiny model loaded from a file with entropy tables beside it (fitted on generated audio)."""
+    from codec import entropy
+    from codec.checkpoint import load_model, save_model
+    from tests.test_entropy import _fit
+
+    folder = tmp_path_factory.mktemp("fuzz_entropy")
+    save_model(tiny_model, folder / "tiny.safetensors", {"recipe": "tests"})
+    tables = _fit(tiny_model)
+    tables.save(entropy.tables_path(folder / "tiny.safetensors"))
+    return load_model(folder / "tiny.safetensors"), folder / "tiny.safetensors", tables
+
+
+def test_mutated_entropy_coded_files_decode_or_fail_cleanly(tmp_path, entropy_model, monkeypatch):
+    """The fuzz rule on entropy-coded (version 3) files beside plain ones: a short run here, `-m slow` for more."""
+    model, model_file, tables = entropy_model
+    monkeypatch.setattr(fuzzing, "valid_files", lambda m: fuzzing_valid(m, tables))
+    outcomes, failures = fuzzing.run(model, model_file, seed=28, count=300, workdir=tmp_path, cli_every=10)
+    assert not failures, "\n".join(failures[:20])
+    assert outcomes["library decoded"] > 30 and outcomes["library error"] > 30
+
+
+@pytest.mark.slow
+def test_mutated_entropy_coded_files_many(tmp_path, entropy_model, monkeypatch):
+    model, model_file, tables = entropy_model
+    monkeypatch.setattr(fuzzing, "valid_files", lambda m: fuzzing_valid(m, tables))
+    outcomes, failures = fuzzing.run(model, model_file, seed=2800, count=3000, workdir=tmp_path, cli_every=10)
+    assert not failures, "\n".join(failures[:20])
+
+
+_VALID = fuzzing.valid_files
+
+
+def fuzzing_valid(model, tables):
+    return _VALID(model, tables=tables)[4:]  # the entropy-coded four

@@ -125,3 +125,21 @@ def test_codes_of_the_retired_release_name_the_model_they_need(model):
     )  # fmt: skip
     with pytest.raises(CodecError, match=r"grvq16k \(the release shipped until 2026-12-02.*5c68ef4\).*--model"):
         check_compatible(model, header, "old.codes")
+
+
+def test_shipped_entropy_tables_code_the_default_model_losslessly(model):
+    """The tables beside the shipped model (codec/pretrained/<name>.entropy) shrink its codes, exactly. Tables of
+    an older model id are skipped: encode then writes the plain payload until `codec fit-entropy` is run again."""
+    from codec import entropy
+
+    tables = entropy.tables_for(model)
+    if tables is None:
+        pytest.skip("no entropy tables for this model id beside it: refit them (codec fit-entropy, docs/ENTROPY.md)")
+    import torch
+
+    with torch.no_grad():
+        codes = model.encode(torch.from_numpy(_speech_like(3.0))[None, None], model.num_levels)[0].numpy()
+    packet = codes.T[:, None, :]  # [frames, channels, N]
+    payload = entropy.encode_packet(tables, packet, model.num_levels)
+    assert np.array_equal(entropy.decode_packet(tables, payload, len(packet), 1, model.num_levels), packet)
+    assert len(payload) < packet.size * model.bits_per_code / 8

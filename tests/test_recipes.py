@@ -549,7 +549,7 @@ def mini_run(tmp_path_factory):
     os.symlink(RECIPES / "codec.sh", work / "codec.sh")
     os.symlink(UTILS, work / "utils")
     proc = subprocess.run(
-        ["./run.sh", "--python", sys.executable, "--stop_stage", "7"],
+        ["./run.sh", "--python", sys.executable, "--stop_stage", "8"],
         cwd=work,
         capture_output=True,
         text=True,
@@ -580,3 +580,14 @@ def test_mini_recipe_tokens(mini_run):
         assert (out / ".done").is_file()
         assert [p for p in out.rglob("*") if p.is_file() and p.suffix not in (".log", ".done") and p.name != ".done"]
     assert "## Tokens" in (work / "RESULTS.md").read_text()
+
+
+@pytest.mark.slow
+def test_mini_recipe_fits_entropy_tables_beside_the_model(mini_run):
+    from codec import entropy
+    from codec.checkpoint import load_model
+
+    work, proc = mini_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    model = load_model(work / "exp/mini/model.safetensors")
+    assert entropy.tables_for(model) is not None  # exp/mini/model.entropy, keyed to the exported model

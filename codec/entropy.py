@@ -1,0 +1,358 @@
+"""Lossless entropy coding of codes: a context model fitted on training codes, and a range coder (constriction).
+
+Each code is coded under a mixture of four distributions over the K codes of its codebook (its group g and level
+l), fitted by counting on a model's training codes:
+
+    P(c) = w0 u(c) + w_prev P(c | previous frame's code, same group and level)
+                   + w_coarse P(c | this frame's code one level coarser, same group)
+                   + w_cross P(c | level 0: the previous frame's code of the next group;
+                                   level > 0: this frame's code one level coarser of the next group)
+
+`u` is the codebook's smoothed histogram; each conditional is its count table smoothed towards `u` (a Dirichlet
+prior of weight `BETA`), with the rare pairs pruned (counted with `u`); the weights are fitted per codebook by
+EM on held-out codes (docs/ENTROPY.md has what each context pays). Every context of a code sits one frame back
+at the same level or one level coarser in the same frame, so a decoder recovers a packet diagonal by diagonal
+(frame + level = d), all groups, levels and channels of a diagonal in one call of the range decoder:
+
+    level 2 |  2  3  4  5          the number is the diagonal: a code's contexts are on the one before,
+    level 1 |  1  2  3  4          so diagonal d decodes in one step once d - 1 is known
+    level 0 |  0  1  2  3
+            +------------ frame
+
+**Determinism.** The tables hold integers only: the mixture's coefficients are rounded to fixed point when the
+tables are fitted; each context's rows of frequencies are built from them with integer arithmetic, scaled by a
+shift so that a code's three rows sum below 2**24, and held as float32, which is exact for those integers. So
+the frequencies are the same on every machine, and constriction turns them into its 24-bit fixed-point model
+with IEEE arithmetic in a fixed order: an encoder and a decoder on different machines agree bit for bit
+(`tests/test_entropy.py` pins the bytes of a coded packet).
+
+**Packets** are coded independently (the previous-frame context starts afresh in each), so a damaged packet loses
+only its own frames. The tables live in a file beside the model (`<model>.entropy`, a safetensors file of
+integer arrays with the model id in its metadata), written by `codec fit-entropy`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from codec.errors import CodecError
+
+FORMAT = "codec-entropy/1"
+SUFFIX = ".entropy"
+CONTEXTS = ("prev", "coarse", "cross")
+BETA = 128.0  # weight of the smoothed histogram in each context's counts (Dirichlet prior)
+MIN_WEIGHT = 0.02  # of the plain histogram in every mixture: no code is ever nearly impossible
+SCALE = 2.0**36  # fixed point of the coefficients: a row's frequencies sum to about SCALE, exact in float64
+CHUNK_SYMBOLS = 4096  # symbols whose probability rows are built at once when encoding (bounds memory)
+MAX_TABLE_BYTES = 256 * 2**20  # an .entropy file larger than this is refused unread
+MAX_DENSE_ENTRIES = 2**24  # rows x codes of one context, held as float32 when coding (64 MiB)
+
+
+def tables_path(model_path: str | Path) -> Path:
+    """Where the tables of the model file at `model_path` live: beside it, `<stem>.entropy`."""
+    return Path(model_path).with_suffix(SUFFIX)
+
+
+# --- the tables ------------------------------------------------------------------------------------------------------
+@dataclass
+class EntropyTables:
+    """The fitted context model of one model's codes (integer arrays; `P` = num_levels * num_groups codebooks).
+
+    `unigram` [P, K]: smoothed code counts; `alpha0` [P]: fixed-point coefficient of the plain histogram; per
+    context j: `map` [P * (K + 1)], the cluster (0..R-1) of each context code of each codebook (code K: no
+    context), and over rows r = p * R + cluster: `indptr` [P * R + 1], `codes` and `counts` [nnz] (the kept
+    pairs), `gamma` [P * R] (fixed-point weight of a kept count) and `alpha` [P * R] (fixed-point weight of the
+    histogram that the context's smoothing and pruned counts add).
+    """
+
+    model_id: str
+    model_name: str
+    num_groups: int
+    num_levels: int
+    codebook_size: int
+    arrays: dict[str, np.ndarray]
+    info: dict
+    tables_id: str = ""  # 8 hex digits of the sha256 of the arrays: what a .codes header names
+    _dense: list | None = field(default=None, repr=False, compare=False)  # `_dense_rows`, built on first use
+
+    def __post_init__(self) -> None:
+        if not self.tables_id:
+            self.tables_id = _digest(self.arrays)
+
+    @property
+    def num_codebooks(self) -> int:
+        return self.num_levels * self.num_groups
+
+    @property
+    def context_rows(self) -> int:
+        """Rows of each context's table per codebook: its clusters and one for no context."""
+        return self.arrays["prev.gamma"].shape[0] // self.num_codebooks
+
+    def save(self, path: str | Path) -> None:
+        from safetensors.numpy import save_file
+
+        from codec.atomic import atomic_output
+
+        meta = {
+            "format": FORMAT,
+            "model_id": self.model_id,
+            "model_name": self.model_name,
+            "num_groups": str(self.num_groups),
+            "num_levels": str(self.num_levels),
+            "codebook_size": str(self.codebook_size),
+            "tables_id": self.tables_id,
+            "info": json.dumps(self.info),
+        }
+        with atomic_output(path) as tmp:
+            save_file({k: np.ascontiguousarray(v) for k, v in self.arrays.items()}, str(tmp), metadata=meta)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # safetensors writes its file 0600; a tables file is read by everyone
+
+
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key]).astype("<i8")
+        h.update(key.encode() + str(a.shape).encode() + a.tobytes())
+    return h.hexdigest()[:8]
+
+
+def load_tables(path: str | Path) -> EntropyTables:
+    """Read and check an .entropy file; every problem is a one-line `CodecError` naming the fix."""
+    from safetensors.numpy import load_file
+
+    from codec.modelfile import read_metadata
+
+    path = Path(path)
+    fix = "fit it again with `codec fit-entropy` (docs/ENTROPY.md)"
+    if not path.is_file():
+        raise CodecError(f"entropy tables {path} not found; {fix}")
+    if path.stat().st_size > MAX_TABLE_BYTES:
+        raise CodecError(f"entropy tables {path} are over {MAX_TABLE_BYTES >> 20} MiB, not a tables file; {fix}")
+    try:
+        meta = read_metadata(path)
+    except CodecError as e:  # said of a model file: say it of the tables
+        reason = str(e).split(": ", 1)[-1]
+        raise CodecError(f"entropy tables {path} are damaged ({reason}); {fix}") from None
+    if meta.get("format") != FORMAT:
+        raise CodecError(f"{path} is not an entropy tables file of format {FORMAT}; {fix}")
+    try:
+        arrays = load_file(str(path))
+        G, L, K = (int(meta[k]) for k in ("num_groups", "num_levels", "codebook_size"))
+        tables = EntropyTables(
+            meta["model_id"], meta.get("model_name", ""), G, L, K, arrays, json.loads(meta.get("info", "{}"))
+        )
+    except (KeyError, ValueError, OSError, TypeError, RuntimeError) as e:
+        raise CodecError(f"entropy tables {path} are damaged ({type(e).__name__}); {fix}") from None
+    if tables.tables_id != meta.get("tables_id"):
+        raise CodecError(f"entropy tables {path} are damaged (their checksum does not match); {fix}")
+    _check_shapes(tables, path, fix)
+    return tables
+
+
+def _check_shapes(t: EntropyTables, path: Path, fix: str) -> None:
+    P, K = t.num_codebooks, t.codebook_size
+    R = t.arrays["prev.gamma"].shape[0] // P if "prev.gamma" in t.arrays and P else 0
+    rows = P * R
+    want = {"unigram": (P, K), "alpha0": (P,)}
+    for j in CONTEXTS:
+        want |= {f"{j}.indptr": (rows + 1,), f"{j}.gamma": (rows,), f"{j}.alpha": (rows,), f"{j}.map": (P * (K + 1),)}
+    ok = R >= 1 and all(k in t.arrays and t.arrays[k].shape == s for k, s in want.items())
+    ok = ok and all(int(t.arrays[f"{j}.map"].max()) < R for j in CONTEXTS)
+    for j in CONTEXTS:
+        if not ok:
+            break
+        indptr = t.arrays[f"{j}.indptr"]
+        nnz = t.arrays[f"{j}.codes"].shape if f"{j}.codes" in t.arrays else None
+        ok = (
+            nnz is not None
+            and t.arrays[f"{j}.counts"].shape == nnz
+            and indptr[0] == 0
+            and indptr[-1] == nnz[0]
+            and bool(np.all(np.diff(indptr) >= 0))
+            and (nnz[0] == 0 or 0 <= int(t.arrays[f"{j}.codes"].min()) <= int(t.arrays[f"{j}.codes"].max()) < K)
+        )
+    if not ok or not 1 <= K <= 2**16 or rows * K > MAX_DENSE_ENTRIES:
+        raise CodecError(f"entropy tables {path} are damaged (arrays of the wrong shape); {fix}")
+
+
+def tables_for(model, path: str | Path | None = None) -> EntropyTables | None:
+    """The tables of `model`: from `path`, else beside its model file; None when there are none.
+
+    Tables of another model (a different id) are an error when `path` was given, and None otherwise (a model file
+    replaced by a new one keeps working, without entropy coding, until its tables are fitted again).
+    """
+    explicit = path is not None
+    if path is None:
+        source = getattr(model, "source", None)
+        if not source or not tables_path(source).is_file():
+            return None
+        path = tables_path(source)
+    tables = _load_cached(str(Path(path).resolve()), Path(path).stat().st_mtime_ns if Path(path).exists() else 0)
+    if tables.model_id != model.model_id:
+        if explicit:
+            raise CodecError(
+                f"entropy tables {path} belong to model id {tables.model_id}, not to {model.name} (id "
+                f"{model.model_id}); fit tables for this model with `codec fit-entropy`"
+            )
+        return None
+    return tables
+
+
+@lru_cache(maxsize=4)
+def _load_cached(path: str, mtime: int) -> EntropyTables:
+    return load_tables(path)
+
+
+def check_tables(tables: EntropyTables | None, header, model, name: str) -> EntropyTables:
+    """The tables to decode `header`'s entropy-coded packets with, or a one-line error naming the fix."""
+    fix = "fit them with `codec fit-entropy` or pass the right file with --tables"
+    if tables is None:
+        where = tables_path(model.source) if getattr(model, "source", None) else "beside the model file"
+        raise CodecError(
+            f"{name} is entropy coded with tables {header.tables_id} of model {header.model_id}, and no tables "
+            f"for this model were found ({where}); {fix}"
+        )
+    if tables.model_id != header.model_id:
+        raise CodecError(
+            f"{name} needs entropy tables of model id {header.model_id} but the tables found belong to model id "
+            f"{tables.model_id}; {fix}"
+        )
+    if tables.tables_id != header.tables_id:
+        raise CodecError(
+            f"{name} was coded with entropy tables {header.tables_id}, but the tables of model {header.model_id} "
+            f"here are {tables.tables_id} (fitted again since); decode it with the tables that coded it (--tables)"
+        )
+    if (tables.num_groups, tables.codebook_size) != (header.num_groups, 1 << header.bits) or (
+        header.levels > tables.num_levels
+    ):
+        raise CodecError(f"{name}: the entropy tables do not fit its codes (groups, levels or codebook size)")
+    return tables
+
+
+# --- contexts and probability rows -----------------------------------------------------------------------------------
+@lru_cache(maxsize=64)
+def _plan(frames: int, channels: int, levels: int, groups: int) -> tuple:
+    """Symbol order of a packet and where each symbol's contexts are, in a padded array.
+
+    The packet's codes sit in X [C, frames + 1, levels + 1, G] at [c, t + 1, lv + 1, g]; row 0 and column 0 hold
+    the no-context code K. Symbols go diagonal by diagonal (t + lv), then level, channel, group. Returns flat indices
+    into X of each symbol and of its three contexts, its codebook (lv * G + g), and where each diagonal starts.
+    """
+    C, F, L, G = channels, frames, levels, groups
+    t, lv, c, g = np.meshgrid(np.arange(F), np.arange(L), np.arange(C), np.arange(G), indexing="ij")
+    t, lv, c, g = (a.ravel() for a in (t, lv, c, g))
+    order = np.lexsort((g, c, lv, t + lv))
+    t, lv, c, g = t[order], lv[order], c[order], g[order]
+    shape = (C, F + 1, L + 1, G)
+    other = (g + 1) % G
+    at = np.ravel_multi_index((c, t + 1, lv + 1, g), shape)
+    prev = np.ravel_multi_index((c, t, lv + 1, g), shape)
+    coarse = np.ravel_multi_index((c, t + 1, lv, g), shape)
+    if G > 1:  # level 0: the next group's previous frame; deeper: the next group's coarser code
+        before = np.ravel_multi_index((c, t, lv + 1, other), shape)
+        cross = np.where(lv == 0, before, np.ravel_multi_index((c, t + 1, lv, other), shape))
+    else:  # one group: the previous frame's coarser code (level 0: none)
+        cross = np.ravel_multi_index((c, t, lv, g), shape)
+    codebook = lv * G + g
+    starts = np.searchsorted(t + lv, np.arange(F + L))
+    return at, (prev, coarse, cross), codebook, np.append(starts, len(t)), shape
+
+
+def _dense_rows(t: EntropyTables) -> list[np.ndarray]:
+    """Per context, every row's frequencies over the K codes as float32 [P * R, K], the histogram's share folded in.
+
+    Built once per tables with integer arithmetic only: row r of context j holds gamma * counts + alpha *
+    unigram (the plain histogram's alpha0 * unigram goes into the first context's rows), then every value is
+    shifted right by the same number of bits so that the three rows a code sums stay below 2**24, where float32
+    holds integers exactly: the sum, and so the coded bytes, are the same on every machine.
+    """
+    if t._dense is not None:
+        return t._dense
+    P, R = t.num_codebooks, t.context_rows
+    a = t.arrays
+    owner = np.repeat(np.arange(P), R)  # the codebook of each row
+    rows = []
+    for j in CONTEXTS:
+        dense = a["unigram"][owner] * a[f"{j}.alpha"][:, None]
+        if j == CONTEXTS[0]:
+            dense += a["unigram"][owner] * a["alpha0"][owner][:, None]
+        indptr = a[f"{j}.indptr"]
+        which = np.repeat(np.arange(P * R), np.diff(indptr))
+        dense[which, a[f"{j}.codes"].astype(np.int64)] += a[f"{j}.gamma"][which] * a[f"{j}.counts"]
+        rows.append(dense)
+    top = sum(int(d.max()) for d in rows)
+    shift = max(0, top.bit_length() - 23)  # three rows together stay below 2**23 < 2**24
+    t._dense = [(d >> shift).astype(np.float32) for d in rows]
+    return t._dense
+
+
+def _rows(t: EntropyTables, codebook: np.ndarray, contexts: list[np.ndarray]) -> np.ndarray:
+    """Integer frequencies [n, K] (exact in float32) of n symbols of codebooks `codebook` given their contexts."""
+    K, R = t.codebook_size, t.context_rows
+    dense = _dense_rows(t)
+    out = None
+    for j, ctx, rows in zip(CONTEXTS, contexts, dense, strict=True):
+        r = codebook * R + t.arrays[f"{j}.map"][codebook * (K + 1) + ctx]
+        if out is None:
+            out = np.take(rows, r, axis=0)
+        else:
+            out += np.take(rows, r, axis=0)
+    return out
+
+
+def _family():
+    import constriction
+
+    return constriction.stream.model.Categorical(perfect=False)
+
+
+def encode_packet(t: EntropyTables, codes: np.ndarray, levels: int) -> bytes:
+    """codes [frames, C, levels * G] -> the packet's payload (a whole number of 32-bit words, little-endian)."""
+    import constriction
+
+    F, C, N = codes.shape
+    G, K = t.num_groups, t.codebook_size
+    at, contexts, codebook, _, shape = _plan(F, C, levels, G)
+    X = np.full(shape, K, dtype=np.int64)
+    X[:, 1:, 1:, :] = np.asarray(codes, dtype=np.int64).reshape(F, C, levels, G).transpose(1, 0, 2, 3)
+    flat = X.ravel()
+    encoder = constriction.stream.queue.RangeEncoder()
+    family = _family()
+    for i in range(0, len(at), CHUNK_SYMBOLS):
+        s = slice(i, i + CHUNK_SYMBOLS)
+        rows = _rows(t, codebook[s], [flat[x[s]] for x in contexts])
+        encoder.encode(flat[at[s]].astype(np.int32), family, rows)
+    return encoder.get_compressed().astype("<u4").tobytes()
+
+
+def decode_packet(t: EntropyTables, payload: bytes, frames: int, channels: int, levels: int) -> np.ndarray:
+    """Inverse of `encode_packet`: codes [frames, C, levels * G]; ValueError if the payload does not decode."""
+    import constriction
+
+    G, K = t.num_groups, t.codebook_size
+    if len(payload) % 4:
+        raise ValueError("the payload is not a whole number of 32-bit words")
+    at, contexts, codebook, starts, shape = _plan(frames, channels, levels, G)
+    X = np.full(shape, K, dtype=np.int64)
+    flat = X.ravel()
+    decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
+    family = _family()
+    try:
+        for d in range(len(starts) - 1):
+            s = slice(starts[d], starts[d + 1])
+            rows = _rows(t, codebook[s], [flat[x[s]] for x in contexts])
+            flat[at[s]] = decoder.decode(family, rows)
+    except (ValueError, RuntimeError, AssertionError) as e:  # constriction on invalid data
+        raise ValueError(f"its entropy-coded payload does not decode ({e})") from None
+    if not decoder.maybe_exhausted():
+        raise ValueError("its entropy-coded payload holds more data than its frames")
+    return X[:, 1:, 1:, :].transpose(1, 0, 2, 3).reshape(frames, channels, levels * G)

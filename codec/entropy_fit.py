@@ -1,0 +1,238 @@
+"""Fit the entropy tables of `codec.entropy` on a model's codes (`codec fit-entropy`): counts, pruning, EM weights.
+
+Input: the codes of many utterances, each [levels * G, frames] in level-major order, at all of the model's levels
+(what `codec tokens --format npy` writes with the default pattern). Codes are cut into packets of
+`packet_frames` frames, as the coder sees them (the previous-frame context starts afresh in each packet).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from codec.entropy import BETA, CONTEXTS, MIN_WEIGHT, SCALE, EntropyTables
+from codec.errors import CodecError
+
+PACKET_FRAMES = 51  # frames of a 1024-byte packet at 8 kbps of a 50 Hz, 2 x 8 x 10-bit model: about what files use
+HELD_OUT = 10  # every HELD_OUT-th utterance fits the mixture weights instead of the counts
+EM_STEPS = 40
+CLUSTERS = 32  # context codes of a codebook are grouped into this many clusters (docs/ENTROPY.md: it pays)
+CLUSTER_STEPS = 15
+
+
+def _symbols(codes: np.ndarray, G: int, K: int, packet_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """(codebook, code, contexts [3]) of every code of one utterance [N, F], as `codec.entropy` orders contexts."""
+    N, F = codes.shape
+    L = N // G
+    X = np.full((F, L + 1, G), K, dtype=np.int64)
+    X[:, 1:, :] = codes.T.reshape(F, L, G)
+    prev = np.full_like(X, K)
+    prev[1:] = X[:-1]
+    prev[::packet_frames] = K  # each packet starts without a previous frame
+    other = np.roll(np.arange(G), -1)
+    lv = np.arange(L)[None, :, None]
+    cur, up = X[:, 1:, :], X[:, :-1, :]
+    prev_here = prev[:, 1:, :]
+    coarse = up
+    if G > 1:
+        cross = np.where(lv == 0, prev[:, 1:, :][:, :, other], up[:, :, other])
+    else:
+        cross = np.where(lv == 0, K, prev[:, :-1, :])
+    codebook = np.broadcast_to(lv * G + np.arange(G)[None, None, :], cur.shape)
+    return codebook.ravel(), cur.ravel(), np.stack([prev_here.ravel(), coarse.ravel(), cross.ravel()])
+
+
+def fit_tables(
+    utterances: Iterable[np.ndarray],
+    *,
+    model_id: str,
+    model_name: str,
+    num_groups: int,
+    num_levels: int,
+    codebook_size: int,
+    min_count: int = 3,
+    packet_frames: int = PACKET_FRAMES,
+    clusters: int = CLUSTERS,
+) -> EntropyTables:
+    """Count contexts on every utterance but each HELD_OUT-th, fit the mixture weights on those by EM, then count on
+    all. `min_count`: pairs seen fewer times are pruned (their counts go to the histogram), which keeps the file
+    small at a small cost in bits (docs/ENTROPY.md). Each context's codes are first grouped into `clusters` clusters
+    of codes that predict alike (per codebook, fitted on the counting part), which both shrinks the tables and
+    predicts unseen pairs better than the raw pairs do."""
+    G, L, K = num_groups, num_levels, codebook_size
+    P = G * L
+    fit_parts, held_parts = [], []
+    for i, codes in enumerate(utterances):
+        codes = np.asarray(codes)
+        if codes.ndim != 2 or codes.shape[0] != P:
+            raise CodecError(f"utterance {i} has codes of shape {codes.shape}; expected [{P}, frames] (all levels)")
+        if codes.size and (codes.min() < 0 or codes.max() >= K):
+            raise CodecError(f"utterance {i} has codes outside 0..{K - 1}; were they made by this model?")
+        if codes.shape[1]:
+            (held_parts if i % HELD_OUT == HELD_OUT - 1 else fit_parts).append(_symbols(codes, G, K, packet_frames))
+    if not fit_parts:
+        raise CodecError("no codes to fit the entropy tables on")
+    if not held_parts:
+        held_parts = fit_parts[-1:]
+    fit = [np.concatenate(x, axis=-1) for x in zip(*fit_parts, strict=True)]
+    held = [np.concatenate(x, axis=-1) for x in zip(*held_parts, strict=True)]
+    Q = max(1, min(clusters, K))
+    maps = _cluster_maps(fit, P, K, Q)  # [contexts, P, K + 1] -> 0..Q (Q: no context, or a code never seen)
+    fit, held = (_mapped(part, maps) for part in (fit, held))
+    R = Q + 1
+    weights, held_bits = _em_weights(fit, held, P, K, R)
+    full = [np.concatenate([a, b], axis=-1) for a, b in zip(fit, held, strict=True)]
+    arrays, stats = _integer_tables(full, weights, P, K, R, min_count)
+    for j, name in enumerate(CONTEXTS):
+        arrays[f"{name}.map"] = maps[j].reshape(-1).astype(np.uint16)
+    info = {
+        "frames": int(full[1].size // P),
+        "held_out_bits_per_codebook": held_bits,
+        "weights": {name: [round(float(w), 4) for w in weights[:, i]] for i, name in enumerate(("unigram", *CONTEXTS))},
+        "min_count": min_count,
+        "clusters": Q,
+        "packet_frames": packet_frames,
+        "beta": BETA,
+        **stats,
+    }
+    return EntropyTables(model_id, model_name, G, L, K, arrays, info)
+
+
+def _dense(codebook, code, ctx, P, K, R=None):
+    """Counts [P, R, K] of (context, code) per codebook; R context values (default K + 1: codes and none)."""
+    R = K + 1 if R is None else R
+    n = np.bincount((codebook * R + ctx) * K + code, minlength=P * R * K)
+    return n.reshape(P, R, K)
+
+
+def _cluster_maps(fit, P, K, Q) -> np.ndarray:
+    """Per context and codebook, a cluster of each context code: codes whose following codes are alike share one.
+
+    Hard EM on the counts: each context code goes to the cluster whose smoothed distribution gives its codes the
+    highest likelihood; clusters start as the codes in order of count, dealt round-robin."""
+    codebook, code, ctx = fit
+    maps = np.full((len(CONTEXTS), P, K + 1), Q, dtype=np.int64)
+    u = _unigram(codebook, code, P, K).astype(np.float64)
+    u /= u.sum(1, keepdims=True)
+    for j in range(len(CONTEXTS)):
+        counts = _dense(codebook, code, ctx[j], P, K)
+        for p in range(P):
+            n = counts[p, :K].astype(np.float64)
+            seen = n.sum(1) > 0
+            assign = np.empty(K, dtype=np.int64)
+            assign[np.argsort(-n.sum(1), kind="stable")] = np.arange(K) % Q
+            for _ in range(CLUSTER_STEPS):
+                m = np.zeros((Q, K))
+                np.add.at(m, assign, n)
+                log_p = np.log((m + BETA / 2 * u[p]) / (m.sum(1, keepdims=True) + BETA / 2))
+                assign = (n @ log_p.T).argmax(1)
+            maps[j, p, :K] = np.where(seen, assign, Q)
+    return maps
+
+
+def _mapped(part, maps):
+    codebook, code, ctx = part
+    return codebook, code, np.stack([maps[j][codebook, ctx[j]] for j in range(len(CONTEXTS))])
+
+
+def _unigram(codebook, code, P, K):
+    return np.bincount(codebook * K + code, minlength=P * K).reshape(P, K) + 1
+
+
+def _component_probs(fit, held, P, K, R) -> np.ndarray:
+    """[4, n] probability of each held-out code under the histogram and each smoothed context table."""
+    codebook, code, ctx = fit
+    u = _unigram(codebook, code, P, K)
+    u = u / u.sum(1, keepdims=True)
+    hb, hc, hctx = held
+    out = [u[hb, hc]]
+    for j in range(len(CONTEXTS)):
+        n = _dense(codebook, code, ctx[j], P, K, R)
+        total = n.sum(2)
+        out.append((n[hb, hctx[j], hc] + BETA * u[hb, hc]) / (total[hb, hctx[j]] + BETA))
+    return np.stack(out)
+
+
+def _em_weights(fit, held, P, K, R) -> tuple[np.ndarray, list[float]]:
+    """Mixture weights [P, 4] per codebook that maximise the held-out likelihood (EM), the histogram's >= MIN_WEIGHT;
+    and the held-out bits per code of each codebook under them (before rounding and pruning)."""
+    probs = _component_probs(fit, held, P, K, R)
+    hb = held[0]
+    w = np.full((P, probs.shape[0]), 1.0 / probs.shape[0])
+    for _ in range(EM_STEPS):
+        joint = w[hb].T * probs
+        resp = joint / joint.sum(0, keepdims=True)
+        mass = np.zeros_like(w)
+        for i in range(probs.shape[0]):
+            mass[:, i] = np.bincount(hb, weights=resp[i], minlength=P)
+        w = mass / np.maximum(mass.sum(1, keepdims=True), 1e-12)
+        w[:, 0] = np.maximum(w[:, 0], MIN_WEIGHT)
+        w /= w.sum(1, keepdims=True)
+    bits = -np.log2((w[hb].T * probs).sum(0))
+    per = np.bincount(hb, weights=bits, minlength=P) / np.maximum(np.bincount(hb, minlength=P), 1)
+    return w, [round(float(b), 3) for b in per]
+
+
+def _integer_tables(full, weights, P, K, R, min_count) -> tuple[dict[str, np.ndarray], dict]:
+    codebook, code, ctx = full
+    counts_u = _unigram(codebook, code, P, K)
+    U = counts_u.sum(1)
+    arrays: dict[str, np.ndarray] = {
+        "unigram": counts_u.astype(np.int64),
+        "alpha0": np.rint(SCALE * weights[:, 0] / U).astype(np.int64),
+    }
+    stats = {}
+    for j, name in enumerate(CONTEXTS):
+        n = _dense(codebook, code, ctx[j], P, K, R).reshape(P * R, K)
+        total = n.sum(1).astype(np.float64)
+        kept = np.where(n >= min_count, n, 0)
+        pruned = total - kept.sum(1)
+        lam = np.repeat(weights[:, j + 1], R)
+        rows, cols = np.nonzero(kept)
+        arrays[f"{name}.indptr"] = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=P * R))])
+        arrays[f"{name}.codes"] = cols.astype(np.uint16)
+        counts = kept[rows, cols]
+        arrays[f"{name}.counts"] = counts.astype(np.uint16 if counts.size == 0 or counts.max() < 2**16 else np.int64)
+        arrays[f"{name}.gamma"] = np.rint(SCALE * lam / (total + BETA)).astype(np.int64)
+        alpha = SCALE * lam * (BETA + pruned) / (total + BETA) / np.repeat(U, R)
+        arrays[f"{name}.alpha"] = np.rint(alpha).astype(np.int64)
+        stats[f"{name}_pairs"] = int(len(rows))
+    return arrays, stats
+
+
+def read_token_dir(folder: str | Path, model) -> list[np.ndarray]:
+    """The codes of a `codec tokens --format npy` folder made by `model` at all its levels (pattern parallel)."""
+    folder = Path(folder)
+    manifest_path = folder / "manifest.json"
+    fix = f"make it with `codec tokens --data DATA --out {folder} --model MODEL --format npy` (all levels)"
+    if not manifest_path.is_file():
+        raise CodecError(f"{folder} is not a `codec tokens` folder (no manifest.json); {fix}")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        digest = manifest["model"]["weights_hash"]
+        levels, fmt, pattern = manifest["levels"], manifest["format"], manifest["pattern"]
+        utterances = manifest["utterances"]
+    except (ValueError, KeyError, TypeError):
+        raise CodecError(f"{manifest_path} is damaged or of another version; {fix}") from None
+    if not digest.startswith(model.model_id):
+        raise CodecError(
+            f"the tokens in {folder} were made by model id {digest[:8]}, not by {model.name} "
+            f"(id {model.model_id}); {fix}"
+        )
+    if fmt != "npy" or pattern.get("name") != "parallel" or pattern.get("offsets"):
+        raise CodecError(f"the tokens in {folder} are {fmt}, pattern {pattern.get('name')}; {fix}")
+    if levels != model.num_levels:
+        raise CodecError(f"the tokens in {folder} hold {levels} of the model's {model.num_levels} levels; {fix}")
+    from codec.tokens.writers import npy_name  # the file name of an id
+
+    out = []
+    for utt in utterances:
+        path = folder / "npy" / npy_name(utt["id"])
+        try:
+            out.append(np.load(path, allow_pickle=False).astype(np.int64))
+        except (OSError, ValueError) as e:
+            raise CodecError(f"cannot read {path} ({e}); {fix}") from None
+    return out

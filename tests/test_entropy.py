@@ -1,0 +1,278 @@
+"""Entropy-coded .codes payloads (codec/entropy.py): lossless, deterministic, packet-local, and clear when tables are
+missing or foreign."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from codec import bitstream, entropy
+from codec.checkpoint import load_model, save_model
+from codec.compress import decode_stream, encode_audio, encode_blocks
+from codec.entropy_fit import fit_tables
+from codec.errors import CodecError
+from tests.conftest import make_tiny, tone
+
+
+def _codes_of(model, seconds: float, seed: int) -> np.ndarray:
+    import torch
+
+    audio = torch.from_numpy(tone(seconds, model.sample_rate, seed=seed))[None]
+    with torch.no_grad():
+        return model.encode(audio, model.num_levels)[0].numpy()  # [levels * G, F]
+
+
+def _fit(model, **kwargs):
+    utterances = [_codes_of(model, 1.5, seed) for seed in range(12)]
+    return fit_tables(
+        utterances, model_id=model.model_id, model_name=model.name, num_groups=model.num_groups,
+        num_levels=model.num_levels, codebook_size=model.codebook_size, min_count=1, **kwargs,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tables(tiny_model):
+    return _fit(tiny_model)
+
+
+@pytest.fixture(scope="module")
+def model_with_tables(tmp_path_factory, tiny_model, tables):
+    """The tiny model loaded from a file with its tables beside it (as `codec fit-entropy` leaves them)."""
+    folder = tmp_path_factory.mktemp("entropy_model")
+    save_model(tiny_model, folder / "tiny.safetensors", {"recipe": "tests"})
+    tables.save(entropy.tables_path(folder / "tiny.safetensors"))
+    return load_model(folder / "tiny.safetensors")
+
+
+def _encode(model, audio, rate, levels, tables=None, **kw) -> bytes:
+    out = io.BytesIO()
+    encode_audio(model, audio, rate, out, levels=levels, tables=tables, **kw)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("rate,channels,levels", [(8000, 1, 4), (8000, 2, 2), (11025, 1, 1), (16000, 2, 3)])
+def test_entropy_coding_is_lossless_and_smaller(tiny_model, tables, rate, channels, levels):
+    audio = tone(2.0, rate, channels, seed=99)
+    plain = _encode(tiny_model, audio, rate, levels)
+    coded = _encode(tiny_model, audio, rate, levels, tables)
+    assert bitstream.read_header(coded).tables_id == tables.tables_id
+    a, _, _ = decode_stream(tiny_model, io.BytesIO(plain))
+    b, _, _ = decode_stream(tiny_model, io.BytesIO(coded), tables=tables)
+    assert np.array_equal(a, b)  # identical codes decode to identical audio, bit for bit
+    assert len(coded) < len(plain)
+    plain_codes = np.concatenate([p.codes for p in bitstream.CodesReader(io.BytesIO(plain)).packets()])
+    coded_codes = np.concatenate([p.codes for p in bitstream.CodesReader(io.BytesIO(coded), tables=tables).packets()])
+    assert np.array_equal(plain_codes, coded_codes)
+
+
+def test_packets_round_trip_any_codes(tables):
+    """Random codes (far from what the tables saw), all level counts, several channels, one-frame packets."""
+    rng = np.random.default_rng(0)
+    G, K = tables.num_groups, tables.codebook_size
+    for levels in range(1, tables.num_levels + 1):
+        for frames, channels in [(1, 1), (7, 2), (40, 3)]:
+            codes = rng.integers(0, K, (frames, channels, levels * G))
+            codes[frames // 2 :] = codes[: frames - frames // 2]  # some structure, some not
+            payload = entropy.encode_packet(tables, codes, levels)
+            assert np.array_equal(entropy.decode_packet(tables, payload, frames, channels, levels), codes)
+
+
+def _integer_tables(G: int = 2, L: int = 4, K: int = 16) -> entropy.EntropyTables:
+    """Tables made of integers drawn from a seeded generator (no fitting, so no floating point anywhere)."""
+    rng = np.random.default_rng(11)
+    P, R = G * L, 5  # four clusters of context codes and none
+    rows = P * R
+    arrays = {"unigram": rng.integers(1, 1000, (P, K)), "alpha0": rng.integers(1, 2**20, P)}
+    for j in entropy.CONTEXTS:
+        arrays[f"{j}.map"] = rng.integers(0, R, P * (K + 1)).astype(np.uint16)
+        lengths = rng.integers(0, 4, rows)
+        arrays[f"{j}.indptr"] = np.concatenate([[0], np.cumsum(lengths)])
+        arrays[f"{j}.codes"] = np.concatenate([rng.choice(K, n, replace=False) for n in lengths]).astype(np.uint16)
+        arrays[f"{j}.counts"] = rng.integers(1, 500, int(lengths.sum())).astype(np.int32)
+        arrays[f"{j}.gamma"] = rng.integers(1, 2**26, rows)
+        arrays[f"{j}.alpha"] = rng.integers(1, 2**22, rows)
+    return entropy.EntropyTables("01234567", "synthetic", G, L, K, arrays, {})
+
+
+def test_coded_bytes_are_pinned():
+    """The same codes and tables give the same bytes on every machine (integer tables, constriction's fixed point):
+    a change here means files written elsewhere no longer decode."""
+    tables = _integer_tables()
+    codes = np.random.default_rng(7).integers(0, 16, (50, 2, 8)) // 2
+    payload = entropy.encode_packet(tables, codes, 4)
+    assert (tables.tables_id, hashlib.sha256(payload).hexdigest(), len(payload)) == PINNED
+    assert np.array_equal(entropy.decode_packet(tables, payload, 50, 2, 4), codes)
+
+
+PINNED = (
+    "e197e72c",
+    "22d43234747952cb4fbb4cc6f83364a84b66cd318b30cfae79d5011bbfa5a52b",
+    480,
+)  # constriction 0.5; x86-64
+
+
+def test_streaming_encode_equals_offline_bytes_included(tiny_model, tables):
+    rate = 8000
+    audio = tone(1.7, rate, 1, seed=3)
+    offline = _encode(tiny_model, audio, rate, 3, tables, packet_bytes=16)
+    header = bitstream.read_header(offline)
+    frames = bitstream.frames_per_packet(dataclass_plain(header), 16)
+    out = io.BytesIO()
+    blocks = (audio[:, i : i + 37] for i in range(0, audio.shape[1], 37))  # chunks that do not divide a frame
+    encode_blocks(
+        tiny_model, blocks, out, sample_rate=rate, channels=1, levels=3, num_samples=audio.shape[1],
+        packet_frames=frames, tables=tables,
+    )  # fmt: skip
+    assert out.getvalue() == offline
+
+
+def dataclass_plain(header):
+    import dataclasses
+
+    return dataclasses.replace(header, tables_id=None)
+
+
+def test_a_damaged_packet_loses_only_its_own_frames(tiny_model, tables):
+    rate = 8000
+    coded = _encode(tiny_model, tone(2.0, rate, seed=5), rate, 4, tables, packet_bytes=24)
+    clean, _, _ = decode_stream(tiny_model, io.BytesIO(coded), tables=tables)
+    reader = bitstream.CodesReader(io.BytesIO(coded), tables=tables)
+    packets = list(reader.packets())
+    assert len(packets) >= 5
+    damaged = bytearray(coded)
+    damaged[packets[2].offset + packets[2].size // 2] ^= 0x10
+    with pytest.raises(CodecError, match="--on-corrupt silence"):
+        decode_stream(tiny_model, io.BytesIO(bytes(damaged)), tables=tables)
+    audio, _, report = decode_stream(tiny_model, io.BytesIO(bytes(damaged)), tables=tables, conceal=True)
+    assert audio.shape == clean.shape and len(report.damaged) == 1
+    hop = tiny_model.hop_length
+    before = sum(p.frames for p in packets[:2]) * hop
+    assert np.array_equal(audio[:, :before], clean[:, :before])  # the packets before it are untouched
+    reread = list(bitstream.CodesReader(io.BytesIO(bytes(damaged)), tables=tables).packets())
+    assert [p.error is None for p in reread] == [i != 2 for i in range(len(packets))]
+    assert all(np.array_equal(a.codes, b.codes) for a, b in zip(packets, reread, strict=True) if b.error is None)
+
+
+def test_missing_or_foreign_tables_are_one_line_errors(tiny_model, tables, tmp_path):
+    rate = 8000
+    coded = _encode(tiny_model, tone(0.5, rate), rate, 2, tables)
+    with pytest.raises(CodecError, match="no tables for this model were found.*codec fit-entropy"):
+        decode_stream(tiny_model, io.BytesIO(coded))  # the in-memory model has no file, so no tables beside it
+    other = make_tiny(**{"quantizer.codebook_size": 32})
+    foreign = _fit(other)
+    with pytest.raises(CodecError, match="needs entropy tables of model id"):
+        decode_stream(tiny_model, io.BytesIO(coded), tables=foreign)
+    refit = _fit(tiny_model, packet_frames=7)  # the same model's tables fitted again: another id
+    assert refit.tables_id != tables.tables_id
+    with pytest.raises(CodecError, match="fitted again since"):
+        decode_stream(tiny_model, io.BytesIO(coded), tables=refit)
+    path = tmp_path / "foreign.entropy"
+    foreign.save(path)
+    with pytest.raises(CodecError, match="belong to model id"):
+        entropy.tables_for(tiny_model, path)
+    bad = tmp_path / "bad.entropy"
+    bad.write_bytes(b"\x0a\x00\x00\x00\x00\x00\x00\x00{not json}")
+    with pytest.raises(CodecError, match="damaged.*not JSON"):
+        entropy.load_tables(bad)
+    with pytest.raises(CodecError, match="not found"):
+        entropy.load_tables(tmp_path / "none.entropy")
+
+
+def test_damaged_tables_file_is_refused(tables, tmp_path):
+    path = tmp_path / "t.entropy"
+    tables.save(path)
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF  # a table value, not the header
+    path.write_bytes(bytes(data))
+    with pytest.raises(CodecError, match="damaged"):
+        entropy.load_tables(path)
+
+
+def test_cli_encode_entropy_decode_and_info(model_with_tables, tmp_path, capsys):
+    import json
+
+    from codec.cli import main
+
+    model_file = model_with_tables.source
+    wav = tmp_path / "in.wav"
+    sf.write(wav, tone(1.3, 8000).T, 8000)
+    plain, coded = tmp_path / "plain.codes", tmp_path / "coded.codes"
+    assert main(["encode", str(wav), str(plain), "-m", model_file, "--runtime", "torch", "-q"]) == 0
+    assert main(["encode", str(wav), str(coded), "-m", model_file, "--runtime", "torch", "--entropy"]) == 0
+    assert "entropy coded" in capsys.readouterr().out
+    assert coded.stat().st_size < plain.stat().st_size
+    out_a, out_b = tmp_path / "a.wav", tmp_path / "b.wav"
+    assert main(["decode", str(plain), str(out_a), "-m", model_file, "--runtime", "torch", "-q"]) == 0
+    assert main(["decode", str(coded), str(out_b), "-m", model_file, "--runtime", "torch", "-q"]) == 0
+    assert out_a.read_bytes() == out_b.read_bytes()
+    capsys.readouterr()
+    assert main(["info", str(coded), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["entropy_tables"] == bitstream.read_header(coded.read_bytes()).tables_id
+    assert info["payload_bytes"] < info["plain_payload_bytes"] and info["bits_per_frame"] > 0
+    # a model without tables: --entropy writes the plain payload with a note; decoding a coded file is an error
+    bare = tmp_path / "bare.safetensors"
+    bare.write_bytes(open(model_file, "rb").read())
+    again = tmp_path / "again.codes"
+    assert main(["encode", str(wav), str(again), "-m", str(bare), "--runtime", "torch", "-q", "--entropy"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "codec: note: --entropy: no entropy tables" in err
+    assert again.read_bytes() == plain.read_bytes()
+    assert main(["decode", str(coded), str(out_a), "-m", str(bare), "--runtime", "torch", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("codec: error: ") and "codec fit-entropy" in err
+
+
+def test_fit_entropy_command_writes_tables_beside_the_model(tiny_model, tmp_path, capsys):
+    from codec.cli import main
+
+    model_file = tmp_path / "m.safetensors"
+    save_model(tiny_model, model_file, {"recipe": "tests"})
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    for i in range(4):
+        sf.write(folder / f"u{i}.wav", tone(1.0, 8000, seed=i).T, 8000)
+    tokens = tmp_path / "tokens"
+    assert main(["tokens", "--data", str(folder), "--out", str(tokens), "-m", str(model_file), "--device", "cpu",
+                 "--num-workers", "0", "-q"]) == 0  # fmt: skip
+    assert main(["fit-entropy", str(tokens), "-m", str(model_file), "--min-count", "1"]) == 0
+    assert "held-out bits per code" in capsys.readouterr().out
+    tables = entropy.load_tables(entropy.tables_path(model_file))
+    assert tables.model_id == tiny_model.model_id
+    assert main(["fit-entropy", str(tmp_path), "-m", str(model_file)]) == 1
+    assert "not a `codec tokens` folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("groups,levels,size", [(1, 3, 8), (3, 2, 64), (1, 1, 2)])
+def test_any_codebook_layout(groups, levels, size):
+    """Plain RVQ (one group), more groups, a one-level, two-code model: fit, code and decode any layout."""
+    rng = np.random.default_rng(groups * 10 + levels)
+    walk = [np.cumsum(rng.integers(0, 2, (groups * levels, 200)), axis=1) % size for _ in range(6)]
+    tables = fit_tables(
+        walk, model_id="89abcdef", model_name="layout", num_groups=groups, num_levels=levels, codebook_size=size,
+        min_count=1, clusters=4,
+    )  # fmt: skip
+    for used in range(1, levels + 1):
+        codes = walk[0].T[:60, None, : used * groups].repeat(2, axis=1)  # two channels
+        payload = entropy.encode_packet(tables, codes, used)
+        assert np.array_equal(entropy.decode_packet(tables, payload, 60, 2, used), codes)
+
+
+def test_the_server_decodes_entropy_coded_streams(model_with_tables, tables, tiny_model):
+    import asyncio
+
+    pytest.importorskip("websockets")
+    from codec.serve import decode_remote
+    from tests.conftest import start_server
+
+    rate = 8000
+    coded = _encode(model_with_tables, tone(1.0, rate, seed=4), rate, 3, tables, packet_bytes=16)
+    expected, _, _ = decode_stream(model_with_tables, io.BytesIO(coded))
+    audio, got_rate = asyncio.run(decode_remote(start_server(model_with_tables), coded))
+    assert got_rate == rate and np.allclose(audio, expected, atol=1e-4)
+    with pytest.raises(CodecError, match="no tables for this model"):  # a server whose model has no tables
+        asyncio.run(decode_remote(start_server(tiny_model), coded))
