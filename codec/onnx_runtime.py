@@ -49,10 +49,12 @@ def new_session(onnx_dir: str | Path, file: str, *, threads: int = 1):
     try:
         import onnxruntime as ort
     except ImportError:
-        raise CodecError("the ONNX runtime path needs the onnx extra: pip install -e '.[onnx]'") from None
+        raise CodecError("the ONNX Runtime path needs onnxruntime (a dependency of codec): pip install onnxruntime") from None
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    if threads > 1:  # waiting threads sleep: a spinning one steals the core its partner (or another process) needs
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     path = Path(onnx_dir) / file
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
