@@ -275,18 +275,13 @@ def _decode_batch(args) -> None:
 
 
 def cmd_info(args) -> None:
-    from codec.describe import describe
+    from codec.describe import describe, info_lines
 
     info = describe(args.target)
     if args.json:
         print(json.dumps(info, indent=2))
         return
-    for key, value in info.items():
-        if isinstance(value, dict):
-            value = ", ".join(f"{k}={v}" for k, v in value.items())
-        elif isinstance(value, list):
-            value = ", ".join(map(str, value))
-        print(f"{key:>20}: {value}")
+    print("\n".join(info_lines(info, args.target)))
 
 
 def cmd_models(args) -> None:
@@ -613,7 +608,7 @@ def _add_coding_commands(sub) -> None:
 
     p = sub.add_parser("info", help="describe a model (bitrates, architecture) or a .codes file (header, bitrate)")
     p.add_argument("target", help="model name, model file, or .codes file")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--json", action="store_true", help="print everything as JSON (a model's training config too)")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("models", help="list the models that ship with the package")
@@ -800,7 +795,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="CPU threads that code, for ONNX Runtime and torch, 1 or more (default: 1, which a busy machine does "
-        "not slow down; train and tokens: torch's choice); more threads wait without spinning",
+        "not slow down; train: torch's choice); more threads wait without spinning",
     )
     parser.add_argument(
         "--verbose", "-v", action="store_true", help="say on stderr which model, runtime and threads code"
