@@ -411,6 +411,9 @@ def cmd_serve(args) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     model = _coding_model(args.model, args, live=True)
+    from codec.threads import describe_run
+
+    logging.getLogger("codec.serve").info(describe_run(model, _THREADS or 1))
     try:
         asyncio.run(serve(model, args.host, args.port))
     except OSError as e:
