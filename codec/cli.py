@@ -195,7 +195,7 @@ def _encode_batch(args) -> None:
     from codec import batch
 
     items = batch.plan_encode(args.input, args.output)  # checked before the model loads
-    model = _run_with(_load(args.model, args.device), args)
+    model = _coding_model(args.model, args)
     levels = _levels(model, args)
     result = batch.encode_many(
         model, items, levels=levels, packet_bytes=args.packet_bytes, jobs=args.jobs, progress=_progress(args)
@@ -254,8 +254,8 @@ def _decode_batch(args) -> None:
     from codec import batch
 
     items = batch.plan_decode(args.input, args.output)  # checked before a model loads
-    device = _device(args.device)
-    model = _run_with(_load(args.model, args.device), args) if args.model else None  # None: the one in each file
+    device = args.device if args.runtime != "torch" and args.device == "cpu" else _device(args.device)
+    model = _coding_model(args.model, args) if args.model else None  # None: the one in each file
     result = batch.decode_many(
         model,
         items,
