@@ -569,7 +569,9 @@ def _add_coding_commands(sub) -> None:
         help="audio file (wav, flac, ogg, mp3; any rate and channel count), or many: a folder, a wav.scp (*.scp) "
         "or a list file (*.txt, *.list, *.lst)",
     )
-    p.add_argument("output", help="output .codes file (another name is written, with a warning); for many inputs, an output folder")
+    p.add_argument(
+        "output", help="output .codes file (another name is written, with a warning); for many inputs, an output folder"
+    )
     model_option(p)
     runtime_option(p)
     rate_options(p)

@@ -99,7 +99,9 @@ def info_lines(info: dict, target: str) -> list[str]:
         h = info["header"]
         model = f"{info['model']} (id {h['model_id']})" if info.get("model") else f"id {h['model_id']} (not shipped)"
         per = info["payload_kbps_per_channel"]
-        total = f"{info['payload_kbps']:g} kbps" + (f" = {h['channels']} channels x {per:g} kbps" if h["channels"] > 1 else "")
+        total = f"{info['payload_kbps']:g} kbps" + (
+            f" = {h['channels']} channels x {per:g} kbps" if h["channels"] > 1 else ""
+        )
         rows = {
             "model": model,
             "audio": f"{h['channels']} channel(s) at {h['sample_rate']} Hz, {info['seconds']} s"

@@ -49,7 +49,9 @@ def new_session(onnx_dir: str | Path, file: str, *, threads: int = 1):
     try:
         import onnxruntime as ort
     except ImportError:
-        raise CodecError("the ONNX Runtime path needs onnxruntime (a dependency of codec): pip install onnxruntime") from None
+        raise CodecError(
+            "the ONNX Runtime path needs onnxruntime (a dependency of codec): pip install onnxruntime"
+        ) from None
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

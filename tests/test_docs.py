@@ -82,7 +82,9 @@ def _folder(tmp_path: Path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("page", [p for p in PAGES if any(mark is None for *_, mark in blocks(p))], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "page", [p for p in PAGES if any(mark is None for *_, mark in blocks(p))], ids=lambda p: p.name
+)
 def test_page_runs_as_pasted(page, tmp_path, monkeypatch, request):
     env = _folder(tmp_path)
     monkeypatch.chdir(tmp_path)

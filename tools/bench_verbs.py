@@ -133,8 +133,13 @@ def main() -> None:
                     while "listening" not in procs[-1].stderr.readline():
                         pass
                     servers[runtime, setting] = f"ws://127.0.0.1:{port}"
-        cells = [(v, r, s) for v in verbs for r in runtimes for s in settings if not (v == "tokens" and r == "onnx")
-                 and not (v == "demo" and r == "onnx" and s == "before")]  # fmt: skip (the old demo ran torch)
+        cells = [
+            (v, r, s)
+            for v in verbs
+            for r in runtimes
+            for s in settings
+            if not (v == "tokens" and r == "onnx") and not (v == "demo" and r == "onnx" and s == "before")
+        ]  # fmt: skip (the old demo ran torch)
         times: dict[tuple, list[float]] = {c: [] for c in cells}
         first: dict[tuple, float] = {}
         load = os.getloadavg()

@@ -43,7 +43,11 @@ def export_model(checkpoint: str | Path, output: str | Path, *, use_ema: bool = 
         "recipe": state.get("config_source"),
         "data": config.get("data", {}).get("train_dir"),
         "steps": state["step"] + init_steps,
-        **({"steps_this_run": state["step"], "init_from": config.get("train", {}).get("init_from")} if init_steps else {}),
+        **(
+            {"steps_this_run": state["step"], "init_from": config.get("train", {}).get("init_from")}
+            if init_steps
+            else {}
+        ),
         "git_commit": state.get("git_commit"),
         "checkpoint": str(path),
         "weights": "generator EMA" if ema else "generator",
