@@ -217,8 +217,9 @@ _WORKER: tuple = ()  # (task, state) of a --jobs worker process, set once when i
 
 def _init_worker(task: Callable, state: tuple) -> None:
     global _WORKER
-    if "torch" in sys.modules:  # the state held a torch model (a model on ONNX Runtime needs no torch)
-        sys.modules["torch"].set_num_threads(1)  # one process per core
+    torch = sys.modules.get("torch")  # loaded when the state held a torch model (ONNX Runtime's needs none)
+    if torch is not None:
+        torch.set_num_threads(1)  # one process per core
     _WORKER = (task, state)
 
 

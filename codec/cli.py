@@ -815,8 +815,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Verbs that run without importing torch when the model's ONNX graphs are cached (`_coding_model`).
-TORCH_FREE_VERBS = (cmd_encode, cmd_decode, cmd_stream_encode, cmd_stream_decode, cmd_serve)
 
 
 def _silence_stdout() -> None:
@@ -841,7 +839,7 @@ def main(argv: list[str] | None = None) -> int:
         global _THREADS, _VERBOSE
         _THREADS, _VERBOSE = threads.threads_for(args.command, args.threads), args.verbose
         threads.prepare(_THREADS)
-        if args.func not in TORCH_FREE_VERBS:  # these set it only if they load torch (`_load`)
+        if sys.modules.get("torch") is not None:  # else torch reads the count from the environment when it loads
             _set_torch_threads()
         args.func(args)
     except CodecError as e:

@@ -32,10 +32,14 @@ def threads_for(verb: str, requested: int | None) -> int | None:
 
 
 def prepare(threads: int | None) -> None:
-    """Before torch and numba load: passive waits for OpenMP threads, and numba's pool no larger than `threads`.
-    Variables the user set are left alone; once torch is imported, OpenMP has read its settings already."""
+    """Before torch and numba load (a verb that never needs torch never imports it): torch's threads
+    (`OMP_NUM_THREADS`, which torch reads when it loads), passive waits for OpenMP threads and numba's pool no
+    larger than `threads`. `OMP_WAIT_POLICY` and `NUMBA_NUM_THREADS` are left as the user set them; once torch is
+    imported, OpenMP has read its settings already (the CLI then calls `torch.set_num_threads`)."""
     if threads is None:
         return
+    if "torch" not in sys.modules:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if "numba" not in sys.modules:
         os.environ.setdefault("NUMBA_NUM_THREADS", str(threads))

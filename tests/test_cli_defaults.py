@@ -113,3 +113,17 @@ def test_blocking_client_beside_the_async_one(tiny_model):
 
     with pytest.raises(CodecError, match="await codec.serve.encode_remote"):
         asyncio.run(inside_a_loop())
+
+
+def test_stream_client_and_codes_info_never_import_torch(tmp_path, tiny_model, tiny_model_file, wav_file):
+    """Verbs that code nothing themselves start without torch (its import alone costs seconds on a busy machine)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("websockets")
+    url = start_server(tiny_model)
+    script = "import sys; sys.modules['torch'] = None\nfrom codec.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    for argv in (["stream-client", "encode", str(wav_file), str(tmp_path / "x.codes"), "--url", url, "-l", "2"],
+                 ["info", str(tmp_path / "x.codes")]):  # fmt: skip
+        done = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
