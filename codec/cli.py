@@ -40,12 +40,12 @@ def _note(line: str) -> None:
     print(f"codec: {line}", file=sys.stderr)
 
 
-def _announce(model, what: str = "") -> None:
+def _announce(model) -> None:
     """With --verbose: one stderr line naming the model, the runtime and the threads that code (codec.threads)."""
     if _VERBOSE:
         from codec.threads import describe_run
 
-        _note(describe_run(model, _THREADS or 1) + (f"; {what}" if what else ""))
+        _note(describe_run(model, _THREADS or 1))
 
 
 def _load(model: str | None, device: str = "cpu"):
@@ -166,17 +166,16 @@ def cmd_encode(args) -> None:
     from codec.audio import open_audio
     from codec.batch import is_batch_input
     from codec.compress import encode_file
+    from codec.modelfile import default_model_name, resolve_model_path
 
     if is_batch_input(args.input):
         return _encode_batch(args)
-    if Path(args.output).suffix != CODES_SUFFIX:  # written anyway: a name is the user's choice
-        _note(f"warning: {args.output} does not end in {CODES_SUFFIX}; writing a .codes file under that name "
-              f"(`codec decode` and batch runs look for {CODES_SUFFIX})")  # fmt: skip
-    from codec.modelfile import default_model_name, resolve_model_path
-
     resolve_model_path(default_model_name(NO_DEFAULT) if args.model is None else args.model)  # before any work:
     with open_audio(args.input):  # a missing model, then a missing or unreadable input
         pass
+    if Path(args.output).suffix != CODES_SUFFIX:  # written anyway: a name is the user's choice
+        _note(f"warning: {args.output} does not end in {CODES_SUFFIX}; writing a .codes file under that name "
+              f"(`codec decode` and batch runs look for {CODES_SUFFIX})")  # fmt: skip
     model = _coding_model(args.model, args)
     levels = _levels(model, args)
     with _search_for(model, args.input):
@@ -538,7 +537,7 @@ def runtime_option(p) -> None:
 def jobs_option(p) -> None:
     p.add_argument(
         "--jobs", "-j", type=int, default=1, metavar="N",
-        help="many inputs: code them in N processes, each with its own copy of the model and one torch thread",
+        help="many inputs: code them in N processes, each with its own copy of the model and one thread",
     )  # fmt: skip
 
 
