@@ -1,13 +1,14 @@
 """How many CPU threads the CLI's verbs code with, how idle threads wait, and the line that says what ran.
 
-Every verb but `codec train` codes on **one thread** unless `--threads N` says otherwise.
-Live verbs (`stream-encode`, `stream-decode`, `serve`, `stream-client`) call the model once per 20 ms frame of
-well under a millisecond of work: a second thread cannot pay for waking it. Offline verbs (`encode`, `decode`,
-`demo`, `eval`, `tokens`, `bench`) measured no faster with two threads on the 2-CPU machine even when it was idle, and much
-slower beside one busy process: a thread that waits for its partner spins on the core the partner needs, and the
-partner shares its core with the other process (docs/BENCHMARKS.md, "Threads beside a busy process"). Many files
-go faster with `--jobs N` (N processes of one thread each). `codec train` keeps torch's own choice (a machine
-given to it, often a GPU; `codec --threads 1 train` on a shared CPU).
+Every verb but `codec train` codes on **one thread** unless `--threads N` says otherwise. Live verbs
+(`stream-encode`, `stream-decode`, `serve`, `stream-client`) call the model once per 20 ms frame with well under
+a millisecond of work: a second thread cannot pay for waking it. Offline verbs (`encode`, `decode`, `demo`,
+`eval`, `tokens`, `bench`) spend most of a short file's time starting up (a 5 s clip is about 0.06 s of ONNX
+Runtime compute against 0.5 s of start-up), and two threads measured no faster than one beside busy processes
+(docs/BENCHMARKS.md, "Every verb beside busy processes"); torch's old default of one thread per core, whose
+waiting threads spin, made verbs several times slower beside one busy process. Many files go faster with
+`--jobs N` (N processes of one thread each). `codec train` keeps torch's own choice (a machine given to it,
+often a GPU; `codec --threads 1 train` on a shared CPU).
 
 With `--threads N` above 1, waiting threads sleep instead of spinning: ONNX Runtime's sessions are made with
 `session.intra_op.allow_spinning = 0` (codec.onnx_runtime.new_session) and OpenMP (torch's CPU threads) gets
