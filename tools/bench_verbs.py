@@ -150,6 +150,9 @@ def main() -> None:
                     subprocess.run(["rm", "-rf", str(spec["fresh"])])
                 wall = run(spec.get("argv", []), stdin=spec.get("stdin"), shell=spec.get("shell"), env=env_of(cell[2]))
                 (times[cell].append(wall) if rep else first.setdefault(cell, wall))
+                # every run as it ends, on stderr: a run cut short still leaves its figures
+                print(json.dumps({"verb": cell[0], "runtime": cell[1], "threads": cell[2], "repeat": rep,
+                                  "wall_s": round(wall, 3)}), file=sys.stderr, flush=True)  # fmt: skip
         for (verb, runtime, setting), walls in times.items():
             median = statistics.median(walls)
             t1 = statistics.median(times[verb, runtime, "t1"]) if (verb, runtime, "t1") in times else None
