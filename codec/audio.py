@@ -49,6 +49,19 @@ def fit_length(audio: np.ndarray, length: int) -> np.ndarray:
     return np.pad(audio, ((0, 0), (0, length - audio.shape[-1])))
 
 
+def check_output_format(path: str | Path) -> tuple[str, str]:
+    """The (format, subtype) that `write_audio` writes `path` in; a one-line error naming the ones it can write
+    otherwise (the CLI checks this before it loads a model)."""
+    path = Path(path)
+    fmt = WRITE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise CodecError(
+            f"cannot write {path}: unsupported extension; audio is written as {', '.join(WRITE_FORMATS)}: name the "
+            "output with one of them"
+        )
+    return fmt
+
+
 def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
     """Write [C, T] to wav/flac/ogg (by extension), clipping to [-1, 1], through a temporary file."""
     path = Path(path)

@@ -219,9 +219,9 @@ _WORKER: tuple = ()  # (task, state) of a --jobs worker process, set once when i
 
 def _init_worker(task: Callable, state: tuple) -> None:
     global _WORKER
-    import torch
-
-    torch.set_num_threads(1)  # one process per core
+    torch = sys.modules.get("torch")  # loaded when the state held a torch model (ONNX Runtime's needs none)
+    if torch is not None:
+        torch.set_num_threads(1)  # one process per core
     _WORKER = (task, state)
 
 
@@ -266,9 +266,7 @@ class _DecodeModels:
 
     def __call__(self, path: Path) -> CodecModel:
         from codec import bitstream
-        from codec.checkpoint import load_model
         from codec.compress import model_name_for_header
-        from codec.runtime import with_runtime
 
         if self.model is not None:
             return self.model
@@ -277,8 +275,21 @@ class _DecodeModels:
         with open(path, "rb") as f:
             name = model_name_for_header(bitstream.read_header(f, str(path)), str(path))
         if name not in self.loaded:
-            self.loaded[name] = with_runtime(load_model(name, device=self.device), self.runtime)
+            self.loaded[name] = self._load(name)
         return self.loaded[name]
+
+    def _load(self, name: str):
+        """The model `name` on `self.runtime`: its cached ONNX graphs without torch where they are, else the torch
+        model (on `auto` and `onnx`, its graphs are built on first use)."""
+        from codec.runtime import cached_onnx_codec, with_runtime
+
+        if self.runtime != "torch" and str(self.device) == "cpu":
+            cached = cached_onnx_codec(name)
+            if cached is not None:
+                return cached
+        from codec.checkpoint import load_model
+
+        return with_runtime(load_model(name, device=self.device), self.runtime)
 
 
 def _decode_item(item: Item, models: _DecodeModels, conceal: bool) -> Outcome:

@@ -23,8 +23,10 @@ NO_DEFAULT = (
 )
 
 
-# --threads: set in torch when a verb first needs torch (see `main`), and given to ONNX Runtime's sessions
+# --threads (or the verb's default, codec.threads): set in torch when a verb first needs torch (see `main`), and
+# given to ONNX Runtime's sessions; None leaves torch its own choice (`codec train`)
 _THREADS: int | None = None
+_VERBOSE = False
 
 
 def _set_torch_threads() -> None:
@@ -32,6 +34,18 @@ def _set_torch_threads() -> None:
         import torch
 
         torch.set_num_threads(_THREADS)
+
+
+def _note(line: str) -> None:
+    print(f"codec: {line}", file=sys.stderr)
+
+
+def _announce(model) -> None:
+    """With --verbose: one stderr line naming the model, the runtime and the threads that code (codec.threads)."""
+    if _VERBOSE:
+        from codec.threads import describe_run
+
+        _note(describe_run(model, _THREADS or 1))
 
 
 def _load(model: str | None, device: str = "cpu"):
@@ -47,14 +61,16 @@ def _run_with(model, args, *, live: bool = False):
     for the verbs that code as audio arrives (one frame per graph call)."""
     from codec.runtime import with_runtime
 
-    return with_runtime(model, args.runtime, live=live, threads=_THREADS or 1)
+    return with_runtime(
+        model, args.runtime, live=live, threads=_THREADS or 1, notice=_note, progress=sys.stderr.isatty()
+    )
 
 
 def _coding_model(model: str | None, args, *, live: bool = False):
     """The model a coding verb runs. With `--runtime onnx` or `auto` on the CPU and this model's graphs already in
     the cache, its `OnnxCodec`, found without importing torch (codec.runtime.cached_onnx_codec: a process that
     codes one short file starts in a fraction of torch's import time); else the torch model, run by the engine
-    `--runtime` picks (which exports the graphs on a first `--runtime onnx`)."""
+    `--runtime` picks (which builds the graphs on first use, saying so on stderr)."""
     from codec.modelfile import default_model_name
 
     name = default_model_name(NO_DEFAULT) if model is None else model
@@ -63,10 +79,14 @@ def _coding_model(model: str | None, args, *, live: bool = False):
 
         cached = cached_onnx_codec(name, live=live, threads=_THREADS or 1)
         if cached is not None:
+            _announce(cached)
             return cached
-    return _run_with(_load(name, args.device), args, live=live)
+    model = _run_with(_load(name, args.device), args, live=live)
+    _announce(model)
+    return model
 
 
+CODES_SUFFIX = ".codes"
 NUMBA_PAYS_OFF_SECONDS = 600  # audio below which loading numba's search costs more than it saves (docs/BENCHMARKS.md)
 
 
@@ -117,6 +137,13 @@ def _levels(model, args) -> int:
     return levels
 
 
+def _per_channel(header) -> str:
+    """--bitrate is per channel: a file of many channels says how its total comes about."""
+    if header.channels == 1:
+        return ""
+    return f" ({header.channels} channels x {header.bitrate / header.channels / 1000:g} kbps)"
+
+
 def _human(n: int) -> str:
     return f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n} B"
 
@@ -153,11 +180,19 @@ def _entropy_tables(model, args):
 
 
 def cmd_encode(args) -> None:
+    from codec.audio import open_audio
     from codec.batch import is_batch_input
     from codec.compress import encode_file
+    from codec.modelfile import default_model_name, resolve_model_path
 
     if is_batch_input(args.input):
         return _encode_batch(args)
+    resolve_model_path(default_model_name(NO_DEFAULT) if args.model is None else args.model)  # before any work:
+    with open_audio(args.input):  # a missing model, then a missing or unreadable input
+        pass
+    if Path(args.output).suffix != CODES_SUFFIX:  # written anyway: a name is the user's choice
+        _note(f"warning: {args.output} does not end in {CODES_SUFFIX}; writing a .codes file under that name "
+              f"(`codec decode` and batch runs look for {CODES_SUFFIX})")  # fmt: skip
     model = _coding_model(args.model, args)
     levels = _levels(model, args)
     tables = _entropy_tables(model, args)
@@ -170,7 +205,8 @@ def cmd_encode(args) -> None:
         seconds = header.num_samples / header.sample_rate
         coded = ", entropy coded" if header.entropy_coded else ""
         print(
-            f"{args.output}: {model.name}, {levels} levels, {header.bitrate / 1000:g} kbps payload{coded}, "
+            f"{args.output}: {model.name} on {getattr(model, 'runtime', 'torch')}, {levels} levels, "
+            f"{header.bitrate / 1000:g} kbps payload{_per_channel(header)}{coded}, "
             f"{size} bytes ({size * 8 / seconds / 1000:.3f} kbps measured over {seconds:.2f} s)"
         )
 
@@ -179,7 +215,7 @@ def _encode_batch(args) -> None:
     from codec import batch
 
     items = batch.plan_encode(args.input, args.output)  # checked before the model loads
-    model = _run_with(_load(args.model, args.device), args)
+    model = _coding_model(args.model, args)
     levels = _levels(model, args)
     result = batch.encode_many(
         model, items, levels=levels, packet_bytes=args.packet_bytes, jobs=args.jobs, progress=_progress(args),
@@ -197,26 +233,50 @@ def _encode_batch(args) -> None:
 
 
 def cmd_decode(args) -> None:
+    from codec.audio import check_output_format
     from codec.batch import is_batch_input
     from codec.compress import decode_file, model_name_for_codes
 
     if is_batch_input(args.input):
         return _decode_batch(args)
-    model = _coding_model(model_name_for_codes(args.input, args.model), args)
+    check_output_format(args.output)  # before any work
+    name = model_name_for_codes(args.input, args.model)
+    _refuse_codes_of_another_model(args.input, name)  # before building that model's graphs
+    model = _coding_model(name, args)
     report = decode_file(model, args.input, args.output, conceal=args.on_corrupt == "silence", tables=args.tables)
     for problem in report.damaged:
         print(f"codec: warning: {problem}; replaced by silence", file=sys.stderr)
     if not args.quiet:
         h = report.header
-        print(f"{args.output}: {h.channels} channel(s), {h.sample_rate} Hz, {h.levels} levels, {report.frames} frames")
+        print(
+            f"{args.output}: {h.channels} channel(s), {h.sample_rate} Hz, {h.levels} levels, {report.frames} frames "
+            f"({model.name} on {getattr(model, 'runtime', 'torch')})"
+        )
+
+
+def _refuse_codes_of_another_model(path: str, name: str) -> None:
+    """The one-line error of `codec.compress.check_compatible` when the .codes file at `path` was made by another
+    model than `name`, found from the two headers (no torch; the torch model loads only to word the error)."""
+    from codec import bitstream
+    from codec.compress import check_compatible
+    from codec.modelfile import read_metadata, resolve_model_path
+
+    try:
+        with open(path, "rb") as f:
+            header = bitstream.read_header(f, path)
+    except OSError:
+        return  # decode_file reports it
+    digest = read_metadata(resolve_model_path(name)).get("weights_hash", "")
+    if digest and not digest.startswith(header.model_id):
+        check_compatible(_load(name), header, path)
 
 
 def _decode_batch(args) -> None:
     from codec import batch
 
     items = batch.plan_decode(args.input, args.output)  # checked before a model loads
-    device = _device(args.device)
-    model = _run_with(_load(args.model, args.device), args) if args.model else None  # None: the one in each file
+    device = args.device if args.runtime != "torch" and args.device == "cpu" else _device(args.device)
+    model = _coding_model(args.model, args) if args.model else None  # None: the one in each file
     result = batch.decode_many(
         model,
         items,
@@ -236,18 +296,13 @@ def _decode_batch(args) -> None:
 
 
 def cmd_info(args) -> None:
-    from codec.describe import describe
+    from codec.describe import describe, info_lines
 
     info = describe(args.target)
     if args.json:
         print(json.dumps(info, indent=2))
         return
-    for key, value in info.items():
-        if isinstance(value, dict):
-            value = ", ".join(f"{k}={v}" for k, v in value.items())
-        elif isinstance(value, list):
-            value = ", ".join(map(str, value))
-        print(f"{key:>20}: {value}")
+    print("\n".join(info_lines(info, args.target)))
 
 
 def cmd_models(args) -> None:
@@ -270,8 +325,12 @@ def cmd_demo(args) -> None:
     """Encode and decode the bundled speech clip, printing bitrate and sizes."""
     from codec.demo import CLIP, run_demo
 
-    model = _load(args.model, args.device)
-    print(f"model {model.name}: {model.sample_rate} Hz, {model.num_groups} groups x {model.num_levels} levels")
+    model = _coding_model(args.model, args)
+    runtime = getattr(model, "runtime", "torch")
+    print(
+        f"model {model.name}: {model.sample_rate} Hz, {model.num_groups} groups x {model.num_levels} levels, "
+        f"on {runtime}, {_THREADS or 1} thread{'s' * ((_THREADS or 1) != 1)}"
+    )
     print(f"input {CLIP.name}: {_human(CLIP.stat().st_size)} (FLAC)")
 
     def show(row) -> None:
@@ -411,6 +470,9 @@ def cmd_serve(args) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     model = _coding_model(args.model, args, live=True)
+    from codec.threads import describe_run
+
+    logging.getLogger("codec.serve").info(describe_run(model, _THREADS or 1))
     try:
         asyncio.run(serve(model, args.host, args.port))
     except OSError as e:
@@ -532,10 +594,10 @@ def runtime_option(p) -> None:
         "--runtime",
         choices=RUNTIMES,
         default="auto",
-        help="what runs the model: torch, or onnx (ONNX Runtime on the CPU; the graphs are exported into the user's "
-        "cache on first use; 4.2-6.3x less CPU per live frame, no torch import once cached); auto (default): onnx "
-        "once this model's graphs are cached and "
-        "onnxruntime is installed, else torch",
+        help="what runs the model: onnx (ONNX Runtime on the CPU; the model's graphs are built into the user's "
+        "cache on first use, with a notice; 4.2-6.3x less CPU per live frame, no torch import once built), or "
+        "torch; auto (default): onnx wherever it can run the model, else torch (--device cuda, a model that codes "
+        "channels jointly)",
     )
 
 
@@ -562,7 +624,7 @@ def entropy_options(p, live: bool = False) -> None:
 def jobs_option(p) -> None:
     p.add_argument(
         "--jobs", "-j", type=int, default=1, metavar="N",
-        help="many inputs: code them in N processes, each with its own copy of the model and one torch thread",
+        help="many inputs: code them in N processes, each with its own copy of the model and one thread",
     )  # fmt: skip
 
 
@@ -574,9 +636,10 @@ def rate_options(p) -> None:
         type=float,
         default=None,
         metavar="KBPS",
-        help="bitrate in kbps; one between supported ones is rounded down (default: the highest)",
+        help="bitrate in kbps per channel (every channel is its own stream: a stereo file at -b 1 is 2 kbps); "
+        "one between supported ones is rounded down (default: the highest)",
     )
-    g.add_argument("--levels", "-l", type=int, default=None, metavar="N", help="residual levels to use")
+    g.add_argument("--levels", "-l", type=int, default=None, metavar="N", help="residual levels to use (per channel)")
 
 
 def _add_coding_commands(sub) -> None:
@@ -592,7 +655,9 @@ def _add_coding_commands(sub) -> None:
         help="audio file (wav, flac, ogg, mp3; any rate and channel count), or many: a folder, a wav.scp (*.scp) "
         "or a list file (*.txt, *.list, *.lst)",
     )
-    p.add_argument("output", help="output .codes file; for many inputs, an output folder")
+    p.add_argument(
+        "output", help="output .codes file (another name is written, with a warning); for many inputs, an output folder"
+    )
     model_option(p)
     runtime_option(p)
     rate_options(p)
@@ -637,7 +702,7 @@ def _add_coding_commands(sub) -> None:
 
     p = sub.add_parser("info", help="describe a model (bitrates, architecture) or a .codes file (header, bitrate)")
     p.add_argument("target", help="model name, model file, or .codes file")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--json", action="store_true", help="print everything as JSON (a model's training config too)")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("models", help="list the models that ship with the package")
@@ -646,6 +711,7 @@ def _add_coding_commands(sub) -> None:
 
     p = sub.add_parser("demo", help="encode and decode a bundled speech clip, printing bitrates and sizes")
     model_option(p)
+    runtime_option(p)
     p.add_argument("--levels", "-l", type=int, default=None, help="one level count (default: lowest, middle, highest)")
     p.add_argument("--out-dir", default=None, help="where to write the outputs (default: a new temporary folder)")
     p.set_defaults(func=cmd_demo)
@@ -859,7 +925,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=None,
-        help="CPU threads for torch and for ONNX Runtime, 1 or more (default: torch's choice; ONNX Runtime 1)",
+        help="CPU threads that code, for ONNX Runtime and torch, 1 or more (default: 1, which a busy machine does "
+        "not slow down; train: torch's choice); more threads wait without spinning",
+    )
+    parser.add_argument(
+        "--verbose", "-v", action="store_true", help="say on stderr which model, runtime and threads code"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_coding_commands(sub)
@@ -871,8 +941,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Verbs that run without importing torch when the model's ONNX graphs are cached (`_coding_model`).
-TORCH_FREE_VERBS = (cmd_encode, cmd_decode, cmd_stream_encode, cmd_stream_decode, cmd_serve)
 
 
 def _silence_stdout() -> None:
@@ -892,9 +960,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.threads is not None and args.threads < 1:
             raise CodecError(f"--threads {args.threads} is not possible; give 1 or more (or leave it out)")
-        global _THREADS
-        _THREADS = args.threads
-        if args.func not in TORCH_FREE_VERBS:  # these set it only if they load torch (`_load`)
+        from codec import threads
+
+        global _THREADS, _VERBOSE
+        _THREADS, _VERBOSE = threads.threads_for(args.command, args.threads), args.verbose
+        threads.prepare(_THREADS)
+        if sys.modules.get("torch") is not None:  # else torch reads the count from the environment when it loads
             _set_torch_threads()
         args.func(args)
     except CodecError as e:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -143,12 +144,15 @@ def _export(
     ]
 
 
-def export_onnx(model: CodecModel, out_dir: str | Path, *, levels: int | None = None) -> dict:
-    """Write encoder.onnx, decoder.onnx and manifest.json for `model` into `out_dir`; returns the manifest."""
+def export_onnx(
+    model: CodecModel, out_dir: str | Path, *, levels: int | None = None, on_graph: Callable[[str], None] | None = None
+) -> dict:
+    """Write the four graphs and manifest.json for `model` into `out_dir`; returns the manifest. `on_graph` is
+    called with each graph's file name once it is written (a progress bar)."""
     try:
         import onnx  # noqa: F401  (torch's exporter needs it to check and save the graphs)
     except ImportError:
-        raise CodecError("ONNX export needs the onnx extra: pip install -e '.[onnx]'") from None
+        raise CodecError("ONNX export needs the onnx package: pip install onnx (a dependency of codec)") from None
 
     model = model.eval()
     model.quantizer._sync_codebooks()  # simvq: the searched codebooks are basis x map; the graphs hold constants
@@ -167,8 +171,12 @@ def export_onnx(model: CodecModel, out_dir: str | Path, *, levels: int | None = 
         dynamic = frames > 1
         enc_spec = _export(encoder, (audio, *enc_states), out / f"encoder{suffix}.onnx", "audio", "codes", enc_states,
                            dynamic=dynamic)  # fmt: skip
+        if on_graph is not None:
+            on_graph(f"encoder{suffix}.onnx")
         dec_spec = _export(decoder, (codes, *dec_states), out / f"decoder{suffix}.onnx", "codes", "audio", dec_states,
                            dynamic=dynamic)  # fmt: skip
+        if on_graph is not None:
+            on_graph(f"decoder{suffix}.onnx")
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

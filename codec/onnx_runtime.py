@@ -49,10 +49,14 @@ def new_session(onnx_dir: str | Path, file: str, *, threads: int = 1):
     try:
         import onnxruntime as ort
     except ImportError:
-        raise CodecError("the ONNX runtime path needs the onnx extra: pip install -e '.[onnx]'") from None
+        raise CodecError(
+            "the ONNX Runtime path needs onnxruntime (a dependency of codec): pip install onnxruntime"
+        ) from None
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    if threads > 1:  # waiting threads sleep: a spinning one steals the core its partner (or another process) needs
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     path = Path(onnx_dir) / file
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -100,10 +104,13 @@ class OnnxSide:
         the graphs take any batch, which `codec.batching` uses to code many streams per call).
         sessions: a `Sessions` of this folder to share with other streams (then `threads` is unused).
         manifest: the folder's manifest, already read (streams that share sessions share it too).
-        frame: whether calls will be mostly one frame; that graph is loaded now (a damaged one is reported here).
+        frame: whether calls will be mostly one frame (a live stream); that graph is loaded now (a damaged one is
+        reported here).
 
-    A call of one frame runs the one-frame graph (where the folder has one), a block of frames the general graph;
-    the encoder's two graphs give bitwise the same codes and states for one frame (tests/test_onnx.py).
+    With `frame`, a call of one frame runs the one-frame graph (where the folder has one), a block of frames the
+    general graph; without it (files: blocks of frames) every call runs the general graph, so a file's last
+    single frame costs no second session (about 0.1 s of a short file's start). The encoder's two graphs give
+    bitwise the same codes and states for one frame (tests/test_onnx.py).
     """
 
     def __init__(
@@ -112,7 +119,7 @@ class OnnxSide:
     ) -> None:  # fmt: skip
         self.sessions = sessions or Sessions(onnx_dir, manifest, threads=threads)
         self.manifest = self.sessions.manifest
-        self.side, self.spec = side, self.manifest[side]
+        self.side, self.spec, self.frame = side, self.manifest[side], frame
         self.sessions.get(side, frame=frame)
         self.frame_length = self.manifest["hop_length"] if side == "encoder" else 1  # of the input's last axis
         # two sets of state arrays: a one-frame call reads one set and writes the next state into the other (ONNX
@@ -133,7 +140,7 @@ class OnnxSide:
         """Encoder: audio [B, C, F * hop] float32 -> codes [B, levels * G, F]. Decoder: codes [B, L * G, F] -> audio.
 
         F is 1, or any number when the manifest says `"frames_per_call": "any"` (graphs exported since then)."""
-        if x.shape[0] == 1 and x.shape[-1] == self.frame_length:
+        if self.frame and x.shape[0] == 1 and x.shape[-1] == self.frame_length:
             return self._frame(x)
         outputs = self.sessions.get(self.side).run(None, {self.spec["input"]: x, **self.state})
         for s, value in zip(self.spec["states"], outputs[1:], strict=True):

@@ -2,12 +2,13 @@
 
 - ``torch``: the model's own streaming encoder and decoder (any device).
 - ``onnx``: the graphs of `codec export-onnx`, run by ONNX Runtime on the CPU, one frame per call
-  (`codec.onnx_runtime`). The graphs are exported on first use into the user's cache
+  (`codec.onnx_runtime`). The graphs are built on first use into the user's cache
   (`$CODEC_CACHE_DIR`, else `$XDG_CACHE_HOME/codec`, else `~/.cache/codec`; never into the package), under
   `onnx/<model name>-<model id>-r<exporter revision>/`, and reused after that.
-- ``auto`` (the default): onnx when onnxruntime is installed and this model's graphs are already in the cache
-  (graphs an older codec exported there are exported again, once, and the old folder removed), torch otherwise.
-  Run once with ``--runtime onnx`` (any verb) to fill the cache.
+- ``auto`` (the default): onnx wherever it can run the model (on the CPU, a model that codes each channel as its
+  own stream, onnxruntime installed: a base dependency), building the graphs on first use as ``onnx`` does, with
+  a one-line notice and a progress bar; torch otherwise (`--device cuda`, a model coding channels jointly, or a
+  cache folder that cannot be written: then `why_torch` says why in one line).
 
 Live streams (`stream-encode`, `stream-decode`, `serve`) call the graphs one frame at a time, so their codes do
 not depend on how the audio arrives; files (`encode`, `decode`) call them on blocks of `FILE_FRAMES_PER_CALL`
@@ -25,6 +26,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -158,10 +160,13 @@ def cached_onnx_codec(name_or_path: str, *, live: bool = False, threads: int = 1
     return codec if full else None
 
 
-def export_to_cache(model: CodecModel, root: Path | None = None) -> Path:
-    """The cached ONNX graphs of `model` (under `root`, default `cache_root()`), exported now if they are not
-    there yet (atomically: a folder is written beside the final one and renamed, so concurrent processes never
-    see half a model)."""
+def export_to_cache(
+    model: CodecModel, root: Path | None = None, *, notice: Callable[[str], None] | None = None, progress: bool = False
+) -> Path:
+    """The cached ONNX graphs of `model` (under `root`, default `cache_root()`), built now if they are not there yet
+    (atomically: a folder is written beside the final one and renamed, so concurrent processes never see half a
+    model). When it builds, `notice` (if given) gets one line saying so, and `progress` shows a bar over the graphs
+    on stderr."""
     from codec.export_onnx import export_onnx
     from codec.onnx_runtime import load_manifest
 
@@ -176,8 +181,16 @@ def export_to_cache(model: CodecModel, root: Path | None = None) -> Path:
             f"cannot write the ONNX cache under {target.parent} ({e.strerror}); set CODEC_CACHE_DIR to a folder "
             "you can write, or use --runtime torch"
         ) from None
+    if notice is not None:
+        notice(
+            f"first use of {model.name} (id {model.model_id}) on ONNX Runtime: building its graphs into {target} "
+            "(once; a few seconds)"
+        )
     try:
-        export_onnx(model, tmp)
+        from tqdm import tqdm
+
+        with tqdm(total=4, unit="graph", desc="codec: ONNX graphs", disable=not progress, leave=False) as bar:
+            export_onnx(model, tmp, on_graph=lambda name: bar.update(1))
         load_manifest(tmp)
         try:
             tmp.rename(target)
@@ -191,26 +204,51 @@ def export_to_cache(model: CodecModel, root: Path | None = None) -> Path:
     return target
 
 
-def with_runtime(model: CodecModel, runtime: str = "auto", *, live: bool = False, threads: int = 1):
+def why_torch(model: CodecModel) -> str | None:
+    """Why `--runtime auto` must run `model` on torch (one line), or None when ONNX Runtime can run it."""
+    if next(model.parameters()).device.type != "cpu":
+        return "ONNX Runtime runs on the CPU and the model is on another device"
+    if model.audio_channels != 1:
+        return f"{model.name} codes {model.audio_channels} channels jointly, and the ONNX graphs are mono"
+    if not onnxruntime_available():
+        return "onnxruntime is not installed (pip install onnxruntime)"
+    return None
+
+
+def with_runtime(
+    model: CodecModel,
+    runtime: str = "auto",
+    *,
+    live: bool = False,
+    threads: int = 1,
+    notice: Callable[[str], None] | None = None,
+    progress: bool = False,
+):
     """`model` itself (torch) or an `OnnxCodec` over its cached graphs, as `--runtime` asks; `live`: for coding
-    as audio arrives (one frame per graph call), not whole files (blocks of frames)."""
+    as audio arrives (one frame per graph call), not whole files (blocks of frames). `auto` and `onnx` build the
+    graphs on first use (`export_to_cache`: `notice` gets a line saying so, `progress` shows a bar); `auto` falls
+    back to torch where ONNX Runtime cannot run the model (`why_torch`) or the cache cannot be written, and then
+    tells `notice` why."""
     if runtime not in RUNTIMES:
         raise CodecError(f"--runtime {runtime!r} is not one of: {', '.join(RUNTIMES)}")
     if runtime == "torch" or isinstance(model, OnnxCodec):
         return model
-    on_cpu = next(model.parameters()).device.type == "cpu"  # a CodecModel from here on
     per_call = 1 if live else FILE_FRAMES_PER_CALL
     if runtime == "auto":
-        if not (on_cpu and model.audio_channels == 1 and onnxruntime_available()):
+        reason = why_torch(model)
+        if reason is None:
+            try:
+                folder = export_to_cache(model, notice=notice, progress=progress)
+            except CodecError as e:  # e.g. a cache folder that cannot be written: torch still codes
+                reason = str(e).split("; ")[0]
+        if reason is not None:
+            if notice is not None and next(model.parameters()).device.type == "cpu":
+                notice(f"running on torch: {reason}")
             return model
-        cached = onnx_cache_dir(model)
-        if (cached / "manifest.json").is_file():
-            return OnnxCodec(model, cached, frames_per_call=per_call, threads=threads)
-        if _stale_cache_dirs(model):  # the user chose ONNX Runtime before; an older codec exported these graphs
-            return OnnxCodec(model, export_to_cache(model), frames_per_call=per_call, threads=threads)
-        return model
-    if not on_cpu:
+        return OnnxCodec(model, folder, frames_per_call=per_call, threads=threads)
+    if next(model.parameters()).device.type != "cpu":
         raise CodecError("--runtime onnx runs on the CPU; leave out --device or use --runtime torch")
     if not onnxruntime_available():
-        raise CodecError("--runtime onnx needs the onnx extra: pip install -e '.[onnx]' (or use --runtime torch)")
-    return OnnxCodec(model, export_to_cache(model), frames_per_call=per_call, threads=threads)
+        raise CodecError("--runtime onnx needs onnxruntime: pip install onnxruntime (or use --runtime torch)")
+    folder = export_to_cache(model, notice=notice, progress=progress)
+    return OnnxCodec(model, folder, frames_per_call=per_call, threads=threads)

@@ -353,7 +353,8 @@ async def encode_remote(
     packet_crc: int = 32,
 ) -> bytes:
     """Send float audio [C, T] to a `codec serve` for encoding; returns the .codes bytes it streams back.
-    `packet_crc` 16 or 8 asks for lighter packet checks (a version-2 stream).
+    `packet_crc` 16 or 8 asks for lighter packet checks (a version-2 stream). A coroutine: `await` it in async
+    code, or call `encode_remote_sync` (same arguments) from a plain script.
 
     Flow control: at most AHEAD_SECONDS of audio is sent beyond the frames whose packets have come back, so a
     client faster than the server never piles audio up in the connection's buffers."""
@@ -399,7 +400,8 @@ async def encode_remote(
 
 
 async def decode_remote(url: str, data: bytes, *, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
-    """Send a .codes file to a `codec serve` packet by packet; returns the float audio [C, T] and its rate."""
+    """Send a .codes file to a `codec serve` packet by packet; returns the float audio [C, T] and its rate.
+    A coroutine: `await` it in async code, or call `decode_remote_sync` from a plain script."""
     from websockets.asyncio.client import connect
 
     reader = CodesReader(io.BytesIO(data), "input")
@@ -459,9 +461,31 @@ async def _progress(progress: asyncio.Event, receiver: asyncio.Task) -> None:
 
 def _run_remote(url: str, coroutine):
     try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # no event loop here: run one
+        pass
+    else:
+        coroutine.close()
+        raise CodecError(
+            "this is the blocking client, called inside a running event loop (a notebook, an async program); "
+            "await codec.serve.encode_remote / decode_remote there instead"
+        )
+    try:
         return asyncio.run(coroutine)
     except OSError as e:
         raise CodecError(f"cannot reach {url} ({e}); is `codec serve` running there?") from None
+
+
+def encode_remote_sync(url: str, audio: np.ndarray, sample_rate: int, **options) -> bytes:
+    """`encode_remote` for a plain script: blocks until the server has sent the whole .codes stream. `options`:
+    those of `encode_remote` (bitrate, levels, chunk_seconds, realtime, packet_crc). In async code (a running
+    event loop) await `encode_remote` instead."""
+    return _run_remote(url, encode_remote(url, audio, sample_rate, **options))
+
+
+def decode_remote_sync(url: str, data: bytes, *, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+    """`decode_remote` for a plain script: float audio [C, T] and its rate. In async code await `decode_remote`."""
+    return _run_remote(url, decode_remote(url, data, sample_rate=sample_rate))
 
 
 def encode_file_remote(

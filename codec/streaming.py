@@ -207,7 +207,9 @@ class StreamingDecoder(_Streams):
         """codes [B, n * G, F] (a torch tensor or a numpy array) -> pcm [B, T]."""
         if len(codes.shape) != 3 or codes.shape[0] != self.batch_size:
             raise ValueError(f"codes must be [{self.batch_size}, levels * G, F], got {tuple(codes.shape)}")
-        if self._onnx is not None:
+        if codes.shape[-1] == 0:  # no frame completed yet (an encoder's push may return none)
+            audio = np.zeros((self.batch_size, 0), np.float32)
+        elif self._onnx is not None:
             rows = codes.cpu().numpy() if hasattr(codes, "cpu") else np.asarray(codes, dtype=np.int64)
             audio = np.concatenate(
                 [frames.push(row[None])[:, 0] for frames, row in zip(self._frames, rows, strict=True)]

@@ -36,7 +36,8 @@ def folder(tmp_path):
 def test_folder_round_trip_mirrors_the_tree(capsys, tmp_path, tiny_model_file, folder):
     codes = tmp_path / "codes"
     code, out, err = run(capsys, "encode", folder, codes, "-m", tiny_model_file, "--levels", 2)
-    assert code == 0 and err == ""  # no progress bar when stderr is not a terminal
+    # no progress bar when stderr is not a terminal; at most the notice that the model's graphs are being built
+    assert code == 0 and all(line.startswith("codec: first use of tiny") for line in err.splitlines()), err
     assert sorted(p.relative_to(codes).as_posix() for p in codes.rglob("*.codes")) == [
         "a.codes",
         "b.codes",

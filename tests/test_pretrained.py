@@ -76,6 +76,22 @@ def test_model_card_matches_the_shipped_weights(default):
     assert re.search(r"PESQ", card) and re.search(r"STOI", card) and re.search(r"DNSMOS", card)
 
 
+def test_shipped_metadata_is_portable_and_counts_the_cards_steps():
+    """No absolute path of the machine that trained a shipped model, and the step count its card gives (a model
+    fine-tuned from another counts both runs: `python tools/model_metadata.py FILE --steps N` rewrites an older
+    file's provenance without touching its weights)."""
+    import json
+
+    for shipped in pretrained.shipped_models():
+        provenance = json.loads(read_metadata(shipped.path).get("provenance", "{}"))
+        strings = re.findall(r'"((?:[^"\\]|\\.)*)"', json.dumps(provenance))
+        absolute = [text for text in strings if text.startswith("/")]
+        assert not absolute, f"{shipped.name}: {absolute}; run tools/model_metadata.py {shipped.path}"
+        card = shipped.path.with_suffix(".md")
+        if card.is_file() and "steps" in provenance:
+            assert f"{provenance['steps']} steps" in card.read_text(), f"{shipped.name}: {provenance['steps']} steps"
+
+
 def _speech_like(seconds: float = 2.0) -> np.ndarray:
     return tone(seconds, 16000, seed=7)[0]
 

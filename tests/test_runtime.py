@@ -86,12 +86,35 @@ def test_onnx_runtime_exports_once_into_the_cache_and_auto_uses_it(cache, tiny_m
     )
 
 
-def test_auto_is_torch_without_cached_graphs(tmp_path, monkeypatch, tiny_model):
-    from codec.runtime import with_runtime
+def test_auto_builds_the_graphs_on_first_use_with_one_notice(tmp_path, monkeypatch, tiny_model):
+    """A fresh install codes on ONNX Runtime: `auto` builds the model's graphs into an empty cache, says so in one
+    line, and the second call reuses them without a word."""
+    from codec.runtime import OnnxCodec, onnx_cache_dir, with_runtime
 
     monkeypatch.setenv("CODEC_CACHE_DIR", str(tmp_path / "empty"))
-    assert with_runtime(tiny_model, "auto", live=True) is tiny_model
-    assert not (tmp_path / "empty").exists()  # auto never exports
+    said = []
+    got = with_runtime(tiny_model, "auto", live=True, notice=said.append)
+    assert isinstance(got, OnnxCodec) and got.onnx_dir == onnx_cache_dir(tiny_model)
+    assert len(said) == 1 and "first use" in said[0] and str(onnx_cache_dir(tiny_model)) in said[0]
+    again = with_runtime(tiny_model, "auto", notice=said.append)
+    assert isinstance(again, OnnxCodec) and len(said) == 1
+
+
+def test_auto_falls_back_to_torch_saying_why(tmp_path, monkeypatch, tiny_model, speech, tiny_model_file, capsys):
+    from codec import runtime
+
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("CODEC_CACHE_DIR", str(blocked))
+    said = []
+    assert runtime.with_runtime(tiny_model, "auto", notice=said.append) is tiny_model
+    assert len(said) == 1 and said[0].startswith("running on torch: cannot write the ONNX cache"), said
+    out = tmp_path / "x.codes"
+    assert main(["encode", str(speech[0]), str(out), "-m", str(tiny_model_file)]) == 0 and out.is_file()
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "running on torch" in captured.err and " on torch," in captured.out
+    monkeypatch.setattr(runtime, "onnxruntime_available", lambda: False)
+    assert runtime.why_torch(tiny_model).startswith("onnxruntime is not installed")
 
 
 def test_auto_exports_again_over_graphs_of_an_older_exporter(tmp_path, monkeypatch, tiny_model, onnx_model):
@@ -291,7 +314,7 @@ def test_runtime_errors_are_one_line(tmp_path, monkeypatch, speech, tiny_model, 
     err = capsys.readouterr().err
     assert code == 1 and "CODEC_CACHE_DIR" in err and err.count("\n") == 1 and not (tmp_path / "x.codes").exists()
     monkeypatch.setattr(runtime, "onnxruntime_available", lambda: False)
-    with pytest.raises(CodecError, match=r"onnx extra"):
+    with pytest.raises(CodecError, match=r"needs onnxruntime"):
         runtime.with_runtime(tiny_model, "onnx")
 
 

@@ -444,3 +444,12 @@ def test_remote_encode_client_sends_at_most_two_seconds_ahead_of_the_packets_bac
     assert out == b"header"  # nothing coded: only the header came back
     step = int(0.02 * rate) * 2  # bytes per chunk of s16 mono
     assert 0 < got["bytes"] <= AHEAD_SECONDS * rate * 2 + step, got
+
+
+def test_decoder_takes_a_push_of_no_frames(tiny_model):
+    """An encoder's push may complete no frame; its codes go to the decoder as they are (docs/STREAMING.md)."""
+    from codec.streaming import StreamingDecoder, StreamingEncoder
+
+    encoder, decoder = StreamingEncoder(tiny_model, batch_size=1), StreamingDecoder(tiny_model, batch_size=1)
+    codes = encoder.push(np.zeros((1, 5), np.float32))  # under one frame (hop 12)
+    assert codes.shape[-1] == 0 and decoder.push(codes).shape == (1, 0)

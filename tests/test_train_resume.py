@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import soundfile as sf
@@ -99,9 +102,30 @@ def test_export_then_load_model_reproduces_the_generator(straight_and_resumed, t
         assert torch.allclose(got, expected, atol=1e-6)
         assert torch.equal(model.encode(x), source.encode(x))
         provenance = model.provenance
-        assert provenance["steps"] == STEPS and provenance["data"] == trainer.config.data.train_dir
+        data = Path(trainer.config.data.train_dir)  # absolute here, outside the folder the export ran in: shortened
+        assert provenance["steps"] == STEPS and provenance["data"] == ".../" + "/".join(data.parts[-2:])
         assert provenance["training_config"]["train"]["max_steps"] == STEPS and "git_commit" in provenance
     trainer.model.train()
+
+
+def test_export_counts_every_step_and_writes_no_absolute_path(straight_and_resumed, tmp_path, monkeypatch):
+    """A model fine-tuned from another counts that model's steps too (the step count of its card), and a model
+    file does not carry the training machine's absolute paths."""
+    _, trainer, _, _ = straight_and_resumed
+    state = torch.load(checkpoints.list_checkpoints(trainer.checkpoint_dir)[-1], map_location="cpu", weights_only=False)
+    state["init_steps"] = 100
+    state["config"]["train"]["init_from"] = "/home/someone/models/base.safetensors"
+    tuned = tmp_path / "run" / "step_00000009.pt"
+    tuned.parent.mkdir()
+    torch.save(state, tuned)
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", str(tuned.resolve()), "tuned.safetensors"]) == 0
+    provenance = load_model(tmp_path / "tuned.safetensors").provenance
+    assert (provenance["steps"], provenance["steps_this_run"]) == (STEPS + 100, STEPS)
+    assert provenance["checkpoint"] == "run/step_00000009.pt"  # relative to where the export ran
+    assert provenance["init_from"] == ".../models/base.safetensors"
+    strings = re.findall(r'"((?:[^"\\]|\\.)*)"', json.dumps(provenance))
+    assert not [text for text in strings if text.startswith("/")]  # the run's output_dir and data dirs too
 
 
 def test_init_from_fine_tunes_from_weights_with_fresh_critics_and_step(straight_and_resumed, tmp_path):
@@ -122,6 +146,7 @@ def test_init_from_fine_tunes_from_weights_with_fresh_critics_and_step(straight_
         )
         tuned = Trainer(config, progress_bar=False)
         assert tuned.step == 0 and all(name.startswith("msstft") for name in tuned.disc.critics)
+        assert tuned.init_steps == STEPS  # its exported model counts the steps of the weights it started from
         assert_same_state(tuned.model.state_dict(), trainer.ema.model.state_dict())  # the EMA weights are taken
         tuned.close()
     (tmp_path / "other").mkdir()

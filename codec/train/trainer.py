@@ -159,6 +159,7 @@ class Trainer:
         self.ema = GeneratorEMA(self.model, tc.ema_decay) if tc.ema_decay else None
 
         self.step, self.epoch, self.batch_index = 0, 0, 0
+        self.init_steps = 0  # training steps of the weights train.init_from started from (exported models add them)
         self.bad_in_row, self.bad_total, self.skipped_files = 0, 0, 0
         self._cpu_base, self._cpu_mark = 0.0, time.process_time()
         self.commit = git_commit() if self.dist.is_main else None
@@ -239,6 +240,7 @@ class Trainer:
             from codec.checkpoint import load_model
 
             loaded = load_model(source)
+            self.init_steps = int(loaded.provenance.get("steps") or 0)
             if not self._same_architecture(loaded.config):
                 raise CodecError(
                     f"train.init_from={source} holds a model with another config; set model: to its config "
@@ -247,6 +249,7 @@ class Trainer:
             weights, extra = loaded.state_dict(), checkpoints.extra_buffers(loaded)
         else:
             state = checkpoints.load(checkpoints.find(path), self.device)
+            self.init_steps = state["step"] + int(state.get("init_steps") or 0)
             if not self._same_architecture(from_dict(ModelConfig, state["config"]["model"])):
                 raise CodecError(
                     f"train.init_from={source} was trained with another model config; set model: to the "
@@ -311,6 +314,7 @@ class Trainer:
         rng = self.dist.gather(checkpoints.rng_state())
         return {
             "step": self.step,
+            "init_steps": self.init_steps,
             "data_position": {"epoch": self.epoch, "batch_index": self.batch_index},
             "world_size": self.dist.world_size,
             "config": to_dict(self.config),
@@ -369,7 +373,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         if self.balancer is not None and state["balancer"] is not None:
             self.balancer.load_state_dict(state["balancer"])
-        self.step = state["step"]
+        self.step, self.init_steps = state["step"], int(state.get("init_steps") or 0)
         self.epoch, self.batch_index = state["data_position"]["epoch"], state["data_position"]["batch_index"]
         counters = state["counters"]
         self.bad_in_row, self.bad_total, self.skipped_files = 0, counters["bad_total"], counters["skipped"]
