@@ -941,8 +941,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-
-
 def _silence_stdout() -> None:
     """Point stdout at /dev/null so that the interpreter's final flush does not fail on the closed pipe too."""
     import os

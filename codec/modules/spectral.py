@@ -225,7 +225,7 @@ class SpectralSynthesis(StreamingModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, _, frames = x.shape
         state = self._state(B)
-        C, K, h = self.audio_channels, self.bins, self.hop
+        C, K = self.audio_channels, self.bins
         y = self.proj(x)
         if frames == 0:
             return y.new_zeros(B, C, 0)
