@@ -112,18 +112,16 @@ class ContinuousSystem:
         return f"model {self.model.name} encoder -> decoder with the quantizer bypassed (an upper bound, no bits)"
 
     def run(self, audio: np.ndarray, sample_rate: int, content: str) -> Coded:
-        import soxr
         import torch
 
+        from codec.audio import fit_length, resample
+
         rate = self.model.sample_rate
-        x = audio if sample_rate == rate else soxr.resample(audio, sample_rate, rate).astype(np.float32)
+        x = resample(np.asarray(audio, dtype=np.float32)[None], sample_rate, rate)  # [1, T]
         with torch.no_grad():
-            y, _ = self.model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None], quantize=False)
-        y = y[0, 0].numpy()
-        if sample_rate != rate:
-            y = soxr.resample(y, rate, sample_rate).astype(np.float32)
-        y = np.pad(y, (0, max(0, len(audio) - len(y))))[: len(audio)]
-        return Coded(y, 0, self.describe())
+            y, _ = self.model(torch.from_numpy(np.ascontiguousarray(x))[None], quantize=False)
+        y = resample(y[0].numpy(), rate, sample_rate)
+        return Coded(fit_length(y, audio.shape[-1])[0], 0, self.describe())
 
 
 def parse_bitrates(model, text: str | None, log: Callable[[str], None]) -> list[int]:

@@ -43,13 +43,18 @@ from codec.modules.conv import StreamingConv1d
 from codec.modules.streaming import State, StreamingModule
 
 
+def _rise(length: int) -> torch.Tensor:
+    """[length] float64: sin^2 from near 0 to near 1, sampled at half-sample offsets (its flip is 1 - it)."""
+    return torch.sin(0.5 * math.pi * (torch.arange(length, dtype=torch.float64) + 0.5) / length) ** 2
+
+
 def analysis_window(n_fft: int, hop_length: int) -> torch.Tensor:
     """[n_fft]: a sin^2 rise over the first n_fft - hop_length samples (the context before the frame's hop), then 1
     over the hop."""
     window = torch.ones(n_fft, dtype=torch.float64)
     rise = n_fft - hop_length
     if rise:
-        window[:rise] = torch.sin(0.5 * math.pi * (torch.arange(rise, dtype=torch.float64) + 0.5) / rise) ** 2
+        window[:rise] = _rise(rise)
     return window
 
 
@@ -70,7 +75,7 @@ def crossfade_window(length: int, overlap: int) -> torch.Tensor:
     one segment and the fall of the one before it sum to exactly 1)."""
     window = torch.ones(length, dtype=torch.float64)
     if overlap:
-        ramp = torch.sin(0.5 * math.pi * (torch.arange(overlap, dtype=torch.float64) + 0.5) / overlap) ** 2
+        ramp = _rise(overlap)
         window[:overlap] = ramp
         window[length - overlap :] = ramp.flip(0)
     return window
