@@ -28,7 +28,7 @@ import numpy as np
 
 from codec.errors import CodecError
 from codec.onnx_runtime import pad_levels
-from codec.streaming import Resampler, tail_padding
+from codec.streaming import DelayAlign, Resampler, tail_padding
 
 SIDES = ("encoder", "decoder")
 MAX_ROWS = 64  # rows (stream channels) per model call; more waiting go into the next tick
@@ -249,13 +249,15 @@ class DecodeStream:
     """One live decode stream of `rows` channels coded through a batcher.
 
     `await push(codes [rows, n * G, F])` -> float PCM [rows, T] at `sample_rate` (F frames at the model's rate,
-    fewer or more while a resampler fills or drains); `flush()` -> the resampler's tail.
+    fewer or more while a resampler fills or drains, `model.delay` fewer on the first); `flush()` -> the
+    resampler's tail and the delay's silence (`codec.streaming.DelayAlign`).
     """
 
     def __init__(self, batcher: FrameBatcher, *, rows: int, sample_rate: int) -> None:
         self.batcher, self.rows = batcher, rows
         rate = batcher.model.sample_rate
         self._resampler = Resampler(rate, sample_rate, rows) if sample_rate != rate else None
+        self._align = DelayAlign(batcher.model.delay, rows)
         self.state = batcher.frames.new_state("decoder", rows)
 
     async def push(self, codes) -> np.ndarray:
@@ -264,9 +266,9 @@ class DecodeStream:
             await self.batcher.submit("decoder", self, np.ascontiguousarray(codes[..., f : f + 1]))
             for f in range(codes.shape[-1])
         ]
-        audio = np.concatenate(frames, 1) if frames else np.zeros((self.rows, 0), np.float32)
+        audio = self._align(np.concatenate(frames, 1) if frames else np.zeros((self.rows, 0), np.float32))
         return audio if self._resampler is None else self._resampler(audio)
 
     def flush(self) -> np.ndarray:
-        tail = np.zeros((self.rows, 0), np.float32)
+        tail = self._align.tail()
         return tail if self._resampler is None else self._resampler(tail, last=True)

@@ -136,8 +136,10 @@ def streaming(model: CodecModel, frames: int = 500, batch_sizes: tuple[int, ...]
     """
     hop = model.hop_length
     frame_ms = 1000 * hop / model.sample_rate
-    emit(what="algorithmic_latency", frame_ms=frame_ms, lookahead_ms=0.0, total_ms=frame_ms,
-         note="causal model: a frame is coded once its last sample arrives; no lookahead")  # fmt: skip
+    delay_ms = 1000 * model.delay / model.sample_rate
+    emit(what="algorithmic_latency", frame_ms=frame_ms, lookahead_ms=0.0, delay_ms=delay_ms,
+         total_ms=frame_ms + delay_ms, note="causal model: a frame is coded once its last sample arrives; no "
+         "lookahead; delay: the decoder's synthesis delay")  # fmt: skip
     for B in batch_sizes:
         audio = (0.1 * np.random.default_rng(0).standard_normal((B, hop * frames))).astype(np.float32)
         for levels in sorted({1, model.num_levels}):

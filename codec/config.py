@@ -70,7 +70,9 @@ class SpectralConfig:
 
     hop_length: int = 320  # samples per frame (the STFT hop)
     n_fft: int = 640  # analysis window: the frame's own hop and the one before it (no lookahead)
-    overlap: int = 40  # synthesis cross-fade into the next frame, in samples (adds no latency)
+    overlap: int = 40  # synthesis cross-fade between neighbouring frames' segments, in samples
+    delay: int = 0  # output delay in samples (0..overlap): each segment starts `delay` samples before its frame's hop,
+    # so that much of the cross-fade covers samples both frames saw; adds `delay` to the algorithmic latency
     power: float = 0.3  # power-law compression of the complex spectrum, in and out
     encoder_channels: int = 256
     encoder_blocks: int = 6
@@ -85,6 +87,8 @@ class SpectralConfig:
             problems.append(f"n_fft {self.n_fft} must be even and at least hop_length {self.hop_length}")
         if not 0 <= self.overlap <= self.hop_length:
             problems.append(f"overlap {self.overlap} must lie in 0..hop_length ({self.hop_length})")
+        if not 0 <= self.delay <= self.overlap:
+            problems.append(f"delay {self.delay} must lie in 0..overlap ({self.overlap})")
         if not 0 < self.power <= 1:
             problems.append(f"power must lie in (0, 1], got {self.power}")
         if min(self.encoder_channels, self.decoder_channels, self.kernel_size) < 1 or self.mlp_ratio <= 0:
@@ -203,8 +207,8 @@ class ModelConfig:
     @property
     def algorithmic_latency(self) -> int:
         """Samples from an input sample's arrival to the output sample that reconstructs it, in the worst case:
-        one frame (the encoder waits for a whole hop) in both families; neither looks ahead nor delays."""
-        return self.hop_length
+        one frame (the encoder waits for a whole hop), plus the spectral family's synthesis `delay`."""
+        return self.hop_length + (self.spectral.delay if self.family == "spectral" else 0)
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:

@@ -189,6 +189,7 @@ def export_onnx(
         "sample_rate": model.sample_rate,
         "channels": C,
         "hop_length": hop,
+        "delay": model.delay,
         "frame_rate": model.frame_rate,
         "num_groups": model.num_groups,
         "num_levels": model.num_levels,

@@ -114,6 +114,7 @@ class OnnxCodec(RateFacts):
             m["bits_per_code"],
         )
         self.frame_rate = self.sample_rate / self.hop_length
+        self.delay = m.get("delay", 0)  # samples the decoder graphs' stream lags the input (manifests before it: 0)
         self.source = getattr(model, "source", None)  # the model file (its entropy tables sit beside it)
         self.sessions = Sessions(
             self.onnx_dir, self.manifest, threads=threads,

@@ -8,7 +8,10 @@ Frame contract: the model consumes `hop_length` samples per frame at `model.samp
 of samples; samples that do not complete a frame wait inside the encoder, and `flush()` pads the last
 partial frame with zeros as offline encoding does. When the input rate differs from the model's, a
 streaming soxr resampler (identical output to one-shot resampling) sits in front of the encoder and
-behind the decoder, adding its filter delay to the latency.
+behind the decoder, adding its filter delay to the latency. A model whose decoded stream lags its input
+(`model.delay` samples: the spectral family's synthesis delay) is lined up again by `DelayAlign`: the decoder
+drops the first `delay` samples it makes and ends the stream with `delay` samples of silence, so decoded audio
+keeps the input's timing and length (F * hop_length samples for F frames) on every path.
 
 Both classes also take a `codec.runtime.OnnxCodec` in place of the model: the frames then run in ONNX
 Runtime (one graph call per frame and stream, sessions shared by all streams) and codes are numpy arrays, not
@@ -52,6 +55,30 @@ def tail_padding(samples_in: int, from_rate: int, to_rate: int, fed: int, tail: 
     `fed` of them already given to the model, reaches the rounded-up length offline resampling gives (soxr may
     emit a sample less)."""
     return max(resampled_length(samples_in, from_rate, to_rate) - fed - tail, 0)
+
+
+class DelayAlign:
+    """Line up a decoded stream [rows, T] (at the model's rate) with its input: drop the first `delay` samples,
+    and `tail()` ends it with `delay` samples of silence (none if no frame was decoded). The last `delay` samples
+    of a stream are the part of the last frame that the next frame would have cross-faded; silence stands in.
+    With `delay` 0 both are no-ops."""
+
+    def __init__(self, delay: int, rows: int) -> None:
+        self.delay, self.rows, self._skip, self._started = delay, rows, delay, False
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        if audio.shape[-1]:
+            self._started = True
+        if self._skip and audio.shape[-1]:
+            n = min(self._skip, audio.shape[-1])
+            self._skip -= n
+            audio = audio[..., n:]
+        return audio
+
+    def tail(self) -> np.ndarray:
+        n = self.delay if self._started else 0
+        self._started = False
+        return np.zeros((self.rows, n), np.float32)
 
 
 class _Streams:
@@ -187,13 +214,15 @@ class StreamingDecoder(_Streams):
     """Decode `batch_size` live streams of codes back to float PCM.
 
     `push(codes [B, n * G, F]) -> pcm [B, T]` at `sample_rate` (default: the model's): F * hop_length
-    samples at the model rate, fewer or more while a resampler is filling or draining; `flush()` returns
-    the resampler's tail (empty at the model rate).
+    samples at the model rate, fewer or more while a resampler is filling or draining (or, for a model with a
+    `delay`, `delay` fewer on the first frame); `flush()` returns the resampler's tail and the delay's silence
+    (empty at the model rate without a delay).
     """
 
     def __init__(self, model: CodecModel, *, batch_size: int = 1, sample_rate: int | None = None) -> None:
         self.sample_rate = sample_rate or model.sample_rate
         super().__init__(model, batch_size, model.sample_rate, self.sample_rate)
+        self._align = DelayAlign(model.delay, batch_size)
         if self._onnx is not None:
             from codec.onnx_runtime import OnnxDecoder
 
@@ -219,7 +248,7 @@ class StreamingDecoder(_Streams):
 
             codes = torch.as_tensor(codes, dtype=torch.long).to(self._device)
             audio = self._run(lambda: self.model.decode(codes))[:, 0].cpu().numpy()
-        return self._resample(audio)
+        return self._resample(self._align(audio))
 
     def flush(self) -> np.ndarray:
-        return self._resample(np.zeros((self.batch_size, 0), np.float32), last=True)
+        return self._resample(self._align.tail(), last=True)

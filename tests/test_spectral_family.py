@@ -18,7 +18,7 @@ import torch
 from codec.bitstream import CodesReader
 from codec.checkpoint import load_model, read_metadata, save_model
 from codec.cli import main
-from codec.config import ModelConfig, from_dict
+from codec.config import ModelConfig, from_dict, to_dict
 from codec.modelfile import resolve_model_path
 from codec.modules.spectral import SpectralDecoder, SpectralEncoder
 from codec.quantization.search import TIE_RTOL, available_backends, rvq_search
@@ -390,6 +390,90 @@ def test_batched_streams_give_each_stream_its_own_codes(spectral, onnx_spectral)
             assert_codes_of(spectral, torch.from_numpy(stream_audio(i, rate, channels))[:, None], codes, levels)
         else:
             assert codes.shape == _alone(spectral, i).shape
+
+
+# --- synthesis delay (model.spectral.delay) ------------------------------------------------------------------------
+DELAY = 8  # half a hop: each segment starts 8 samples before its frame's hop, the cross-fade covers seen samples
+
+
+@pytest.fixture(scope="module")
+def delayed():
+    return make_spectral("vq", **{"spectral.overlap": DELAY, "spectral.delay": DELAY})
+
+
+def test_delay_is_checked_and_counted_in_the_latency(delayed):
+    from codec.errors import CodecError
+
+    assert delayed.delay == DELAY and delayed.config.algorithmic_latency == HOP + DELAY
+    assert make_spectral("vq").delay == 0
+    with pytest.raises(CodecError, match="delay 9 must lie in 0..overlap"):
+        from_dict(ModelConfig, {**to_dict(delayed.config), "spectral": {"overlap": 8, "delay": 9}})
+
+
+def test_delayed_decoding_lines_up_with_the_input_on_every_path(delayed):
+    """forward() (training) trains the output against the input itself; the decoded stream lags by `delay`
+    samples and codec.streaming's decoder takes it out again, so files and pipes keep the input's timing."""
+    x = _audio(batch=2, seconds=0.4)  # 200 frames of 16
+    T = x.shape[-1]
+    with torch.no_grad():
+        trained = delayed(x, levels=3)[0][:, 0].numpy()
+    codes = delayed.encode(x, 3)
+    raw = delayed.decode(codes)[:, 0].numpy()  # the model's own stream: `delay` samples late
+    assert np.abs(raw[:, DELAY : T - HOP] - trained[:, : T - HOP - DELAY]).max() < 1e-5
+    for chunk in (1, 3, 1000):
+        decoder = StreamingDecoder(delayed, batch_size=2)
+        parts = [decoder.push(codes[..., i : i + chunk]) for i in range(0, codes.shape[-1], chunk)]
+        first = parts[0].shape[1]
+        assert first == min(chunk, codes.shape[-1]) * HOP - DELAY
+        streamed = np.concatenate([*parts, decoder.flush()], 1)
+        assert streamed.shape == (2, T)
+        assert np.abs(streamed[:, : T - HOP] - trained[:, : T - HOP]).max() < 1e-5
+        assert not streamed[:, T - DELAY :].any()  # the last frame's cross-fade partner never comes: silence
+    with torch.no_grad():
+        undelayed = make_spectral("vq")(x, levels=3)[0][:, 0].numpy()
+    assert np.abs(undelayed - trained).max() > 1e-3  # the test can tell the two layouts apart
+
+
+def test_delayed_model_codes_files_to_the_inputs_length(tmp_path, delayed):
+    from codec.compress import decode_stream, encode_audio
+
+    audio = tone(0.37, 8000, channels=2, seed=5)  # not a whole number of frames
+    path = tmp_path / "a.codes"
+    with open(path, "wb") as f:
+        encode_audio(delayed, audio, 8000, f, levels=4)
+    with open(path, "rb") as f:
+        decoded, rate, _ = decode_stream(delayed, f)
+    with torch.no_grad():
+        trained = delayed(torch.from_numpy(audio)[:, None], levels=4)[0][:, 0].numpy()
+    assert rate == 8000 and decoded.shape == audio.shape
+    assert np.abs(decoded[:, :-HOP] - trained[:, :-HOP]).max() < 1e-4
+
+
+def test_delayed_model_through_onnx_and_the_batcher(delayed, tmp_path):
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    import asyncio
+
+    from codec.batching import FrameBatcher
+    from codec.runtime import OnnxCodec, export_to_cache
+
+    onnx = OnnxCodec(None, export_to_cache(delayed, tmp_path))  # torch-free: the delay comes from the manifest
+    assert onnx.delay == DELAY
+    codes = delayed.encode(_audio(batch=2), 3).numpy()
+    expected = StreamingDecoder(delayed, batch_size=2)
+    expected = np.concatenate([expected.push(codes), expected.flush()], 1)
+    decoder = StreamingDecoder(onnx, batch_size=2)
+    got = np.concatenate([*[decoder.push(codes[..., f : f + 1]) for f in range(codes.shape[-1])], decoder.flush()], 1)
+    assert got.shape == expected.shape and np.abs(got - expected).max() < 1e-4
+
+    async def batched():
+        batcher = FrameBatcher(onnx)
+        stream = batcher.decoder(rows=2)
+        out = [await stream.push(codes[..., f : f + 5]) for f in range(0, codes.shape[-1], 5)]
+        batcher.close()
+        return np.concatenate([*out, stream.flush()], 1)
+
+    got = asyncio.run(batched())
+    assert got.shape == expected.shape and np.abs(got - expected).max() < 1e-4
 
 
 # --- tokens, evaluation ---------------------------------------------------------------------------------------------

@@ -94,6 +94,12 @@ class CodecModel(StreamingModule, RateFacts):
 
     # --- rate facts ---------------------------------------------------------------------------------
     @property
+    def delay(self) -> int:
+        """Samples the decoded stream lags the input by (the spectral family's synthesis `delay`; else 0)."""
+        c = self.config
+        return c.spectral.delay if c is not None and c.family == "spectral" else 0
+
+    @property
     def frame_rate(self) -> float:
         return self.sample_rate / self.hop_length
 
@@ -117,14 +123,16 @@ class CodecModel(StreamingModule, RateFacts):
     def forward(
         self, x: torch.Tensor, levels: int | None = None, *, quantize: bool = True, noise: float = 0.0
     ) -> tuple[torch.Tensor, QuantizerOutput]:
-        """Reconstruction [B, C, T] and quantizer output for x [B, C, T] (the last partial frame is zero-padded).
+        """Reconstruction [B, C, T] and quantizer output for x [B, C, T] (the last partial frame is zero-padded),
+        lined up with x (a model with a synthesis `delay` decodes d more samples and drops its first d).
 
         quantize=False bypasses the quantizer (the unquantized autoencoder: warm start and diagnostics), with
         `noise` standard deviations of Gaussian noise on the latent in training (`GroupResidualVQ.forward`).
         """
-        T = x.shape[-1]
-        q = self.quantizer(self.encoder(self._pad_to_frames(x)), levels, bypass=not quantize, noise=noise)
-        return self.decoder(q.quantized)[..., :T], q
+        T, d = x.shape[-1], self.delay
+        latent = self.encoder(self._pad_to_frames(F.pad(x, (0, d))))  # d more samples: the output's last d
+        q = self.quantizer(latent, levels, bypass=not quantize, noise=noise)
+        return self.decoder(q.quantized)[..., d : d + T], q
 
     # --- inference ------------------------------------------------------------------------------------
     def _init_streaming_state(self, batch_size: int) -> State:
@@ -168,7 +176,8 @@ class CodecModel(StreamingModule, RateFacts):
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Audio [B, C, F * hop_length] from codes [B, n * G, F] for any n in 1..num_levels."""
+        """Audio [B, C, F * hop_length] from codes [B, n * G, F] for any n in 1..num_levels, `delay` samples late
+        (codec.streaming.DelayAlign lines it up with the input)."""
         if codes.dim() != 3:
             raise ValueError(f"codes must be [B, levels * G, F], got {tuple(codes.shape)}")
         return self.decoder(self.quantizer.decode(codes))
