@@ -43,16 +43,24 @@ def inverse_dft_basis(n_fft: int, hop: int) -> torch.Tensor:
     zero) and multiplied by the synthesis window over the steady-state sum of squared windows, so the
     spectra of Hann-windowed frames [j * hop, j * hop + n_fft) of a signal give that signal back.
     """
-    bins = n_fft // 2 + 1
-    k = torch.arange(bins, dtype=torch.float64)[:, None]
-    n = torch.arange(n_fft, dtype=torch.float64)[None, :]
-    angle = 2 * math.pi * k * n / n_fft
-    weight = torch.full((bins, 1), 2.0, dtype=torch.float64)
-    weight[0] = weight[-1] = 1.0  # DC and Nyquist (n_fft is even)
     window = hann_window(n_fft)
     envelope = (window**2).reshape(n_fft // hop, hop).sum(0)  # the same at every position for 3 or more hops
-    scale = window / (n_fft * envelope.mean())
-    return torch.cat([weight * torch.cos(angle), -weight * torch.sin(angle)]) * scale
+    return inverse_rdft_rows(n_fft) * (window / (n_fft * envelope.mean()))
+
+
+def inverse_rdft_rows(length: int) -> torch.Tensor:
+    """[2 * (length // 2 + 1), length] float64: [Re; Im] of a one-sided spectrum @ rows = its inverse real DFT
+    times `length` (cosines for the real parts, negated sines for the imaginary ones; the interior bins count
+    twice, DC and an even length's Nyquist once). The synthesis bases scale it by their windows."""
+    bins = length // 2 + 1
+    k = torch.arange(bins, dtype=torch.float64)[:, None]
+    n = torch.arange(length, dtype=torch.float64)[None, :]
+    angle = 2 * math.pi * k * n / length
+    weight = torch.full((bins, 1), 2.0, dtype=torch.float64)
+    weight[0] = 1.0
+    if length % 2 == 0:
+        weight[-1] = 1.0  # Nyquist counts once
+    return torch.cat([weight * torch.cos(angle), -weight * torch.sin(angle)])
 
 
 class ISTFTHead(StreamingModule):

@@ -40,6 +40,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from codec.modules.conv import StreamingConv1d
+from codec.modules.istft import inverse_rdft_rows
 from codec.modules.streaming import State, StreamingModule
 
 
@@ -84,16 +85,7 @@ def crossfade_window(length: int, overlap: int) -> torch.Tensor:
 def synthesis_basis(length: int, overlap: int) -> torch.Tensor:
     """[2 * (length // 2 + 1), length]: [Re; Im] of a one-sided spectrum @ basis = the windowed segment (an
     inverse real DFT of size `length`, scaled like `analysis_basis`'s inverse, times `crossfade_window`)."""
-    bins = length // 2 + 1
-    k = torch.arange(bins, dtype=torch.float64)[:, None]
-    n = torch.arange(length, dtype=torch.float64)[None]
-    angle = 2 * math.pi * k * n / length
-    weight = torch.full((bins, 1), 2.0, dtype=torch.float64)
-    weight[0] = 1.0
-    if length % 2 == 0:
-        weight[-1] = 1.0  # Nyquist counts once
-    scale = crossfade_window(length, overlap) / math.sqrt(length)
-    return (torch.cat([weight * torch.cos(angle), -weight * torch.sin(angle)]) * scale).float()
+    return (inverse_rdft_rows(length) * (crossfade_window(length, overlap) / math.sqrt(length))).float()
 
 
 def compress(x: torch.Tensor, power: float, eps: float = 1e-6) -> torch.Tensor:
