@@ -475,7 +475,8 @@ class Trainer:
 
     @torch.no_grad()
     def _init_codebooks(self) -> None:
-        """End of the quantizer warm start: k-means on the latents of `train.kmeans_batches` fresh batches."""
+        """End of the quantizer warm start: k-means (fsq: a PCA per level) on the latents of `train.kmeans_batches`
+        fresh batches."""
         tc = self.config.train
         was_training = self.model.training
         self.model.eval()
@@ -485,8 +486,9 @@ class Trainer:
         self.model.train(was_training)
         z = torch.cat(latents)
         self.model.quantizer.init_codebooks(z)
+        how = "a PCA per level (fsq)" if self.model.quantizer.level_type == "fsq" else "k-means"
         self.log.info(
-            f"step {self.step}: quantizer warm start over; codebooks from k-means on {z.shape[0] * z.shape[-1]} "
+            f"step {self.step}: quantizer warm start over; codebooks from {how} on {z.shape[0] * z.shape[-1]} "
             "latent frames"
         )
 
