@@ -156,6 +156,27 @@ def test_validation_reports_metrics(tmp_path, data_dir):
     assert (tmp_path / "exp" / "tensorboard").is_dir()
 
 
+def test_validation_figures_are_codec_evals(tmp_path, data_dir):
+    """Validation scores with codec.eval.metrics itself: the same clip through the model gives eval's numbers."""
+    import numpy as np
+
+    from codec.eval.metrics import score, select_metrics
+    from codec.train.validation import VALID_METRICS, validate
+
+    trainer = quiet_trainer(tiny_training_config(tmp_path, data_dir))
+    model, items = trainer.model, trainer.valid_items[:1]
+    metrics, outputs = validate(model, items, [2])
+    trainer.close()
+    reference = items[0][1].numpy().mean(0)
+    expected, _ = score(
+        reference, outputs[2][0].numpy().mean(0), model.sample_rate, select_metrics(list(VALID_METRICS))
+    )
+    assert expected and "si_sdr" in expected
+    for column, value in expected.items():
+        assert metrics[f"valid/{column}@2"] == value, column
+    assert np.isfinite(metrics["valid/level_db@2"])
+
+
 @pytest.mark.slow
 def test_reconstruction_loss_falls(tmp_path):
     data = make_data_dir(tmp_path / "data", count=6, rate=8000, broken=False)

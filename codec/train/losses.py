@@ -96,13 +96,3 @@ def feature_matching(real_features: list[list[torch.Tensor]], fake_features: lis
         for r, f in zip(rs, fs, strict=True)
     ]
     return torch.stack(losses).mean()
-
-
-def si_sdr(estimate: torch.Tensor, reference: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Scale-invariant SDR in dB per item for [..., T] signals (mean removed)."""
-    estimate = estimate.double() - estimate.double().mean(-1, keepdim=True)
-    reference = reference.double() - reference.double().mean(-1, keepdim=True)
-    scale = (estimate * reference).sum(-1, keepdim=True) / ((reference**2).sum(-1, keepdim=True) + eps)
-    target = scale * reference
-    noise = estimate - target
-    return (10 * torch.log10(((target**2).sum(-1) + eps) / ((noise**2).sum(-1) + eps))).float()

@@ -626,7 +626,7 @@ class Trainer:
             model = self.ema.model if self.ema is not None else self.model
             # every prefix of levels (quality must rise with it) and the unquantized autoencoder (0)
             levels = [0, *range(1, model.num_levels + 1)]
-            metrics, outputs = validate(model, self.valid_items, self.mel_loss, levels)
+            metrics, outputs = validate(model, self.valid_items, levels)
             self.log.scalars(self.step, metrics)
             sr = model.sample_rate
             for i, (utt, audio) in enumerate(self.valid_items[: self.config.train.audio_samples]):
