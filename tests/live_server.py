@@ -114,6 +114,35 @@ class ServerProcess:
                 self.proc.wait()
 
 
+def make_clips(model: str, runtime: str, workdir: Path, count: int) -> list[dict]:
+    """`count` speech clips (1.5 to 4 s at the model's rate, on the s16 grid) and the codes `codec encode` gives
+    each, at 1 to 3 levels."""
+    import soundfile as sf
+
+    from codec.audio import resample
+    from codec.checkpoint import load_model
+
+    rate = load_model(model).sample_rate
+    speech, speech_rate = sf.read(ROOT / "codec" / "assets" / "speech_en.flac", dtype="float32")
+    speech = resample(speech[None] if speech.ndim == 1 else speech.T[:1], speech_rate, rate)[0]
+    clips = []
+    for i in range(count):
+        start, seconds = int(i * 0.37 * rate) % (len(speech) // 2), 1.5 + 2.5 * i / max(1, count - 1)
+        audio = np.round(speech[start : start + int(seconds * rate)] * 32767) / 32768
+        wav, out = workdir / f"clip{i}.wav", workdir / f"clip{i}.codes"
+        sf.write(wav, audio, rate, subtype="PCM_16")
+        levels = 1 + i % 3
+        done = subprocess.run([sys.executable, "-m", "codec", "--threads", "1", "encode", str(wav), str(out), "-m",
+                               model, "--runtime", runtime, "-l", str(levels), "-q"], capture_output=True, text=True,
+                              env=child_env())  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"codec encode failed: {done.stderr.strip()}")
+        data = out.read_bytes()
+        clips.append({"audio": audio[None].astype(np.float32), "rate": rate, "levels": levels, "data": data,
+                      "codes": codes_of(data)})  # fmt: skip
+    return clips
+
+
 # --- clients --------------------------------------------------------------------------------------------------
 def _auth(token: str | None) -> dict | None:
     return {"Authorization": f"Bearer {token}"} if token else None

@@ -22,7 +22,6 @@ import asyncio
 import io
 import json
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,35 +37,6 @@ from tests import live_server  # noqa: E402
 from tests.live_server import codes_of  # noqa: E402
 
 BAD_KINDS = ("abrupt", "garbage", "slow_reader", "wrong_token", "foreign_origin")
-
-
-def make_clips(model: str, runtime: str, workdir: Path, count: int) -> list[dict]:
-    """`count` speech clips (1.5 to 4 s at the model's rate, on the s16 grid) and the codes `codec encode` gives
-    each, at 1 to 3 levels."""
-    import soundfile as sf
-
-    from codec.audio import resample
-    from codec.checkpoint import load_model
-
-    rate = load_model(model).sample_rate
-    speech, speech_rate = sf.read(ROOT / "codec" / "assets" / "speech_en.flac", dtype="float32")
-    speech = resample(speech[None] if speech.ndim == 1 else speech.T[:1], speech_rate, rate)[0]
-    clips = []
-    for i in range(count):
-        start, seconds = int(i * 0.37 * rate) % (len(speech) // 2), 1.5 + 2.5 * i / max(1, count - 1)
-        audio = np.round(speech[start : start + int(seconds * rate)] * 32767) / 32768
-        wav, out = workdir / f"clip{i}.wav", workdir / f"clip{i}.codes"
-        sf.write(wav, audio, rate, subtype="PCM_16")
-        levels = 1 + i % 3
-        done = subprocess.run([sys.executable, "-m", "codec", "--threads", "1", "encode", str(wav), str(out), "-m",
-                               model, "--runtime", runtime, "-l", str(levels), "-q"], capture_output=True, text=True,
-                              env=live_server.child_env())  # fmt: skip
-        if done.returncode != 0:
-            raise SystemExit(f"codec encode failed: {done.stderr.strip()}")
-        data = out.read_bytes()
-        clips.append({"audio": audio[None].astype(np.float32), "rate": rate, "levels": levels, "data": data,
-                      "codes": codes_of(data)})  # fmt: skip
-    return clips
 
 
 async def misbehave(kind: str, url: str, token: str, clip: dict, rng) -> str | None:
@@ -155,7 +125,7 @@ def main() -> int:
         raise SystemExit("soak_serve: --minutes 0..120, --sessions 1..64, --bad-share 0..1")
     token = secrets.token_urlsafe(24)
     with tempfile.TemporaryDirectory(prefix="soak-serve-") as tmp:
-        clips = make_clips(args.model, args.runtime, Path(tmp), args.clips)
+        clips = live_server.make_clips(args.model, args.runtime, Path(tmp), args.clips)
         server = live_server.ServerProcess(args.model, runtime=args.runtime, token=token)
         pid, started = server.proc.pid, time.time()
         try:
