@@ -28,7 +28,7 @@ def _tool(name: str, *args: str, timeout: float) -> dict:
 @pytest.mark.slow
 def test_two_minute_soak_with_misbehaving_clients(tiny_model_file):
     summary = _tool("soak_serve.py", "--minutes", "2", "--sessions", "16", "--every", "10", "--model",
-                    str(tiny_model_file), "--runtime", "torch", "--clips", "4", timeout=600)  # fmt: skip
+                    str(tiny_model_file), "--runtime", "onnx", "--clips", "4", timeout=600)  # fmt: skip
     assert summary["ok"], summary["failures"]
     counts = summary["counts"]
     assert counts["good"] >= 50 and sum(counts.get(k, 0) for k in ("abrupt", "garbage", "slow_reader")) >= 5
@@ -38,7 +38,7 @@ def test_two_minute_soak_with_misbehaving_clients(tiny_model_file):
 @pytest.mark.slow
 def test_fuzzed_protocol_messages_leave_the_server_up_and_a_bystander_exact(tiny_model_file):
     summary = _tool("fuzz_serve.py", "--cases", "400", "--seed", "3", "--model", str(tiny_model_file), "--runtime",
-                    "torch", "--bystander-every", "100", timeout=900)  # fmt: skip
+                    "onnx", "--bystander-every", "100", timeout=900)  # fmt: skip
     assert summary["ok"], summary["failures"]
     assert summary["cases"] == 400 and summary["bystanders_exact"] == summary["bystanders"] == 5
     outcomes = summary["outcomes"]
