@@ -89,7 +89,8 @@ def start_server(model, bounds=None, access=None) -> str:
         port = s.getsockname()[1]
     loop = asyncio.new_event_loop()
     ready = asyncio.Event()
-    thread = threading.Thread(target=lambda: loop.run_until_complete(serve(model, "127.0.0.1", port, ready, bounds, access)))
+    serving = serve(model, "127.0.0.1", port, ready, bounds, access)
+    thread = threading.Thread(target=lambda: loop.run_until_complete(serving))
     thread.daemon = True
     thread.start()
     for _ in range(1200):  # a loaded machine takes seconds to warm the model up
