@@ -466,15 +466,21 @@ def cmd_serve(args) -> None:
     import logging
 
     _need_websockets()
+    from codec.access import Access, check_exposure, parse_origins, resolve_token
     from codec.serve import serve
 
+    access = Access(resolve_token(args.token, args.token_file), parse_origins(args.allow_origin))
+    check_exposure(args.host, access.token, args.insecure_no_token)  # before the model loads: a fast, clear refusal
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     model = _coding_model(args.model, args, live=True)
     from codec.threads import describe_run
 
-    logging.getLogger("codec.serve").info(describe_run(model, _THREADS or 1))
+    log = logging.getLogger("codec.serve")
+    log.info(describe_run(model, _THREADS or 1))
+    log.info("access: %s; browser origins allowed: %s", "token required" if access.token else "no token",
+             ", ".join(access.origins) or "none")  # fmt: skip
     try:
-        asyncio.run(serve(model, args.host, args.port))
+        asyncio.run(serve(model, args.host, args.port, access=access))
     except OSError as e:
         where = f"{args.host}:{args.port}"
         raise CodecError(f"cannot listen on {where} ({e.strerror}); choose another --port") from None
@@ -482,15 +488,16 @@ def cmd_serve(args) -> None:
 
 def cmd_stream_client(args) -> None:
     _need_websockets()
+    from codec.access import resolve_token
     from codec.serve import decode_file_remote, encode_file_remote
 
+    token = resolve_token(args.token, args.token_file)
     if args.mode == "encode":
-        size = encode_file_remote(
-            args.url, args.input, args.output, bitrate=args.bitrate, levels=args.levels, realtime=args.realtime
-        )
+        size = encode_file_remote(args.url, args.input, args.output, bitrate=args.bitrate, levels=args.levels,
+                                  realtime=args.realtime, token=token)  # fmt: skip
         print(f"{args.output}: {size} bytes from {args.url}")
     else:
-        channels, samples, rate = decode_file_remote(args.url, args.input, args.output)
+        channels, samples, rate = decode_file_remote(args.url, args.input, args.output, token=token)
         print(f"{args.output}: {samples} samples x {channels} channel(s) at {rate} Hz")
 
 
@@ -572,6 +579,15 @@ def model_argument(p) -> None:
 def model_option(p) -> None:
     model_argument(p)
     device_option(p)
+
+
+def token_options(p, what: str) -> None:
+    from codec.access import TOKEN_ENV
+
+    p.add_argument("--token", default=None, help=f"{what} (visible to other users in `ps`: prefer --token-file)")
+    p.add_argument(
+        "--token-file", metavar="FILE", help=f"read the token from FILE's first line (default: ${TOKEN_ENV})"
+    )
 
 
 def device_option(p) -> None:
@@ -848,8 +864,21 @@ def _add_streaming_commands(sub) -> None:
     p = sub.add_parser("serve", help="serve streaming encode/decode over WebSockets (protocol: docs/STREAMING.md)")
     model_option(p)
     runtime_option(p)
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     p.add_argument("--port", type=int, default=8765)
+    token_options(p, "require this shared secret of every client (sent as `Authorization: Bearer TOKEN`)")
+    p.add_argument(
+        "--allow-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="let web pages from this origin (scheme://host[:port]) connect; repeat it or give a comma list. "
+        "Requests with any other browser Origin are refused (HTTP 403); programs send none",
+    )
+    p.add_argument(
+        "--insecure-no-token",
+        action="store_true",
+        help="listen on an address other machines reach (--host 0.0.0.0, say) without a token",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("stream-client", help="stream a file through a `codec serve` server")
@@ -859,6 +888,7 @@ def _add_streaming_commands(sub) -> None:
     p.add_argument("--url", default="ws://127.0.0.1:8765")
     rate_options(p)
     p.add_argument("--realtime", action="store_true", help="send audio no faster than real time (20 ms chunks)")
+    token_options(p, "the server's token")
     p.set_defaults(func=cmd_stream_client)
 
     p = sub.add_parser("bench", help="speed figures as JSON lines: real-time factors, overhead, streaming latency")

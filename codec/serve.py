@@ -28,27 +28,40 @@ codes from another model, a field outside `codec.limits`, NaN samples) gets {"ty
 and the connection closes with code 1008; other connections are unaffected. Each connection owns its streaming
 state; all share one model and its batched calls.
 
+Access (`codec.access.Access`, checked on the HTTP upgrade request, before any model work): a browser `Origin`
+that was not allowed gets HTTP 403, a missing or wrong token (when the server has one) HTTP 401.
+
 Bounds (`ServerLimits`): a message over `max_message` bytes closes with 1009; more than `max_connections` at once
-are refused with 1013; a client that sends nothing (or reads nothing) for `idle_seconds` is closed. Audio is coded
+are refused with 1013; a client that sends nothing for `idle_seconds` is closed with 1008. Audio is coded
 one frame per tick and connection, and sent back in steps of at most STEP_SAMPLES samples; each connection is
 paced to `max_speed` x real time, so a client costs memory in proportion to what it sends, never to what a
 header or start message claims.
+
+Slow and stuck readers: a connection's session sends each reply before it reads the client's next message, and a
+send waits while more than WRITE_LIMIT bytes are queued for the client. So what the server holds for a client
+that does not read is at most WRITE_LIMIT plus one reply (a step of audio) plus MAX_QUEUE received messages: it
+stops reading that client (TCP then stops the client's sends) instead of coding more. A send that cannot finish
+within `send_seconds` closes the connection with 1008, reason "not reading"; if the client does not take the
+close frame within another `send_seconds`, the connection is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
 import time
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from codec import limits
+from codec.access import Access, resolve_token
 from codec.atomic import atomic_output
 from codec.audio import fit_length, read_audio, write_audio
 from codec.batching import FrameBatcher
@@ -65,7 +78,11 @@ POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
 MAX_MESSAGE_BYTES = limits.MAX_PACKET_BYTES + 1024  # the largest packet; larger messages are closed with 1009
 MAX_CONNECTIONS = 64  # more at once are refused with 1013 (try again later)
-IDLE_SECONDS = 30.0  # a connection that sends nothing, or reads nothing we send, for this long is closed
+IDLE_SECONDS = 30.0  # a connection that sends nothing for this long is closed
+SEND_SECONDS = 10.0  # a reply the client has not taken within this long closes the connection ("not reading")
+WRITE_LIMIT = 2**15  # bytes queued for a client above which a send waits for the client to read
+MAX_QUEUE = 4  # received messages held per connection before the server stops reading from it
+NOT_READING = "not reading"  # the close reason (code 1008) of a client that stopped taking replies
 MAX_SPEED = 100.0  # seconds of audio one connection may have coded per second of wall time, after
 BURST_SECONDS = 10.0  # of audio coded at full speed
 AHEAD_SECONDS = 2.0  # the clients here send at most this much audio (or codes) ahead of what has come back
@@ -84,6 +101,7 @@ class ServerLimits:
     max_connections: int = MAX_CONNECTIONS
     idle_seconds: float = IDLE_SECONDS
     max_speed: float = MAX_SPEED
+    send_seconds: float = SEND_SECONDS
 
 
 def _parse_start(message) -> dict:
@@ -127,7 +145,7 @@ class _Collector(io.RawIOBase):
 
 
 class _Connection:
-    """One client: receive and send with the idle timeout, and pace the audio coded to `max_speed`."""
+    """One client: receive with the idle timeout, send with the send timeout, pace the audio coded to `max_speed`."""
 
     def __init__(self, ws, bounds: ServerLimits) -> None:
         self.ws, self.bounds = ws, bounds
@@ -152,7 +170,7 @@ class _Connection:
 
     async def send(self, data) -> None:
         try:
-            await asyncio.wait_for(self.ws.send(data), self.bounds.idle_seconds)
+            await asyncio.wait_for(self.ws.send(data), self.bounds.send_seconds)
         except asyncio.TimeoutError:
             raise _Stalled from None
 
@@ -269,6 +287,7 @@ async def _decode_session(model: CodecModel, batcher: FrameBatcher, conn: _Conne
 
 
 def make_handler(model: CodecModel, bounds: ServerLimits | None = None, batcher: FrameBatcher | None = None):
+    """The per-connection coroutine of a server (access is checked before it, on the upgrade request)."""
     bounds = bounds or ServerLimits()
     batcher = batcher or FrameBatcher(model)
     open_connections = 0
@@ -291,8 +310,11 @@ def make_handler(model: CodecModel, bounds: ServerLimits | None = None, batcher:
             log.info("client %s: protocol error: %s", peer, e)
             await _refuse(ws, str(e), bounds.idle_seconds)
         except _Stalled:
-            log.info("client %s: stopped reading for %g s; dropped", peer, bounds.idle_seconds)
-            ws.transport.abort()
+            log.info("client %s: took no reply for %g s; closing (%s)", peer, bounds.send_seconds, NOT_READING)
+            try:  # the close frame queues behind what the client has not read: it gets it only if it reads again
+                await asyncio.wait_for(ws.close(POLICY_VIOLATION, NOT_READING), bounds.send_seconds)
+            except Exception:  # noqa: BLE001 - still not reading (or gone): drop it
+                ws.transport.abort()
         except Exception as e:  # noqa: BLE001 - one broken connection must not take the server down
             if type(e).__name__.startswith("ConnectionClosed"):
                 return
@@ -314,13 +336,36 @@ async def _refuse(ws, message: str, timeout: float, code: int = POLICY_VIOLATION
         ws.transport.abort()
 
 
+def _process_request(access: Access):
+    """The upgrade-request hook: refuse (HTTP 403 or 401, with the reason) before the connection is a WebSocket."""
+
+    def check(connection, request):
+        refusal = access.refusal(request.headers)
+        if refusal is None:
+            return None
+        status, reason = refusal
+        log.info("client %s: refused, HTTP %d: %s", connection.remote_address, status, reason.strip())
+        response = connection.respond(status, reason)
+        if status == HTTPStatus.UNAUTHORIZED:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    return check
+
+
 async def serve(
-    model: CodecModel, host: str, port: int, ready: asyncio.Event | None = None, bounds: ServerLimits | None = None
+    model: CodecModel,
+    host: str,
+    port: int,
+    ready: asyncio.Event | None = None,
+    bounds: ServerLimits | None = None,
+    access: Access | None = None,
 ) -> None:
-    """Serve until cancelled, each connection within `bounds` (default `ServerLimits()`)."""
+    """Serve until cancelled, each connection within `bounds` (default `ServerLimits()`), to the clients `access`
+    admits (default `Access()`: any client without a browser `Origin`, no token)."""
     from websockets.asyncio.server import serve as ws_serve
 
-    bounds = bounds or ServerLimits()
+    bounds, access = bounds or ServerLimits(), access or Access()
     batcher = FrameBatcher(model)
     batcher.warm_up()  # the first client does not pay for loading kernels and sessions (about a second)
     if not getattr(batcher.frames, "batched", True):
@@ -328,7 +373,9 @@ async def serve(
                     "call of its own; delete that folder to export them again", model.onnx_dir)  # fmt: skip
     # no keepalive pings: a pong queues behind the audio a fast client has sent, and the idle timeout already
     # closes dead connections
-    options = dict(max_size=bounds.max_message, max_queue=4, open_timeout=bounds.idle_seconds, ping_interval=None)
+    options = dict(max_size=bounds.max_message, max_queue=MAX_QUEUE, write_limit=WRITE_LIMIT,
+                   open_timeout=bounds.idle_seconds, close_timeout=bounds.send_seconds, ping_interval=None,
+                   process_request=_process_request(access))  # fmt: skip
     try:
         async with ws_serve(make_handler(model, bounds, batcher), host, port, **options) as server:
             if ready is not None:
@@ -351,17 +398,17 @@ async def encode_remote(
     chunk_seconds: float = 0.02,
     realtime: bool = False,
     packet_crc: int = 32,
+    token: str | None = None,
 ) -> bytes:
     """Send float audio [C, T] to a `codec serve` for encoding; returns the .codes bytes it streams back.
-    `packet_crc` 16 or 8 asks for lighter packet checks (a version-2 stream). A coroutine: `await` it in async
-    code, or call `encode_remote_sync` (same arguments) from a plain script.
+    `packet_crc` 16 or 8 asks for lighter packet checks (a version-2 stream). `token`: the server's token (default:
+    $CODEC_SERVE_TOKEN if set, else none). A coroutine: `await` it in async code, or call `encode_remote_sync` (same
+    arguments) from a plain script.
 
     Flow control: at most AHEAD_SECONDS of audio is sent beyond the frames whose packets have come back, so a
     client faster than the server never piles audio up in the connection's buffers."""
-    from websockets.asyncio.client import connect
-
     fmt = PcmFormat(sample_rate, audio.shape[0], "s16le")
-    async with connect(url, max_size=2**24, ping_interval=None) as ws:
+    async with _connect(url, token) as ws:
         start = {"type": "start", "mode": "encode", "sample_rate": sample_rate, "channels": audio.shape[0],
                  "format": fmt.format, "bitrate": bitrate, "levels": levels}  # fmt: skip
         if packet_crc != 32:
@@ -399,11 +446,11 @@ async def encode_remote(
     return b"".join(received)
 
 
-async def decode_remote(url: str, data: bytes, *, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+async def decode_remote(
+    url: str, data: bytes, *, sample_rate: int | None = None, token: str | None = None
+) -> tuple[np.ndarray, int]:
     """Send a .codes file to a `codec serve` packet by packet; returns the float audio [C, T] and its rate.
-    A coroutine: `await` it in async code, or call `decode_remote_sync` from a plain script."""
-    from websockets.asyncio.client import connect
-
+    `token` as for `encode_remote`. A coroutine: `await` it in async code, or call `decode_remote_sync`."""
     reader = CodesReader(io.BytesIO(data), "input")
     h = reader.header
     packets = list(reader.packets())
@@ -413,7 +460,7 @@ async def decode_remote(url: str, data: bytes, *, sample_rate: int | None = None
     pieces, frames = [p for p, _ in pairs], [n for _, n in pairs]  # header, packets, end record
     fmt = PcmFormat(sample_rate or h.sample_rate, h.channels, "f32le")
     frame_out = h.hop_length * fmt.sample_rate / h.model_sample_rate  # output samples per frame
-    async with connect(url, max_size=2**24, ping_interval=None) as ws:
+    async with _connect(url, token) as ws:
         start = {"type": "start", "mode": "decode", "format": fmt.format}
         if sample_rate:
             start["sample_rate"] = sample_rate
@@ -451,6 +498,26 @@ async def decode_remote(url: str, data: bytes, *, sample_rate: int | None = None
     return audio, fmt.sample_rate
 
 
+@contextlib.asynccontextmanager
+async def _connect(url: str, token: str | None):
+    """A client connection to `url`, sending `token` (or $CODEC_SERVE_TOKEN) as `Authorization: Bearer`; a refusal
+    at the upgrade (HTTP 401, 403, 503, ...) is a CodecError with the server's reason."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidHandshake, InvalidStatus
+
+    token = resolve_token(token)
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else None
+    try:
+        ws = await connect(url, max_size=2**24, ping_interval=None, additional_headers=headers)
+    except InvalidStatus as e:
+        reason = " ".join((e.response.body or b"").decode("utf-8", "replace").split())[:300]
+        raise CodecError(f"{url} refused the connection (HTTP {e.response.status_code}): {reason}") from None
+    except InvalidHandshake as e:
+        raise CodecError(f"{url} did not answer as a WebSocket server ({e}); is `codec serve` running there?") from None
+    async with ws:
+        yield ws
+
+
 async def _progress(progress: asyncio.Event, receiver: asyncio.Task) -> None:
     """Wait until the receiver gets something (or ends)."""
     progress.clear()
@@ -478,35 +545,40 @@ def _run_remote(url: str, coroutine):
 
 def encode_remote_sync(url: str, audio: np.ndarray, sample_rate: int, **options) -> bytes:
     """`encode_remote` for a plain script: blocks until the server has sent the whole .codes stream. `options`:
-    those of `encode_remote` (bitrate, levels, chunk_seconds, realtime, packet_crc). In async code (a running
+    those of `encode_remote` (bitrate, levels, chunk_seconds, realtime, packet_crc, token). In async code (a running
     event loop) await `encode_remote` instead."""
     return _run_remote(url, encode_remote(url, audio, sample_rate, **options))
 
 
-def decode_remote_sync(url: str, data: bytes, *, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+def decode_remote_sync(
+    url: str, data: bytes, *, sample_rate: int | None = None, token: str | None = None
+) -> tuple[np.ndarray, int]:
     """`decode_remote` for a plain script: float audio [C, T] and its rate. In async code await `decode_remote`."""
-    return _run_remote(url, decode_remote(url, data, sample_rate=sample_rate))
+    return _run_remote(url, decode_remote(url, data, sample_rate=sample_rate, token=token))
 
 
 def encode_file_remote(
     url: str, input_path: str | Path, output_path: str | Path, *, bitrate: float | None = None,
-    levels: int | None = None, realtime: bool = False,
+    levels: int | None = None, realtime: bool = False, token: str | None = None,
 ) -> int:  # fmt: skip
     """Encode an audio file through a `codec serve` at `url` into a .codes file; returns its size in bytes.
 
     The output appears whole or not at all (written to a temporary file, then renamed)."""
     audio, rate = read_audio(input_path)
-    data = _run_remote(url, encode_remote(url, audio, rate, bitrate=bitrate, levels=levels, realtime=realtime))
+    coding = encode_remote(url, audio, rate, bitrate=bitrate, levels=levels, realtime=realtime, token=token)
+    data = _run_remote(url, coding)
     with atomic_output(output_path) as tmp:
         tmp.write_bytes(data)
     return len(data)
 
 
-def decode_file_remote(url: str, input_path: str | Path, output_path: str | Path) -> tuple[int, int, int]:
+def decode_file_remote(
+    url: str, input_path: str | Path, output_path: str | Path, *, token: str | None = None
+) -> tuple[int, int, int]:
     """Decode a .codes file through a `codec serve` at `url` into audio; returns (channels, samples, rate)."""
     if not Path(input_path).is_file():
         raise CodecError(f"input file {input_path} not found")
-    audio, rate = _run_remote(url, decode_remote(url, Path(input_path).read_bytes()))
+    audio, rate = _run_remote(url, decode_remote(url, Path(input_path).read_bytes(), token=token))
     write_audio(output_path, audio, rate)
     return audio.shape[0], audio.shape[1], rate
 

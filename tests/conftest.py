@@ -76,7 +76,7 @@ def wav_file(tmp_path):
     return path
 
 
-def start_server(model, bounds=None) -> str:
+def start_server(model, bounds=None, access=None) -> str:
     """Run `codec.serve.serve(model)` on a free loopback port in a daemon thread; returns its ws:// URL."""
     import asyncio
     import socket
@@ -89,10 +89,11 @@ def start_server(model, bounds=None) -> str:
         port = s.getsockname()[1]
     loop = asyncio.new_event_loop()
     ready = asyncio.Event()
-    thread = threading.Thread(target=lambda: loop.run_until_complete(serve(model, "127.0.0.1", port, ready, bounds)))
+    serving = serve(model, "127.0.0.1", port, ready, bounds, access)
+    thread = threading.Thread(target=lambda: loop.run_until_complete(serving))
     thread.daemon = True
     thread.start()
-    for _ in range(200):
+    for _ in range(1200):  # a loaded machine takes seconds to warm the model up
         if ready.is_set():
             break
         threading.Event().wait(0.05)
