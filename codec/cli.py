@@ -219,17 +219,23 @@ def _encode_batch(args) -> None:
     levels = _levels(model, args)
     result = batch.encode_many(
         model, items, levels=levels, packet_bytes=args.packet_bytes, jobs=args.jobs, progress=_progress(args),
-        tables=_entropy_tables(model, args),
+        tables=_entropy_tables(model, args), overwrite=args.overwrite,
     )  # fmt: skip
     done = result.done
     if done and not args.quiet:
         size, seconds = sum(o.bytes for o in done), sum(o.seconds for o in done)
         measured = f" ({size * 8 / seconds / 1000:.3f} kbps measured)" if seconds else ""
         print(
-            f"{args.output}: {len(done)} .codes files, {model.name}, {levels} levels, "
+            f"{args.output}: {len(done)} .codes files ({_coded_and_kept(result)}), {model.name}, {levels} levels, "
             f"{model.bitrate(levels) / 1000:g} kbps payload, {size} bytes for {seconds:.2f} s of audio{measured}"
         )
     _finish_batch(result, "inputs")
+
+
+def _coded_and_kept(result) -> str:
+    """How a batch run's outputs came about: `N coded, M kept from an earlier run[, K partial files removed]`."""
+    removed = f", {result.removed} partial files of a stopped run removed" if result.removed else ""
+    return f"{len(result.coded)} coded, {len(result.kept)} kept from an earlier run{removed}"
 
 
 def cmd_decode(args) -> None:
@@ -285,13 +291,16 @@ def _decode_batch(args) -> None:
         conceal=args.on_corrupt == "silence",
         jobs=args.jobs,
         progress=_progress(args),
+        overwrite=args.overwrite,
     )
     for outcome in result.done:
         for problem in outcome.warnings:
             print(f"codec: warning: {outcome.item.name}: {problem}; replaced by silence", file=sys.stderr)
     done = result.done
     if done and not args.quiet:
-        print(f"{args.output}: {len(done)} {batch.DECODED_SUFFIX} files, {sum(o.seconds for o in done):.2f} s of audio")
+        seconds = sum(o.seconds for o in done)
+        files = f"{len(done)} {batch.DECODED_SUFFIX} files ({_coded_and_kept(result)})"
+        print(f"{args.output}: {files}, {seconds:.2f} s of audio")
     _finish_batch(result, "inputs")
 
 
@@ -625,6 +634,11 @@ def jobs_option(p) -> None:
     p.add_argument(
         "--jobs", "-j", type=int, default=1, metavar="N",
         help="many inputs: code them in N processes, each with its own copy of the model and one thread",
+    )  # fmt: skip
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="many inputs: code every input again; by default a rerun keeps the outputs an earlier (perhaps "
+        "interrupted) run finished, after checking them",
     )  # fmt: skip
 
 
