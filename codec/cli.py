@@ -369,6 +369,7 @@ def cmd_eval(args) -> None:
         progress=not args.quiet,
         jobs=args.jobs,
         continuous=args.continuous,
+        skip_missing_baselines=args.missing_baselines == "skip",
     )
     failed = len(result["failures"])
     print(
@@ -745,6 +746,11 @@ def _add_eval_commands(sub) -> None:
     )
     p.add_argument("--bitrates", default="all", help="model bitrates in kbps, comma-separated (default: all)")
     p.add_argument("--baselines", default="opus,codec2", help="comma-separated: opus, codec2; or none")
+    p.add_argument(
+        "--missing-baselines", choices=["error", "skip"], default="error",
+        help="a baseline whose tool is not installed: stop before starting (error), or score the rest and list it "
+        "as not run (skip, as the recipes do)",
+    )  # fmt: skip
     p.add_argument(
         "--metrics",
         default="all",
