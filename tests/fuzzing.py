@@ -50,11 +50,11 @@ def valid_files(model, seconds: float = 0.15, tables=None, plain: bool = True) -
             encode_audio(model, audio, rate, out, levels=levels, packet_bytes=packet_bytes, tables=coder)
             files.append(out.getvalue())
             if i < 2:
-                legacy.append(_as_version(out.getvalue(), 3 if coder is not None else 1, coder))
+                legacy.append(as_version(out.getvalue(), 3 if coder is not None else 1, coder))
     return files + legacy
 
 
-def _as_version(data: bytes, version: int, tables) -> bytes:
+def as_version(data: bytes, version: int, tables) -> bytes:
     """The packets of `data` under its header written as `version`."""
     reader = CodesReader(io.BytesIO(data), tables=tables)
     out = io.BytesIO()
