@@ -14,10 +14,10 @@ becomes `OUT_DIR/<id>.codes` (encode) or `OUT_DIR/<id>.wav` (decode).
 
 A run that is stopped (even by `kill -9`) and started again carries on: outputs are written through
 `codec.atomic` (a temporary file, fsync, rename), so a file under its final name is always whole; the rerun
-removes the temporary files the stopped run left and keeps the outputs it finished, after checking them (a
-`.codes` output must be complete, every packet passing its CRC, and made by the same model at the same levels and
-entropy tables; a `.wav` output must open as audio). An output that fails the check is coded again, and
-`overwrite` codes every input again.
+removes the temporary files the stopped run left and keeps the outputs it finished, after checking them (newer
+than their input; a `.codes` output must be complete, every packet passing its CRC, and made by the same model at
+the same levels and entropy tables; a `.wav` output must open as audio). An output that fails the check is coded
+again, and `overwrite` codes every input again.
 
 What can be checked before any coding is checked first, as a one-line `CodecError` that stops the run: an input
 that is missing, empty or malformed, an output folder that is a file, an id that would write outside it or
@@ -268,7 +268,7 @@ def _attempt(task: Callable, item: Item, state: tuple, kept: Callable | None = N
         for partial in partial_outputs(item.output):
             partial.unlink(missing_ok=True)
             removed += 1
-        outcome = kept(item, *state) if kept is not None and item.output.is_file() else None
+        outcome = kept(item, *state) if kept is not None and _newer_than_its_input(item) else None
         if outcome is None:
             outcome = task(item, *state)
         outcome.removed = removed
@@ -293,6 +293,18 @@ def _encode_item(item: Item, model: CodecModel, levels: int, packet_bytes: int, 
     else:  # a whole file: block by block, memory bounded whatever its length
         header = encode_file(model, utt.path, item.output, levels=levels, packet_bytes=packet_bytes, tables=tables)
     return Outcome(item, seconds=header.num_samples / header.sample_rate, bytes=item.output.stat().st_size)
+
+
+def _newer_than_its_input(item: Item) -> bool:
+    """The output is there and was written after its input last changed (a command's output always counts)."""
+    if not item.output.is_file():
+        return False
+    if item.source.is_pipe:
+        return True
+    try:
+        return item.output.stat().st_mtime >= Path(item.source.path).stat().st_mtime
+    except OSError:
+        return False
 
 
 def _kept_codes(item: Item, model: CodecModel, levels: int, packet_bytes: int, tables=None) -> Outcome | None:

@@ -224,6 +224,11 @@ def test_a_rerun_keeps_only_outputs_that_check_out_and_overwrite_redoes_them(cap
     code, stdout, _ = run(capsys, "encode", folder, out, "-m", tiny_model_file, "--levels", 2)
     assert code == 0 and "(1 coded, 2 kept from an earlier run, 1 partial files of a stopped run removed)" in stdout
     assert _whole(out / "b.codes") and not (out / ".a.codes.x1y2z3w4.tmp.codes").exists()
+    # an input changed since its output was written: coded again
+    os.utime(folder / "a.wav", (time.time() + 5, time.time() + 5))
+    code, stdout, _ = run(capsys, "encode", folder, out, "-m", tiny_model_file, "--levels", 2)
+    assert code == 0 and "(1 coded, 2 kept from an earlier run)" in stdout
+    os.utime(folder / "a.wav", (time.time() - 60, time.time() - 60))
     # other settings are not what this run would write: coded again
     code, stdout, _ = run(capsys, "encode", folder, out, "-m", tiny_model_file, "--levels", 3)
     assert code == 0 and "(3 coded, 0 kept" in stdout and (out / "a.codes").read_bytes() != whole
