@@ -377,7 +377,7 @@ class CodesReader:
     `header_verified` says whether the header has passed a CRC check: at once in version 4, with the first
     packet's CRC in versions 1 to 3 (a caller that conceals damage must not conceal a damaged first packet there).
 
-    Entropy-coded packets (version 3) are decoded with `tables` (codec.entropy.EntropyTables, set before reading
+    Entropy-coded packets are decoded with `tables` (codec.entropy.EntropyTables, set before reading
     packets); without them their packets come with `codes=None` and no error (for `codec info`).
     """
 
@@ -471,7 +471,8 @@ class CodesReader:
             )
 
     def _check_numbers(self, numbers: list[int]) -> None:
-        """Every header number within `codec.limits`, before any of them sizes anything."""
+        """Every header number within `codec.limits`, before any of them sizes anything (the metadata length, the one
+        that sizes a read of the header itself, is checked as soon as it is read)."""
         sample_rate, model_sr, channels, hop, groups, levels, bits, samples, _ = numbers
         fix = "the file is damaged or was not written by this codec"
         where = f"{self.name} has a damaged header:"
