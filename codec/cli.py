@@ -593,7 +593,8 @@ MANY_INPUTS = (
     "data dir if it holds a wav.scp), a Kaldi table of `id path` lines (*.scp; for encode a path may be a command "
     "ending in |), or a list file of one path per line (*.txt, *.list, *.lst; the id is the file name without "
     "its suffix). The model loads once; an input that fails is reported at the end and the rest go on "
-    "(exit status 1 if any failed); existing outputs are replaced."
+    "(exit status 1 if any failed). Run again after an interruption, it keeps the outputs already finished "
+    "(checked; --overwrite codes them again) and codes the rest."
 )
 
 
