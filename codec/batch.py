@@ -10,8 +10,14 @@ What names many files (`is_batch_input`):
     *.txt, *.list, *.lst     one path per line; a file's id is its name without its suffix
 
 All of it is read by `codec.datadir`, as training, `codec tokens` and `codec eval` read their data. Each input
-becomes `OUT_DIR/<id>.codes` (encode) or `OUT_DIR/<id>.wav` (decode); an existing output of that name is
-replaced, as the single-file commands replace theirs.
+becomes `OUT_DIR/<id>.codes` (encode) or `OUT_DIR/<id>.wav` (decode).
+
+A run that is stopped (even by `kill -9`) and started again carries on: outputs are written through
+`codec.atomic` (a temporary file, fsync, rename), so a file under its final name is always whole; the rerun
+removes the temporary files the stopped run left and keeps the outputs it finished, after checking them (newer
+than their input; a `.codes` output must be complete, every packet passing its CRC, and made by the same model at
+the same levels and entropy tables; a `.wav` output must open as audio). An output that fails the check is coded
+again, and `overwrite` codes every input again.
 
 What can be checked before any coding is checked first, as a one-line `CodecError` that stops the run: an input
 that is missing, empty or malformed, an output folder that is a file, an id that would write outside it or
@@ -29,7 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from codec import limits
-from codec.atomic import atomic_output
+from codec.atomic import atomic_output, partial_outputs
 from codec.audio import WRITE_FORMATS
 from codec.datadir import AUDIO_SUFFIXES, Utterance, read_data_dir, read_folder, read_list, read_span, read_wav_scp
 from codec.errors import CodecError
@@ -63,10 +69,12 @@ class Item:
 @dataclass
 class Outcome:
     item: Item
-    error: str | None = None  # why the input failed; None when its output was written
+    error: str | None = None  # why the input failed; None when its output was written or kept
     seconds: float = 0.0  # audio coded
     bytes: int = 0  # size of the output file
     warnings: list[str] = field(default_factory=list)  # decode with conceal: the damage replaced by silence
+    kept: bool = False  # the output of an earlier run was whole and is kept, not coded again
+    removed: int = 0  # temporary files of a stopped run removed beside the output
 
 
 @dataclass
@@ -75,11 +83,24 @@ class BatchResult:
 
     @property
     def done(self) -> list[Outcome]:
+        """Every input whose output is there: coded now or kept."""
         return [o for o in self.outcomes if o.error is None]
+
+    @property
+    def coded(self) -> list[Outcome]:
+        return [o for o in self.done if not o.kept]
+
+    @property
+    def kept(self) -> list[Outcome]:
+        return [o for o in self.done if o.kept]
 
     @property
     def failures(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.error is not None]
+
+    @property
+    def removed(self) -> int:
+        return sum(o.removed for o in self.outcomes)
 
 
 def is_batch_input(path: str | Path) -> bool:
@@ -165,11 +186,14 @@ def encode_many(
     jobs: int = 1,
     progress: bool = False,
     tables=None,
+    overwrite: bool = False,
 ) -> BatchResult:
     """Encode every item at `levels`, as `codec encode` does one file (entropy coded with `tables` if given);
-    failures are recorded, not raised."""
+    failures are recorded, not raised. Outputs of an earlier run are kept if whole and alike, unless `overwrite`."""
     limits.check_int(packet_bytes, "--packet-bytes", 1, limits.MAX_PACKET_BYTES)  # once, not once per input
-    return _run(items, _encode_item, (model, levels, packet_bytes, tables), jobs=jobs, progress=progress, verb="encode")
+    kept = None if overwrite else _kept_codes
+    state = (model, levels, packet_bytes, tables)
+    return _run(items, _encode_item, state, kept, jobs=jobs, progress=progress, verb="encode")
 
 
 def decode_many(
@@ -181,15 +205,19 @@ def decode_many(
     conceal: bool = False,
     jobs: int = 1,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> BatchResult:
     """Decode every item, as `codec decode` does one file: with `model`, or (None) with the shipped model that
     made each file, else the default, each loaded once per process and run by `runtime` (`codec.runtime`).
-    Failures are recorded, not raised."""
-    return _run(items, _decode_item, (_DecodeModels(model, device, runtime), conceal), jobs=jobs, progress=progress,
-                verb="decode")  # fmt: skip
+    Failures are recorded, not raised. Outputs of an earlier run are kept if they open as audio, unless `overwrite`."""
+    kept = None if overwrite else _kept_audio
+    return _run(items, _decode_item, (_DecodeModels(model, device, runtime), conceal), kept, jobs=jobs,
+                progress=progress, verb="decode")  # fmt: skip
 
 
-def _run(items: list[Item], task: Callable, state: tuple, *, jobs: int, progress: bool, verb: str) -> BatchResult:
+def _run(
+    items: list[Item], task: Callable, state: tuple, kept: Callable | None, *, jobs: int, progress: bool, verb: str
+) -> BatchResult:
     from tqdm import tqdm
 
     jobs = limits.check_int(jobs, "--jobs", 1, limits.MAX_JOBS)
@@ -199,11 +227,11 @@ def _run(items: list[Item], task: Callable, state: tuple, *, jobs: int, progress
 
         # spawn, not fork: a forked torch (OpenMP threads, CUDA) can hang in the child
         pool = multiprocessing.get_context("spawn").Pool(
-            min(jobs, len(items)), initializer=_init_worker, initargs=(task, state)
+            min(jobs, len(items)), initializer=_init_worker, initargs=(task, state, kept)
         )
         results: Iterable[Outcome] = pool.imap(_worker_item, items)  # in input order, whatever order they finish in
     else:
-        results = (_attempt(task, item, state) for item in items)
+        results = (_attempt(task, item, state, kept) for item in items)
     outcomes = []
     try:
         for outcome in tqdm(results, total=len(items), desc=verb, unit="file", disable=not progress, file=sys.stderr):
@@ -214,26 +242,37 @@ def _run(items: list[Item], task: Callable, state: tuple, *, jobs: int, progress
     return BatchResult(outcomes)
 
 
-_WORKER: tuple = ()  # (task, state) of a --jobs worker process, set once when it starts
+_WORKER: tuple = ()  # (task, state, kept) of a --jobs worker process, set once when it starts
 
 
-def _init_worker(task: Callable, state: tuple) -> None:
+def _init_worker(task: Callable, state: tuple, kept: Callable | None) -> None:
     global _WORKER
     torch = sys.modules.get("torch")  # loaded when the state held a torch model (ONNX Runtime's needs none)
     if torch is not None:
         torch.set_num_threads(1)  # one process per core
-    _WORKER = (task, state)
+    _WORKER = (task, state, kept)
 
 
 def _worker_item(item: Item) -> Outcome:
-    return _attempt(_WORKER[0], item, _WORKER[1])
+    return _attempt(_WORKER[0], item, _WORKER[1], _WORKER[2])
 
 
-def _attempt(task: Callable, item: Item, state: tuple) -> Outcome:
-    """`task(item, *state)`, or an `Outcome` holding its one-line problem: one bad input never stops the rest."""
+def _attempt(task: Callable, item: Item, state: tuple, kept: Callable | None = None) -> Outcome:
+    """`task(item, *state)`, or an `Outcome` holding its one-line problem: one bad input never stops the rest.
+
+    First the temporary files a stopped run left beside the output are removed; then, with `kept`, an output of an
+    earlier run that `kept(item, *state)` accepts is kept (that function returns its `Outcome`, or None)."""
     try:
         item.output.parent.mkdir(parents=True, exist_ok=True)
-        return task(item, *state)
+        removed = 0
+        for partial in partial_outputs(item.output):
+            partial.unlink(missing_ok=True)
+            removed += 1
+        outcome = kept(item, *state) if kept is not None and _newer_than_its_input(item) else None
+        if outcome is None:
+            outcome = task(item, *state)
+        outcome.removed = removed
+        return outcome
     except CodecError as e:
         return Outcome(item, error=str(e))
     except OSError as e:
@@ -254,6 +293,58 @@ def _encode_item(item: Item, model: CodecModel, levels: int, packet_bytes: int, 
     else:  # a whole file: block by block, memory bounded whatever its length
         header = encode_file(model, utt.path, item.output, levels=levels, packet_bytes=packet_bytes, tables=tables)
     return Outcome(item, seconds=header.num_samples / header.sample_rate, bytes=item.output.stat().st_size)
+
+
+def _newer_than_its_input(item: Item) -> bool:
+    """The output is there and was written after its input last changed (a command's output always counts)."""
+    if not item.output.is_file():
+        return False
+    if item.source.is_pipe:
+        return True
+    try:
+        return item.output.stat().st_mtime >= Path(item.source.path).stat().st_mtime
+    except OSError:
+        return False
+
+
+def _kept_codes(item: Item, model: CodecModel, levels: int, packet_bytes: int, tables=None) -> Outcome | None:
+    """The `.codes` output of an earlier run, if it is whole (every packet there and passing its CRC) and coded as
+    this run would code it (the same model, levels and entropy tables); else None."""
+    import dataclasses
+
+    from codec.bitstream import CodesReader
+
+    try:
+        with open(item.output, "rb") as f:
+            reader = CodesReader(f, str(item.output))
+            h = reader.header
+            wanted = (model.model_id, levels, tables.tables_id if tables is not None else None)
+            if (h.model_id, h.levels, h.tables_id) != wanted:
+                return None
+            frames = 0
+            for packet in reader.packets():
+                if packet.error is not None:
+                    return None
+                frames += packet.frames
+    except (CodecError, OSError):
+        return None
+    if reader.num_samples is None or frames < dataclasses.replace(h, num_samples=reader.num_samples).expected_frames:
+        return None
+    seconds = reader.num_samples / h.sample_rate
+    return Outcome(item, seconds=seconds, bytes=item.output.stat().st_size, kept=True)
+
+
+def _kept_audio(item: Item, *state) -> Outcome | None:
+    """The audio output of an earlier run, if it opens as audio; else None."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(item.output))
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        return None
+    if info.frames <= 0:
+        return None
+    return Outcome(item, seconds=info.frames / info.samplerate, bytes=item.output.stat().st_size, kept=True)
 
 
 class _DecodeModels:

@@ -3,9 +3,13 @@
     file    := header packet* [end]
     header  := magic "GRVQ" (4 bytes) | version (1 byte) | model id (4 bytes)
                | sample_rate | model_sample_rate | channels | hop_length | num_groups | levels
-               | bits | num_samples + 1 (0 = not known yet) | extra_len | [crc_bits, versions 2 and 3]
-               | [coder (1), tables id (4 bytes), version 3 only] | extra (UTF-8 JSON)
-    packet  := num_frames (>= 1) | [payload_len, version 3 only] | payload | crc (crc_bits / 8 bytes, big-endian)
+               | bits | num_samples + 1 (0 = not known yet) | extra_len
+               | version 4: crc_bits | coder (0 plain, 1 entropy coded) | [tables id (4 bytes), coder 1]
+                            | extra (UTF-8 JSON) | header crc (CRC-32, 4 bytes, big-endian)
+               | versions 1 to 3: [crc_bits, versions 2 and 3] | [coder (1), tables id (4 bytes), version 3]
+                                  | extra (UTF-8 JSON)
+    packet  := num_frames (>= 1) | [payload_len, entropy coded only] | payload
+               | crc (crc_bits / 8 bytes, big-endian)
     end     := 0 | num_samples | crc
 
 Numbers without a stated width are unsigned LEB128 varints. The model id is the first 4 bytes of
@@ -15,26 +19,33 @@ are the network's. `extra` is free JSON metadata, empty unless the writer asks f
 
 A payload holds `num_frames` frames; within a frame, channel by channel, the `levels * num_groups`
 codes in level-major order, each `bits` wide, most significant bit first; the payload is padded
-with zero bits to a whole byte. A packet's CRC covers its own bytes (the frame count and payload);
-the first packet's CRC also covers the header, so a damaged header is caught too.
+with zero bits to a whole byte. A packet's CRC covers its own bytes (the frame count, payload length and
+payload).
 
-The check is CRC-32 (zlib's) unless the header says otherwise. Version 1 headers have no `crc_bits` and
-always mean CRC-32; a writer uses version 2 only for a lighter check, `crc_bits` 16 (CRC-16/CCITT-FALSE,
-`binascii.crc_hqx` from 0xFFFF) or 8 (CRC-8, polynomial 0x07, from 0), for live links that send one packet
-per frame: at 8 kbps a 20-byte frame pays 5 bytes for framing with CRC-32, 3 with CRC-16 and 2 with CRC-8
-(docs/STREAMING.md has the table of overhead against latency). Files with CRC-32 stay version 1, byte for byte.
+Version 4 (what this codec writes) ends its header with a CRC-32 of every header byte before it, checked
+before any field but the metadata length is trusted and before any packet is read: a damaged header is an
+error even with `--on-corrupt silence`, and a damaged packet never hides one. In versions 1 to 3 the header had
+no check of its own; the first packet's CRC covered the header's bytes too, so a reader trusts such a header only
+once the first packet has passed its check (`CodesReader.header_verified`).
+
+Packets are checked with CRC-32 (zlib's) unless the header says otherwise: `crc_bits` 16 (CRC-16/CCITT-FALSE,
+`binascii.crc_hqx` from 0xFFFF) or 8 (CRC-8, polynomial 0x07, from 0), for live links that send one packet per
+frame: at 8 kbps a 20-byte frame pays 5 bytes for framing with CRC-32, 3 with CRC-16 and 2 with CRC-8
+(docs/STREAMING.md has the table of overhead against latency). The header's own check is always CRC-32: it is
+paid once per stream. Version 1 headers have no `crc_bits` and meant CRC-32, version 2 headers a lighter check.
 
 Every number is checked against `codec.limits` before it sizes anything (the metadata, a packet's payload,
 the decoder's output), and bytes are read in bounded pieces, so what a reader allocates grows only with the
 bytes that really arrive: a forged length costs the forger the bytes, not the reader the memory.
 
-Version 3 files are entropy coded (`codec encode --entropy`, codec/entropy.py, docs/ENTROPY.md): each payload is
-the range-coded codes of its packet, `payload_len` bytes, under the context model named by the tables id (the
-first 4 bytes of the tables' sha256; coder 1 is the only one). A packet is coded on its own, so damage stays
-in it; it may hold at most 8 * payload_len + 8 frames per channel, so a forged frame count costs its forger
-bytes too (a writer splits a packet that would break this, which only digital silence comes near).
+Entropy-coded files (coder 1; version 3 before version 4; `codec encode --entropy`, codec/entropy.py,
+docs/ENTROPY.md): each payload is the range-coded codes of its packet, `payload_len` bytes, under the context
+model named by the tables id (the first 4 bytes of the tables' sha256; coder 1 is the only one). A packet is
+coded on its own, so damage stays in it; it may hold at most 8 * payload_len + 8 frames per channel, so a forged
+frame count costs its forger bytes too (a writer splits a packet that would break this, which only digital
+silence comes near).
 
-The header is binary rather than JSON so that a 10 s file at 1 kbps spends under 3% on overhead;
+The header is binary rather than JSON so that a 10 s file at 1 kbps spends about 3% on overhead;
 streamed files, whose length is unknown when the header is written, end with an `end` record.
 """
 
@@ -55,12 +66,14 @@ from codec import limits
 from codec.errors import CodecError
 
 MAGIC = b"GRVQ"
-VERSION = 1  # what a file with the default CRC-32 is written as
-LIGHT_CRC_VERSION = 2  # a header with crc_bits (a lighter packet check)
-ENTROPY_VERSION = 3  # entropy-coded payloads: crc_bits, coder and tables id in the header, payload_len per packet
-VERSIONS = (VERSION, LIGHT_CRC_VERSION, ENTROPY_VERSION)  # what this codec reads
+PLAIN_VERSION = 1  # before version 4: plain payload, CRC-32 packets, the header checked by the first packet's CRC
+LIGHT_CRC_VERSION = 2  # before version 4: as version 1 with crc_bits (a lighter packet check)
+ENTROPY_VERSION = 3  # before version 4: entropy coded; crc_bits, coder and tables id, payload_len per packet
+VERSION = 4  # what this codec writes: crc_bits and coder always, and the header's own CRC-32 at its end
+VERSIONS = (PLAIN_VERSION, LIGHT_CRC_VERSION, ENTROPY_VERSION, VERSION)  # what this codec reads
+PLAIN_CODER = 0  # bit-packed codes
 ENTROPY_CODER = 1  # the context-mixture range coder of codec/entropy.py
-CRC_BYTES = 4  # of the default check, CRC-32
+CRC_BYTES = 4  # of the default packet check, CRC-32, and of the header's own check
 CRC_BITS = (32, 16, 8)
 
 
@@ -176,12 +189,15 @@ class CodesHeader:
     bits: int
     num_samples: int | None  # of the input audio, per channel; None until known (live streams)
     extra: dict = field(default_factory=dict)
-    crc_bits: int = 32  # width of each packet's check: 32 (version 1 files), or 16 or 8 (version 2)
-    tables_id: str | None = None  # 8 hex digits: the payload is entropy coded with these tables (version 3)
+    crc_bits: int = 32  # width of each packet's check: 32, 16 or 8
+    tables_id: str | None = None  # 8 hex digits: the payload is entropy coded with these tables
+    version: int = VERSION  # of the container; a reader reports the file's, a writer writes VERSION
 
     def __post_init__(self) -> None:
         if self.crc_bits not in CRC_BITS:
             raise CodecError(f"--packet-crc {self.crc_bits} is not possible; choose one of 32, 16 or 8")
+        if self.version != VERSION and self.version != _legacy_version(self.crc_bits, self.entropy_coded):
+            raise ValueError(f"a version-{self.version} header cannot say this (only tests write versions 1 to 3)")
 
     @property
     def crc_bytes(self) -> int:
@@ -232,17 +248,34 @@ class CodesHeader:
             self.bits,
             0 if self.num_samples is None else self.num_samples + 1,
             len(extra),
-            *(() if self.crc_bits == 32 and not self.entropy_coded else (self.crc_bits,)),
         )
-        version = VERSION if self.crc_bits == 32 else LIGHT_CRC_VERSION
-        coder = b""
+        head = MAGIC + bytes([self.version]) + bytes.fromhex(self.model_id) + b"".join(map(encode_varint, numbers))
+        tables = bytes.fromhex(self.tables_id) if self.entropy_coded else b""
+        if self.version == VERSION:
+            coder = ENTROPY_CODER if self.entropy_coded else PLAIN_CODER
+            head += encode_varint(self.crc_bits) + encode_varint(coder) + tables + extra
+            return head + crc(head).to_bytes(CRC_BYTES, "big")
+        # versions 1 to 3, kept so that tests and the fuzz harness can make the files older codecs wrote
+        if self.version != PLAIN_VERSION:
+            head += encode_varint(self.crc_bits)
         if self.entropy_coded:
-            version, coder = ENTROPY_VERSION, encode_varint(ENTROPY_CODER) + bytes.fromhex(self.tables_id)
-        head = MAGIC + bytes([version]) + bytes.fromhex(self.model_id) + b"".join(map(encode_varint, numbers))
-        return head + coder + extra
+            head += encode_varint(ENTROPY_CODER) + tables
+        return head + extra
+
+    @property
+    def checks_itself(self) -> bool:
+        """The header carries its own CRC (version 4); older headers are covered by the first packet's CRC."""
+        return self.version >= VERSION
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _legacy_version(crc_bits: int, entropy_coded: bool) -> int:
+    """The version that codecs before version 4 wrote a header of this kind as."""
+    if entropy_coded:
+        return ENTROPY_VERSION
+    return PLAIN_VERSION if crc_bits == 32 else LIGHT_CRC_VERSION
 
 
 def max_packet_frames(header: CodesHeader) -> int:
@@ -276,9 +309,10 @@ class CodesWriter:
         if header.entropy_coded and (tables is None or tables.tables_id != header.tables_id):
             raise ValueError("an entropy-coded stream needs the tables its header names")
         self.stream, self.header, self.tables = stream, header, tables
-        self._pending_header: bytes | None = header.to_bytes()
+        head = header.to_bytes()
+        self._pending_header: bytes | None = None if header.checks_itself else head  # for the first packet's CRC
         self.frames_written = 0
-        self.stream.write(self._pending_header)
+        self.stream.write(head)
 
     def write_packet(self, codes: np.ndarray) -> int:
         """codes [frames, channels, levels * G] -> one packet; returns bytes written."""
@@ -340,8 +374,10 @@ class CodesReader:
     Header problems raise `CodecError`. Damaged packets are yielded with `codes=None` and `error` set,
     so the caller decides whether to stop or conceal; a truncated or unparseable tail ends the iteration
     with one such packet. After iteration, `num_samples` holds the length from the header or end record.
+    `header_verified` says whether the header has passed a CRC check: at once in version 4, with the first
+    packet's CRC in versions 1 to 3 (a caller that conceals damage must not conceal a damaged first packet there).
 
-    Entropy-coded packets (version 3) are decoded with `tables` (codec.entropy.EntropyTables, set before reading
+    Entropy-coded packets are decoded with `tables` (codec.entropy.EntropyTables, set before reading
     packets); without them their packets come with `codes=None` and no error (for `codec info`).
     """
 
@@ -349,12 +385,15 @@ class CodesReader:
         self.stream, self.name, self.tables = stream, name, tables
         self._raw_header = b""
         self.header = self._read_header()
+        # a version-4 header has passed its own CRC; an older one is trusted once the first packet passes its CRC
+        self.header_verified = self.header.checks_itself
         self.num_samples = self.header.num_samples
         self.ended = False  # an end record was read
         self._index, self._offset = 0, len(self._raw_header)
 
     def _read_header(self) -> CodesHeader:
         recorder = _Recorder(self.stream)
+        damaged = f"{self.name} has a damaged header"
         try:
             magic = _read_exact(recorder, 4)
             if magic != MAGIC:
@@ -368,37 +407,45 @@ class CodesReader:
                 )
             model_id = _read_exact(recorder, 4).hex()
             numbers = [_read_varint(recorder)[0] for _ in range(9)]
-            self._check_numbers(numbers)
-            crc_bits, tables_id = 32, None
-            if version in (LIGHT_CRC_VERSION, ENTROPY_VERSION):
+            fix = "the file is damaged or was not written by this codec"
+            limits.check_int(numbers[8], f"{damaged}: metadata length", 0, limits.MAX_EXTRA_BYTES, fix)  # sizes a read
+            crc_bits, coder = 32, PLAIN_CODER
+            if version != PLAIN_VERSION:
                 crc_bits = _read_varint(recorder)[0]
-                allowed = (16, 8) if version == LIGHT_CRC_VERSION else CRC_BITS
-                if crc_bits not in allowed:
-                    raise CodecError(
-                        f"{self.name} has a damaged header: packet check of {crc_bits} bits (version {version} files "
-                        f"use {' or '.join(map(str, allowed))}); the file is damaged or was not written by this codec"
-                    )
-            if version == ENTROPY_VERSION:
+            if version == VERSION:
                 coder = _read_varint(recorder)[0]
-                if coder != ENTROPY_CODER:
-                    raise CodecError(
-                        f"{self.name} is entropy coded with coder {coder}, which this codec does not know; upgrade "
-                        "the codec package"
-                    )
-                tables_id = _read_exact(recorder, 4).hex()
+            elif version == ENTROPY_VERSION:
+                coder = _read_varint(recorder)[0]
+                self._check_coder(coder)  # before reading what only coder 1 writes
+            tables_id = _read_exact(recorder, 4).hex() if coder != PLAIN_CODER else None
             extra_raw = _read_exact(recorder, numbers[8])
+            if version == VERSION:
+                check = int.from_bytes(_read_exact(recorder, CRC_BYTES), "big")
+                if crc(recorder.data[:-CRC_BYTES]) != check:
+                    raise CodecError(
+                        f"{damaged} (it fails its CRC check), so nothing in it can be trusted; "
+                        "decode an undamaged copy of the file"
+                    )
         except _Truncated:
             if not recorder.data:
                 raise CodecError(f"{self.name} is empty; it is not a .codes file") from None
             raise CodecError(f"{self.name} is truncated inside its header; the file is damaged") from None
         except ValueError:
-            raise CodecError(f"{self.name} has a damaged header") from None
+            raise CodecError(damaged) from None
+        self._check_numbers(numbers)
+        allowed = {PLAIN_VERSION: (32,), LIGHT_CRC_VERSION: (16, 8)}.get(version, CRC_BITS)
+        if crc_bits not in allowed:
+            raise CodecError(
+                f"{damaged}: packet check of {crc_bits} bits (version {version} files "
+                f"use {' or '.join(map(str, allowed))}); the file is damaged or was not written by this codec"
+            )
+        self._check_coder(coder)
         try:
             extra = json.loads(extra_raw) if extra_raw else {}
         except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested too deep to parse
             extra = None
         if not isinstance(extra, dict):
-            raise CodecError(f"{self.name} has a damaged header (its metadata is not a JSON object)")
+            raise CodecError(f"{damaged} (its metadata is not a JSON object)")
         sample_rate, model_sr, channels, hop, groups, levels, bits, samples, _ = numbers
         self._raw_header = recorder.data
         return CodesHeader(
@@ -414,11 +461,19 @@ class CodesReader:
             extra,
             crc_bits,
             tables_id,
+            version,
         )
 
+    def _check_coder(self, coder: int) -> None:
+        if coder not in (PLAIN_CODER, ENTROPY_CODER):
+            raise CodecError(
+                f"{self.name} is coded with coder {coder}, which this codec does not know; upgrade the codec package"
+            )
+
     def _check_numbers(self, numbers: list[int]) -> None:
-        """Every header number within `codec.limits`, before any of them sizes anything."""
-        sample_rate, model_sr, channels, hop, groups, levels, bits, samples, extra_len = numbers
+        """Every header number within `codec.limits`, before any of them sizes anything (the metadata length, the one
+        that sizes a read of the header itself, is checked as soon as it is read)."""
+        sample_rate, model_sr, channels, hop, groups, levels, bits, samples, _ = numbers
         fix = "the file is damaged or was not written by this codec"
         where = f"{self.name} has a damaged header:"
         limits.check_sample_rate(sample_rate, f"{where} sample rate", fix)
@@ -429,7 +484,6 @@ class CodesReader:
         limits.check_int(levels, f"{where} levels", 1, limits.MAX_LEVELS, fix)
         limits.check_int(bits, f"{where} bits per code", 1, limits.MAX_BITS, fix)
         limits.check_int(max(samples - 1, 0), f"{where} length", 0, limits.MAX_SECONDS * sample_rate, fix)
-        limits.check_int(extra_len, f"{where} metadata length", 0, limits.MAX_EXTRA_BYTES, fix)
 
     @property
     def header_size(self) -> int:
@@ -482,8 +536,10 @@ class CodesReader:
         size = len(recorder.data)
         self._index, self._offset = index + 1, offset + size
         body = recorder.data[: -h.crc_bytes]
-        if crc(body, h.crc_bits, crc(self._raw_header, h.crc_bits) if index == 0 else None) != check:
+        covers_header = index == 0 and not h.checks_itself
+        if crc(body, h.crc_bits, crc(self._raw_header, h.crc_bits) if covers_header else None) != check:
             return Packet(index, offset, frames, None, f"packet {index} (byte {offset}) fails its CRC check", size)
+        self.header_verified |= covers_header
         if h.entropy_coded:
             if self.tables is None:
                 return Packet(index, offset, frames, None, None, size, payload_len)

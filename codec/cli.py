@@ -219,17 +219,23 @@ def _encode_batch(args) -> None:
     levels = _levels(model, args)
     result = batch.encode_many(
         model, items, levels=levels, packet_bytes=args.packet_bytes, jobs=args.jobs, progress=_progress(args),
-        tables=_entropy_tables(model, args),
+        tables=_entropy_tables(model, args), overwrite=args.overwrite,
     )  # fmt: skip
     done = result.done
     if done and not args.quiet:
         size, seconds = sum(o.bytes for o in done), sum(o.seconds for o in done)
         measured = f" ({size * 8 / seconds / 1000:.3f} kbps measured)" if seconds else ""
         print(
-            f"{args.output}: {len(done)} .codes files, {model.name}, {levels} levels, "
+            f"{args.output}: {len(done)} .codes files ({_coded_and_kept(result)}), {model.name}, {levels} levels, "
             f"{model.bitrate(levels) / 1000:g} kbps payload, {size} bytes for {seconds:.2f} s of audio{measured}"
         )
     _finish_batch(result, "inputs")
+
+
+def _coded_and_kept(result) -> str:
+    """How a batch run's outputs came about: `N coded, M kept from an earlier run[, K partial files removed]`."""
+    removed = f", {result.removed} partial files of a stopped run removed" if result.removed else ""
+    return f"{len(result.coded)} coded, {len(result.kept)} kept from an earlier run{removed}"
 
 
 def cmd_decode(args) -> None:
@@ -285,13 +291,16 @@ def _decode_batch(args) -> None:
         conceal=args.on_corrupt == "silence",
         jobs=args.jobs,
         progress=_progress(args),
+        overwrite=args.overwrite,
     )
     for outcome in result.done:
         for problem in outcome.warnings:
             print(f"codec: warning: {outcome.item.name}: {problem}; replaced by silence", file=sys.stderr)
     done = result.done
     if done and not args.quiet:
-        print(f"{args.output}: {len(done)} {batch.DECODED_SUFFIX} files, {sum(o.seconds for o in done):.2f} s of audio")
+        seconds = sum(o.seconds for o in done)
+        files = f"{len(done)} {batch.DECODED_SUFFIX} files ({_coded_and_kept(result)})"
+        print(f"{args.output}: {files}, {seconds:.2f} s of audio")
     _finish_batch(result, "inputs")
 
 
@@ -360,6 +369,7 @@ def cmd_eval(args) -> None:
         progress=not args.quiet,
         jobs=args.jobs,
         continuous=args.continuous,
+        skip_missing_baselines=args.missing_baselines == "skip",
     )
     failed = len(result["failures"])
     print(
@@ -599,7 +609,8 @@ MANY_INPUTS = (
     "data dir if it holds a wav.scp), a Kaldi table of `id path` lines (*.scp; for encode a path may be a command "
     "ending in |), or a list file of one path per line (*.txt, *.list, *.lst; the id is the file name without "
     "its suffix). The model loads once; an input that fails is reported at the end and the rest go on "
-    "(exit status 1 if any failed); existing outputs are replaced."
+    "(exit status 1 if any failed). Run again after an interruption, it keeps the outputs already finished "
+    "(checked; --overwrite codes them again) and codes the rest."
 )
 
 
@@ -641,6 +652,11 @@ def jobs_option(p) -> None:
     p.add_argument(
         "--jobs", "-j", type=int, default=1, metavar="N",
         help="many inputs: code them in N processes, each with its own copy of the model and one thread",
+    )  # fmt: skip
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="many inputs: code every input again; by default a rerun keeps the outputs an earlier (perhaps "
+        "interrupted) run finished, after checking them",
     )  # fmt: skip
 
 
@@ -747,6 +763,11 @@ def _add_eval_commands(sub) -> None:
     )
     p.add_argument("--bitrates", default="all", help="model bitrates in kbps, comma-separated (default: all)")
     p.add_argument("--baselines", default="opus,codec2", help="comma-separated: opus, codec2; or none")
+    p.add_argument(
+        "--missing-baselines", choices=["error", "skip"], default="error",
+        help="a baseline whose tool is not installed: stop before starting (error), or score the rest and list it "
+        "as not run (skip, as the recipes do)",
+    )  # fmt: skip
     p.add_argument(
         "--metrics",
         default="all",

@@ -296,6 +296,7 @@ def decode_blocks(
                 raise CodecError(
                     f"{name}: {packet.error}; the file is damaged (pass --on-corrupt silence to decode the rest)"
                 )
+            _check_header_verified(reader, packet.error)
             report.damaged.append(packet.error)
             if packet.frames:  # frames known: keep the decoder's state moving, output silence
                 for start in range(0, packet.frames, DECODE_FRAMES):
@@ -319,6 +320,7 @@ def decode_blocks(
     if missing is not None:
         if not conceal:
             raise CodecError(f"{missing}; pass --on-corrupt silence to decode what is there")
+        _check_header_verified(reader, "it holds no packet")
         report.damaged.append(missing)
     max_fill = limits.CONCEAL_TAIL_SECONDS * h.sample_rate
     yield from trim.finish(length, h.channels, max_fill)
@@ -329,6 +331,17 @@ def decode_blocks(
         )
     report.samples = trim.emitted
     return report
+
+
+def _check_header_verified(reader: CodesReader, problem: str) -> None:
+    """Concealment stops at the header: a file whose header has passed no CRC check is an error, never silence."""
+    if not reader.header_verified:
+        h = reader.header
+        raise CodecError(
+            f"{reader.name}: {problem}, and in a version-{h.version} file the first packet's CRC is also the "
+            "header's, so the header cannot be trusted (--on-corrupt silence conceals damaged packets, not a "
+            "damaged header); decode an undamaged copy of the file"
+        )
 
 
 def decode_stream(

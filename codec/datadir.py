@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from codec.atomic import is_partial_output
 from codec.errors import CodecError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus")
@@ -149,9 +150,12 @@ def read_data_dir(directory: str | Path, *, unique: bool = True) -> list[Utteran
 
 def read_folder(folder: str | Path, suffixes: tuple[str, ...] = AUDIO_SUFFIXES) -> list[Utterance]:
     """Files under `folder` with one of `suffixes` (audio by default), recursively; the id is the path relative
-    to it, without its suffix, whitespace replaced by `_` (two files making one id is an error)."""
+    to it, without its suffix, whitespace replaced by `_` (two files making one id is an error). The temporary
+    files of an interrupted writer (`codec.atomic`) are not inputs."""
     folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+    files = sorted(
+        p for p in folder.rglob("*") if p.suffix.lower() in suffixes and p.is_file() and not is_partial_output(p)
+    )
     seen: dict[str, Path] = {}
     for p in files:
         key = "_".join(p.relative_to(folder).with_suffix("").as_posix().split())

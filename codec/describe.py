@@ -123,6 +123,12 @@ def info_lines(info: dict, target: str) -> list[str]:
             "file": f"{info['file_bytes']} bytes, {info['measured_kbps']} kbps measured; overhead "
             f"{info['overhead_bytes']} bytes ({info['overhead_percent']} %) in {info['packets']} packets "
             f"(CRC-{h['crc_bits']}), {info['damaged_packets']} damaged",
+            "container": f"version {h['version']}, "
+            + (
+                "the header checked by its own CRC"
+                if h["version"] >= bitstream.VERSION
+                else "an older version: the header checked by the first packet's CRC"
+            ),
         }
     else:
         p = dict(info["provenance"])

@@ -7,7 +7,8 @@
 #   3 train        python -m codec train (torchrun --nproc_per_node ngpu when --ngpu > 1); resumes by itself
 #   4 export       python -m codec export -> exp/<tag>/model.safetensors
 #   5 decode       codec encode / codec decode of every test utterance at each bitrate (one call per set)
-#   6 score        codec eval on every test set; writes RESULTS.md from its summary
+#   6 score        codec eval on every test set; writes RESULTS.md from its summary (a baseline whose tool is not
+#                  installed is not run: one warning line naming the package, "not run" rows in RESULTS.md)
 #   7 tokens       codec tokens on the token sets
 #   8 entropy      codec fit-entropy on the train set's codes (all levels) -> exp/<tag>/model.entropy, the tables
 #                  of `codec encode --entropy` (docs/ENTROPY.md); copy it beside the model file when you ship it
@@ -43,7 +44,7 @@ min_seconds=0.5          # stage 2 drops train/valid utterances shorter than thi
 max_seconds=30           # stage 2 drops train/valid utterances longer than this (seconds; 0 = no limit)
 max_test_utts=0          # stage 2 keeps this many utterances of each test set, spread over it (0 = all, the recipes' choice)
 bitrates=all             # kbps for decoding and scoring, comma-separated, or all of the model's
-baselines=opus,codec2    # classical codecs scored beside the model in stage 6 (none = none)
+baselines=opus,codec2    # classical codecs scored beside the model in stage 6 (none = none; one not installed: not run, said so)
 eval_args=               # extra options for codec eval (e.g. "--metrics si_sdr,mel_distance")
 token_sets=              # data sets for stage 7 (default: the train, valid and test sets)
 token_bitrate=           # kbps of the extracted tokens (default: the model's highest)
@@ -234,7 +235,7 @@ if begin_stage 6 "score ${test_sets// /, } with codec eval (baselines: $baseline
     out=$exp/eval_$set
     done_or "$out/.done" && continue
     "$python" -m codec eval --data "$dump_dir/$set" --model "$model" --bitrates "$bitrates" \
-      --baselines "$baselines" --out "$out" --jobs "$nj" --quiet "${eval_opts[@]}"
+      --baselines "$baselines" --missing-baselines skip --out "$out" --jobs "$nj" --quiet "${eval_opts[@]}"
     mark_done "$out/.done"
   done
   end_stage

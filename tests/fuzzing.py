@@ -8,10 +8,10 @@ and without the process's peak memory passing a bound.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import resource
 import signal
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from codec import bitstream
-from codec.bitstream import CodesReader
+from codec.bitstream import CodesReader, CodesWriter
 from codec.compress import decode_blocks, decode_file, decode_stream, encode_audio
 from codec.describe import codes_info
 from codec.errors import CodecError
@@ -33,13 +33,15 @@ EXTREMES = (0, 1, 2, 127, 128, 2**16, 2**31, 2**32 + 1, 2**40, 2**63 - 1)
 
 
 # --- valid files -------------------------------------------------------------------------------------------------
-def valid_files(model, seconds: float = 0.15, tables=None) -> list[bytes]:
-    """A few small, valid .codes files of generated audio: mono and stereo, several rates, levels, packet sizes;
-    with `tables` (codec.entropy), the same four entropy coded (version 3) as well."""
+def valid_files(model, seconds: float = 0.15, tables=None, plain: bool = True) -> list[bytes]:
+    """A few small, valid .codes files of generated audio: mono and stereo, several rates, levels, packet sizes,
+    plain (unless `plain` is False) and, with `tables` (codec.entropy), entropy coded; each kind four times in the
+    current container version, then two of them as the codec before version 4 wrote them (version 1 or 3, whose
+    header is checked by the first packet's CRC)."""
     from tests.conftest import tone
 
-    files = []
-    for coder in [None] if tables is None else [None, tables]:
+    files, legacy = [], []
+    for coder in ([None] if plain else []) + ([] if tables is None else [tables]):
         for i, (rate, channels, levels, packet_bytes) in enumerate(
             [(8000, 1, 4, 64), (8000, 2, 2, 32), (11025, 1, 1, 8), (16000, 1, 3, 48)]
         ):
@@ -47,7 +49,19 @@ def valid_files(model, seconds: float = 0.15, tables=None) -> list[bytes]:
             audio = tone(seconds, rate, channels, seed=i)
             encode_audio(model, audio, rate, out, levels=levels, packet_bytes=packet_bytes, tables=coder)
             files.append(out.getvalue())
-    return files
+            if i < 2:
+                legacy.append(as_version(out.getvalue(), 3 if coder is not None else 1, coder))
+    return files + legacy
+
+
+def as_version(data: bytes, version: int, tables) -> bytes:
+    """The packets of `data` under its header written as `version`."""
+    reader = CodesReader(io.BytesIO(data), tables=tables)
+    out = io.BytesIO()
+    writer = CodesWriter(out, dataclasses.replace(reader.header, version=version), tables)
+    for packet in reader.packets():
+        writer.write_packet(packet.codes)
+    return out.getvalue()
 
 
 def layout(data: bytes) -> tuple[int, list[tuple[int, int]]]:
@@ -70,33 +84,53 @@ def _varints_end(data: bytes) -> int:
     return 9 + stream.tell()
 
 
-def forge_header(data: bytes, **fields: int) -> bytes:
-    """`data` with header varints replaced (raw values, by HEADER_FIELDS name) and the first packet's CRC recomputed.
-
-    The metadata bytes stay as they are, so a forged `extra_len` claims more (or fewer) bytes than follow.
-    """
+def _checked(data: bytes, header: bytes) -> bytes:
+    """`header` (without a check of its own) followed by the packets of `data`, with whichever CRC covers the header
+    recomputed: the header's own (version 4) or the first packet's (versions 1 to 3)."""
     size, packets = layout(data)
-    numbers = dict(zip(HEADER_FIELDS, header_numbers(data), strict=True))
-    numbers.update(fields)
-    rest = data[_varints_end(data) : size]  # version 2 and 3 fields, then the metadata
-    header = data[:9] + b"".join(bitstream.encode_varint(numbers[k]) for k in HEADER_FIELDS) + rest
+    h = CodesReader(io.BytesIO(data)).header
+    if h.checks_itself:
+        return header + bitstream.crc(header).to_bytes(bitstream.CRC_BYTES, "big") + data[size:]
     if not packets:
         return header + data[size:]
     offset, psize = packets[0]
-    body = data[offset : offset + psize - bitstream.CRC_BYTES]
-    crc = zlib.crc32(body, zlib.crc32(header)).to_bytes(bitstream.CRC_BYTES, "big")
-    return header + body + crc + data[offset + psize :]
+    body = data[offset : offset + psize - h.crc_bytes]
+    check = bitstream.crc(body, h.crc_bits, bitstream.crc(header, h.crc_bits)).to_bytes(h.crc_bytes, "big")
+    return header + body + check + data[offset + psize :]
+
+
+def forge_header(data: bytes, **fields: int) -> bytes:
+    """`data` with header varints replaced (raw values, by HEADER_FIELDS name, and in version 4 `crc_bits` and
+    `coder`), and the CRC that covers the header recomputed.
+
+    The metadata bytes stay as they are, so a forged `extra_len` claims more (or fewer) bytes than follow.
+    """
+    size = CodesReader(io.BytesIO(data)).header_size
+    numbers = dict(zip(HEADER_FIELDS, header_numbers(data), strict=True))
+    numbers.update({k: v for k, v in fields.items() if k in HEADER_FIELDS})
+    varints = b"".join(bitstream.encode_varint(numbers[k]) for k in HEADER_FIELDS)
+    rest = data[_varints_end(data) : size]  # version 2 to 4 fields, then the metadata (and version 4's CRC)
+    if data[4] == bitstream.VERSION:
+        stream = io.BytesIO(rest)
+        crc_bits, coder = bitstream._read_varint(stream)[0], bitstream._read_varint(stream)[0]
+        coding = bitstream.encode_varint(fields.get("crc_bits", crc_bits)) + bitstream.encode_varint(
+            fields.get("coder", coder)
+        )
+        rest = coding + rest[stream.tell() : -bitstream.CRC_BYTES]
+    return _checked(data, data[:9] + varints + rest)
 
 
 def forge_frames(data: bytes, index: int, frames: int) -> bytes:
     """`data` with packet `index` claiming `frames` frames (payload kept), its CRC recomputed."""
     size, packets = layout(data)
+    h = CodesReader(io.BytesIO(data)).header
     offset, psize = packets[index]
     old = io.BytesIO(data[offset:])
     _, raw = bitstream._read_varint(old)
-    body = bitstream.encode_varint(frames) + data[offset + len(raw) : offset + psize - bitstream.CRC_BYTES]
-    crc = zlib.crc32(body, zlib.crc32(data[:size]) if index == 0 else 0).to_bytes(bitstream.CRC_BYTES, "big")
-    return data[:offset] + body + crc + data[offset + psize :]
+    body = bitstream.encode_varint(frames) + data[offset + len(raw) : offset + psize - h.crc_bytes]
+    covers_header = index == 0 and not h.checks_itself
+    check = bitstream.crc(body, h.crc_bits, bitstream.crc(data[:size], h.crc_bits) if covers_header else None)
+    return data[:offset] + body + check.to_bytes(h.crc_bytes, "big") + data[offset + psize :]
 
 
 # --- mutators: (rng, valid files) -> bytes ----------------------------------------------------------------------
@@ -155,6 +189,15 @@ def forged_header(rng, files):
     return forge_header(data, **fields)
 
 
+def forged_coding(rng, files):
+    """The version-4 fields a header gained, the packet check's width and the coder, forged (header CRC recomputed)."""
+    current = [data for data in files if data[4] == bitstream.VERSION]
+    data = _pick(rng, current)
+    field = ("crc_bits", "coder")[int(rng.integers(2))]
+    value = int(rng.choice([*EXTREMES, 8, 16, 32, bitstream.PLAIN_CODER, bitstream.ENTROPY_CODER]))
+    return forge_header(data, **{field: value})
+
+
 def forged_frames(rng, files):
     data = _pick(rng, files)
     _, packets = layout(data)
@@ -169,8 +212,8 @@ def garbage_after_magic(rng, files):
 
 MUTATORS: dict[str, Callable] = {
     f.__name__: f
-    for f in (bit_flips, cut_at_packet, cut_anywhere, insertion, deletion, splice, forged_header, forged_frames,
-              garbage_after_magic)
+    for f in (bit_flips, cut_at_packet, cut_anywhere, insertion, deletion, splice, forged_header, forged_coding,
+              forged_frames, garbage_after_magic)
 }  # fmt: skip
 
 
@@ -179,7 +222,7 @@ def cases(seed: int, count: int, files: list[bytes]) -> Iterator[tuple[int, str,
     names = list(MUTATORS)
     for i in range(count):
         rng = np.random.default_rng([seed, i])
-        name = names[i % len(names)]
+        name = names[(i + i // len(names)) % len(names)]  # every mutator in turn, also on every `cli_every`-th case
         yield i, name, MUTATORS[name](rng, files)
 
 
@@ -214,8 +257,11 @@ def decode_library(model, data: bytes, i: int, workdir: Path) -> str:
     try:
         if way == 0:
             decode_stream(model, io.BytesIO(data), conceal=False)
-        elif way == 1:
-            decode_stream(model, io.BytesIO(data), conceal=True)
+        elif way == 1:  # concealing: the header's length, exactly (or the longest silence it fills, said so)
+            audio, _, report = decode_stream(model, io.BytesIO(data), conceal=True)
+            length = report.header.num_samples
+            assert audio.shape[1] == report.samples
+            assert length is None or report.samples == length or "missing tail" in report.damaged[-1], report.damaged
         elif way == 2:  # as `codec stream-decode` does: no hold-back, concealing
             reader = CodesReader(io.BytesIO(data), "stdin")
             for _ in decode_blocks(model, reader, conceal=True, hold_back=False):
@@ -265,6 +311,8 @@ def run(
     files = valid_files(model)
     outcomes: Counter = Counter()
     failures: list[str] = []
+    if cli_every:  # once, outside the time limit: `codec decode` builds the model's ONNX graphs on first use
+        decode_cli(model_file, files[0], 0, workdir)
     for i, name, data in cases(seed, count, files):
         ways = [("library", decode_library, model)] + ([("cli", decode_cli, model_file)] if i % cli_every == 0 else [])
         for how, decode, target in ways:

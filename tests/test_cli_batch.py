@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
 
+from codec.atomic import is_partial_output
+from codec.bitstream import CodesReader
 from codec.cli import main
 from tests.conftest import tone
 
@@ -43,10 +52,10 @@ def test_folder_round_trip_mirrors_the_tree(capsys, tmp_path, tiny_model_file, f
         "b.codes",
         "sub/c.codes",
     ]
-    assert out.startswith(f"{codes}: 3 .codes files, tiny, 2 levels")
+    assert out.startswith(f"{codes}: 3 .codes files (3 coded, 0 kept from an earlier run), tiny, 2 levels")
     wavs = tmp_path / "wavs"
     code, out, err = run(capsys, "decode", codes, wavs, "-m", tiny_model_file)
-    assert code == 0 and err == "" and out.startswith(f"{wavs}: 3 .wav files")
+    assert code == 0 and err == "" and out.startswith(f"{wavs}: 3 .wav files (3 coded, 0 kept")
     for name, original in [("a", "a.wav"), ("b", "b.flac"), ("sub/c", "sub/c.wav")]:
         got, want = sf.info(wavs / f"{name}.wav"), sf.info(folder / original)
         assert (got.samplerate, got.channels, got.frames) == (want.samplerate, want.channels, want.frames)
@@ -161,3 +170,74 @@ def test_unsafe_batches_are_refused_before_any_coding(capsys, tmp_path, tiny_mod
     code, _, err = run(capsys, "encode", folder, tmp_path / "out", *model, "--jobs", 0)
     assert_one_line_error(code, err, "--jobs 0")
     assert not (tmp_path / "out").exists()
+
+
+def _whole(path: Path) -> bool:
+    """A complete .codes file: every packet there and passing its CRC."""
+    with open(path, "rb") as f:
+        reader = CodesReader(f)
+        packets = list(reader.packets())
+    return all(p.error is None for p in packets) and sum(p.frames for p in packets) == reader.header.expected_frames
+
+
+def test_a_batch_killed_with_sigkill_leaves_only_whole_outputs_and_a_rerun_finishes(capsys, tmp_path, tiny_model_file):
+    src = tmp_path / "src"
+    for i in range(40):
+        write(src / f"clip{i:02d}.wav", 6.0, seed=i)
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "codec", "encode", str(src), str(out), "-m", str(tiny_model_file), "-q"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not list(out.glob("*.codes")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.3)  # into the next file: its partial output sits under a temporary name
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    partial = [p for p in out.iterdir() if p.name.startswith(".")]
+    assert all(is_partial_output(p) for p in partial)
+    finished = {p: p.read_bytes() for p in out.iterdir() if p not in partial}
+    assert 1 <= len(finished) < 40
+    assert all(_whole(p) for p in finished)  # never a partial file under its final name
+    if partial:  # a batch decode of the folder takes only the finished files
+        code, stdout, _ = run(capsys, "decode", out, tmp_path / "wavs", "-m", tiny_model_file)
+        assert code == 0 and f"{len(finished)} .wav files" in stdout
+
+    code, stdout, err = run(capsys, "encode", src, out, "-m", tiny_model_file)
+    assert code == 0, err
+    removed = f", {len(partial)} partial files of a stopped run removed" if partial else ""
+    assert f"40 .codes files ({40 - len(finished)} coded, {len(finished)} kept from an earlier run{removed})" in stdout
+    assert sorted(p.name for p in out.iterdir()) == [f"clip{i:02d}.codes" for i in range(40)]  # no leftovers
+    assert all(p.read_bytes() == data for p, data in finished.items())  # kept as they were
+    clean = tmp_path / "clean"
+    assert run(capsys, "encode", src, clean, "-m", tiny_model_file, "-q")[0] == 0
+    assert all((out / p.name).read_bytes() == p.read_bytes() for p in clean.iterdir())
+
+
+def test_a_rerun_keeps_only_outputs_that_check_out_and_overwrite_redoes_them(capsys, tmp_path, tiny_model_file, folder):
+    out = tmp_path / "out"
+    assert run(capsys, "encode", folder, out, "-m", tiny_model_file, "--levels", 2, "-q")[0] == 0
+    whole = (out / "a.codes").read_bytes()
+    (out / "b.codes").write_bytes((out / "b.codes").read_bytes()[:-5])  # cut short by something else
+    (out / ".a.codes.x1y2z3w4.tmp.codes").write_bytes(b"GRVQ")  # what a killed run leaves
+    code, stdout, _ = run(capsys, "encode", folder, out, "-m", tiny_model_file, "--levels", 2)
+    assert code == 0 and "(1 coded, 2 kept from an earlier run, 1 partial files of a stopped run removed)" in stdout
+    assert _whole(out / "b.codes") and not (out / ".a.codes.x1y2z3w4.tmp.codes").exists()
+    # an input changed since its output was written: coded again
+    os.utime(folder / "a.wav", (time.time() + 5, time.time() + 5))
+    code, stdout, _ = run(capsys, "encode", folder, out, "-m", tiny_model_file, "--levels", 2)
+    assert code == 0 and "(1 coded, 2 kept from an earlier run)" in stdout
+    os.utime(folder / "a.wav", (time.time() - 60, time.time() - 60))
+    # other settings are not what this run would write: coded again
+    code, stdout, _ = run(capsys, "encode", folder, out, "-m", tiny_model_file, "--levels", 3)
+    assert code == 0 and "(3 coded, 0 kept" in stdout and (out / "a.codes").read_bytes() != whole
+    code, stdout, _ = run(capsys, "encode", folder, out, "-m", tiny_model_file, "--levels", 3, "--overwrite")
+    assert code == 0 and "(3 coded, 0 kept" in stdout
+    wavs = tmp_path / "wavs"
+    assert run(capsys, "decode", out, wavs, "-m", tiny_model_file, "-q")[0] == 0
+    (wavs / "a.wav").write_bytes(b"not audio")
+    code, stdout, _ = run(capsys, "decode", out, wavs, "-m", tiny_model_file)
+    assert code == 0 and "(1 coded, 2 kept from an earlier run)" in stdout and sf.info(wavs / "a.wav").frames
+    code, stdout, _ = run(capsys, "decode", out, wavs, "-m", tiny_model_file, "--overwrite")
+    assert code == 0 and "(3 coded, 0 kept" in stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 
@@ -81,8 +82,41 @@ def test_container_round_trip(crc_bits):
     assert [p.frames for p in packets] == [5, 1, 17, 3]
     assert all(p.error is None for p in packets)
     np.testing.assert_array_equal(np.concatenate([p.codes for p in packets]), codes)
-    assert data[4] == (1 if crc_bits == 32 else 2)  # files with CRC-32 stay version 1, byte for byte
+    assert data[4] == bitstream.VERSION == 4
     assert all(p.size == 1 + header.payload_bytes(p.frames) + crc_bits // 8 for p in packets)
+
+
+@pytest.mark.parametrize(("version", "crc_bits"), [(1, 32), (2, 16), (2, 8)])
+def test_files_of_earlier_versions_still_read(version, crc_bits):
+    header = _header(extra={"note": "old"}, crc_bits=crc_bits, version=version)
+    data, codes = _file(header, [5, 1, 17])
+    assert data[4] == version
+    reader = CodesReader(io.BytesIO(data))
+    assert reader.header == header and not reader.header_verified  # until the first packet's CRC covers it
+    packets = list(reader.packets())
+    assert reader.header_verified and all(p.error is None for p in packets)
+    np.testing.assert_array_equal(np.concatenate([p.codes for p in packets]), codes)
+    with pytest.raises(ValueError, match="version-1 header"):
+        _header(crc_bits=16, version=1)
+
+
+def test_the_header_checks_itself_before_any_packet_is_read():
+    header = _header(extra={"note": "hello"})
+    data, _ = _file(header, [3, 4])
+    size = len(header.to_bytes())
+    assert int.from_bytes(data[size - 4 : size], "big") == bitstream.crc(data[: size - 4])
+    for i in range(5, size):  # every byte after the version: a field, the metadata or the check itself
+        damaged = bytearray(data)
+        damaged[i] ^= 0x01
+        stream = io.BytesIO(bytes(damaged) + b"<packets never read>")
+        with pytest.raises(CodecError, match="x.codes has a damaged header|truncated inside its header"):
+            CodesReader(stream, "x.codes")
+    reader = CodesReader(io.BytesIO(data))
+    assert reader.header_verified and reader.header_size == size
+    # the first packet's CRC covers only the packet: a file's packets do not depend on its header's bytes
+    forged = dataclasses.replace(header, extra={"note": "other"})
+    swapped = forged.to_bytes() + data[size:]
+    assert all(p.error is None for p in CodesReader(io.BytesIO(swapped)).packets())
 
 
 @pytest.mark.parametrize("crc_bits", [32, 16, 8])
@@ -98,10 +132,11 @@ def test_streamed_file_carries_its_length_in_the_end_record(crc_bits):
     assert reader.num_samples == 999
 
 
-@pytest.mark.parametrize("crc_bits", [32, 16, 8])
-def test_every_flipped_byte_is_detected(crc_bits):
-    header = _header(crc_bits=crc_bits)
+@pytest.mark.parametrize(("version", "crc_bits"), [(4, 32), (4, 16), (4, 8), (1, 32), (2, 8)])
+def test_every_flipped_byte_is_detected(version, crc_bits):
+    header = _header(crc_bits=crc_bits, version=version)
     data, _ = _file(header, [3, 4, 2])
+    size = len(header.to_bytes())
     for i in range(len(data)):
         damaged = bytearray(data)
         damaged[i] ^= 0x5A
@@ -110,7 +145,10 @@ def test_every_flipped_byte_is_detected(crc_bits):
             packets = list(reader.packets())
         except CodecError:
             continue  # a damaged header is refused outright
+        assert i >= size or version < 4, f"flipping header byte {i} was not refused"
         assert any(p.error for p in packets), f"flipping byte {i} went unnoticed"
+        if i < size:  # an older header is caught by the first packet's CRC, and never counts as verified
+            assert packets[0].error and not reader.header_verified
 
 
 @pytest.mark.parametrize("crc_bits", [32, 8])
@@ -153,16 +191,35 @@ def test_bad_headers_are_clear_errors(mutate, message):
         CodesReader(io.BytesIO(mutate(data)), "x.codes")
 
 
-def test_a_version_2_header_with_another_check_width_is_refused():
-    data, _ = _file(_header(crc_bits=16, extra={}), [2])
-    size = len(_header(crc_bits=16).to_bytes())
-    assert data[size - 1] == 16  # the check width is the last varint (no metadata follows)
-    for width in (0, 12, 32, 127):
-        forged = data[: size - 1] + bytes([width]) + data[size:]
+@pytest.mark.parametrize("version", [2, 4])
+def test_a_header_with_another_check_width_is_refused(version):
+    header = _header(crc_bits=16, version=version)
+    data, _ = _file(header, [2])
+    size = len(header.to_bytes())
+    at = size - 1 if version == 2 else size - 6  # the last varint in version 2; before the coder and CRC in 4
+    assert data[at] == 16
+    for width in (0, 12, 127) + ((32,) if version == 2 else ()):
+        forged = bytearray(data[:size])
+        forged[at] = width
+        if version == 4:  # with the header's CRC recomputed, so the width itself is what is refused
+            forged[-4:] = bitstream.crc(bytes(forged[:-4])).to_bytes(4, "big")
         with pytest.raises(CodecError, match=f"packet check of {width} bits"):
-            CodesReader(io.BytesIO(forged), "x.codes")
+            CodesReader(io.BytesIO(bytes(forged) + data[size:]), "x.codes")
     with pytest.raises(CodecError, match="--packet-crc 12"):
         _header(crc_bits=12)
+
+
+def test_an_unknown_coder_is_refused_with_the_fix():
+    header = _header(tables_id="00c0ffee")
+    forged = bytearray(header.to_bytes())
+    at = len(forged) - 9  # coder, tables id (4 bytes), CRC (4 bytes)
+    assert forged[at] == bitstream.ENTROPY_CODER
+    forged[at] = 7
+    with pytest.raises(CodecError, match="damaged header \\(it fails its CRC check\\)"):
+        CodesReader(io.BytesIO(bytes(forged)), "x.codes")
+    forged[-4:] = bitstream.crc(bytes(forged[:-4])).to_bytes(4, "big")  # as a later codec might write it
+    with pytest.raises(CodecError, match="coder 7, which this codec does not know; upgrade the codec package"):
+        CodesReader(io.BytesIO(bytes(forged)), "x.codes")
 
 
 def test_overhead_is_small_for_ten_seconds_at_one_kbps():
@@ -172,7 +229,9 @@ def test_overhead_is_small_for_ten_seconds_at_one_kbps():
     assert frames == 500 and header.bitrate == 1000
     overhead = bitstream.container_overhead(header, frames, bitstream.frames_per_packet(header))
     payload = (frames * header.bits_per_frame + 7) // 8
-    assert overhead / payload <= 0.03
+    # 29 header bytes (6 of them the check width, the coder and the header's own CRC-32), 2 packets of 6
+    assert len(header.to_bytes()) == 29 and overhead == 41
+    assert overhead / payload < 0.033
     data, _ = _file(header, [409, 91])
     assert len(data) - payload == overhead
 

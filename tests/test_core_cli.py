@@ -254,7 +254,7 @@ BIG = 2**40
         ((*STREAM_ENCODE, "--packet-frames", "0"), "wav", "--packet-frames 0 is out of range 1..65536"),
         (STREAM_ENCODE, "wav_rate_2**31", "stdin: the WAV sample rate 2147483648 is out of range"),
         ((*STREAM_ENCODE, "--format", "f32le", "--rate", "8000"), "nan_pcm", "contains NaN or infinite samples"),
-        (("stream-decode", "-m", "{model}"), "forged:frames=2**40", "stdin: packet 0 (byte 21) has a damaged"),
+        (("stream-decode", "-m", "{model}"), "forged:frames=2**40", "stdin: packet 0 (byte 27) has a damaged"),
     ],
 )
 def test_bad_inputs_are_one_line_errors_with_no_output(

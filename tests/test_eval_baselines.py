@@ -69,4 +69,11 @@ def test_missing_tools_name_the_package(monkeypatch):
         B.make_baselines("codec2")
     with pytest.raises(CodecError, match="unknown baseline.*choose from opus, codec2"):
         B.make_baselines("mp3")
-    assert B.make_baselines("none") == []
+    assert B.make_baselines("none") == ([], [])
+    # a recipe skips them instead, naming what to install, one entry per rate it would have run
+    systems, not_run = B.make_baselines("opus,codec2", skip_missing=True)
+    assert systems == [] and [e["label"] for e in not_run] == [
+        *(f"opus {k:g} kbps" for k in B.OPUS_KBPS),
+        *(f"codec2 {b / 1000:g} kbps" for b in B.CODEC2_BPS),
+    ]
+    assert "opus-tools" in not_run[0]["why"] and "pip install pycodec2" in not_run[-1]["why"]

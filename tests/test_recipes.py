@@ -304,6 +304,59 @@ def test_decode_stage_codes_every_test_utterance_and_names_a_bad_one(fake_recipe
     assert not (recipe / "exp/mini/decode_test_4.8kbps/.done").exists()
 
 
+def plain_machine(tmp_path: Path, hidden: tuple[str, ...] = ("opusenc", "opusdec", "c2enc", "c2dec")) -> dict:
+    """The environment of a machine without the baselines' tools: every PATH folder that holds one of `hidden` is
+    replaced by a folder of links to the rest of its programs, and a `pycodec2` that fails to import comes first
+    on PYTHONPATH (this checkout's codec next)."""
+    path = []
+    for i, folder in enumerate(os.environ["PATH"].split(os.pathsep)):
+        folder = Path(folder)
+        if not any((folder / tool).exists() for tool in hidden):
+            path.append(str(folder))
+            continue
+        shim = tmp_path / "bin" / str(i)
+        shim.mkdir(parents=True)
+        for program in folder.iterdir():
+            if program.name not in hidden:
+                (shim / program.name).symlink_to(program)
+        path.append(str(shim))
+    fake = tmp_path / "site" / "pycodec2"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError(\"No module named 'pycodec2' (hidden by the test)\")\n")
+    return {"PATH": os.pathsep.join(path), "PYTHONPATH": os.pathsep.join([str(fake.parent), str(ROOT)])}
+
+
+def test_scoring_on_a_machine_without_baseline_tools_scores_the_model_and_says_what_to_install(fake_recipe, tmp_path):
+    import shutil
+
+    import torch
+
+    from codec.checkpoint import save_model
+
+    recipe, corpus = fake_recipe
+    env = plain_machine(tmp_path)
+    assert shutil.which("opusenc", path=env["PATH"]) is None and shutil.which("awk", path=env["PATH"])
+    codec_sh(recipe, corpus, "--stage", "1", "--stop_stage", "2", env=env)
+    torch.manual_seed(0)
+    save_model(build_model(load_model_config(recipe / "conf/mini.yaml")), recipe / "exp/mini/model.safetensors")
+    proc = codec_sh(
+        recipe, corpus, "--stage", "5", "--stop_stage", "6", "--bitrates", "2.4",
+        "--eval_args", "--metrics si_sdr,mel_distance --listen-clips 0", check=False, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    warnings = [line for line in proc.stderr.splitlines() if "baseline not run" in line]
+    assert len(warnings) == 2, proc.stderr  # one per missing tool, naming what to install
+    assert "opusenc and opusdec" in warnings[0] and "apt-get install opus-tools" in warnings[0]
+    assert "pip install pycodec2" in warnings[1]
+    results = (recipe / "RESULTS.md").read_text()
+    assert "| mini16k 2.4 kbps | 2.400 |" in results  # the model is scored
+    for label, kbps in (("opus 6 kbps", "6.000"), ("opus 12 kbps", "12.000"), ("codec2 0.7 kbps", "0.700")):
+        assert f"| {label} | {kbps} | not run | – |" in results
+    assert results.count("| not run |") == 6 and "Not run: the opus baseline needs" in results
+    report = (recipe / "exp/mini/eval_test/summary.md").read_text()
+    assert "- **opus 6 kbps**: not run: the opus baseline needs opusenc and opusdec" in report
+
+
 # --- data-dir tools --------------------------------------------------------------------------------------------
 def make_dir(path: Path, rows: dict[str, float], audio: Path, unsorted: bool = False) -> Path:
     path.mkdir(parents=True, exist_ok=True)

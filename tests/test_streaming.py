@@ -148,8 +148,8 @@ def test_pipe_with_a_light_packet_check_is_smaller_and_decodes_the_same(tiny_mod
         packets = list(CodesReader(io.BytesIO(enc.stdout)).packets())
         assert all(p.frames == 1 and p.error is None for p in packets)
     frames = len(packets)
-    assert len(out["32"][0]) - len(out["16"][0]) == 2 * (frames + 1) - 1  # 2 bytes per packet and end record
-    assert len(out["32"][0]) - len(out["8"][0]) == 3 * (frames + 1) - 1  # (-1: the version-2 header's width)
+    assert len(out["32"][0]) - len(out["16"][0]) == 2 * (frames + 1)  # 2 bytes per packet and end record
+    assert len(out["32"][0]) - len(out["8"][0]) == 3 * (frames + 1)
     assert out["32"][1] == out["16"][1] == out["8"][1]
     bad = _codec("stream-encode", "-m", tiny_model_file, "--rate", 8000, "--packet-crc", "12", stdin=raw)
     assert bad.returncode == 2 and b"invalid choice" in bad.stderr

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ def worker(seed: int, count: int, cli_every: int, max_rss_mib: float) -> None:
     torch.set_num_threads(1)
     model = make_tiny()
     with tempfile.TemporaryDirectory(prefix="fuzz-codes-") as tmp:
+        os.environ["CODEC_CACHE_DIR"] = str(Path(tmp) / "cache")  # the tiny model's ONNX graphs, not in the user's
         model_file = Path(tmp) / "tiny.safetensors"
         save_model(model, model_file)
         outcomes, failures = fuzzing.run(

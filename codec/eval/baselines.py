@@ -150,21 +150,33 @@ class Codec2:
 BASELINES = {"opus": (Opus, OPUS_KBPS), "codec2": (Codec2, CODEC2_BPS)}
 
 
-def make_baselines(names: str | list[str] | None) -> list[Opus | Codec2]:
+def make_baselines(names: str | list[str] | None, skip_missing: bool = False) -> tuple[list[Opus | Codec2], list[dict]]:
     """Baselines from names ('opus', 'codec2'; 'none' or empty for none), each at its standard rates, checked
-    to be runnable here."""
+    to be runnable here, and the ones that are not run.
+
+    A baseline whose tool is missing is a `CodecError` naming the package to install; with `skip_missing` it is
+    left out instead, and listed (one entry per rate: label, system, target_kbps, and why) in the second value."""
     if names is None or names in ("", "none"):
-        return []
+        return [], []
     wanted = [n.strip() for n in names.split(",") if n.strip()] if isinstance(names, str) else list(names)
     unknown = [n for n in wanted if n not in BASELINES]
     if unknown:
         raise CodecError(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)} or none")
     out: list[Opus | Codec2] = []
+    not_run: list[dict] = []
     for name in dict.fromkeys(wanted):
         cls, rates = BASELINES[name]
-        cls.check()
-        out.extend(cls(rate) for rate in rates)
-    return out
+        systems = [cls(rate) for rate in rates]
+        try:
+            cls.check()
+        except CodecError as e:
+            if not skip_missing:
+                raise
+            why = str(e)
+            not_run += [{"label": s.label, "system": s.system, "target_kbps": s.kbps, "why": why} for s in systems]
+            continue
+        out.extend(systems)
+    return out, not_run
 
 
 def _run(command: list[str]) -> None:

@@ -155,6 +155,8 @@ def markdown(summary: list[dict], info: dict, columns: list[str], codebooks: dic
     lines += ["## How each system was run", ""]
     for s in info["systems"]:
         lines += [f"- **{s['label']}**: " + " | ".join(f"`{h}`" for h in s["how"])]
+    for s in info.get("not_run", []):
+        lines += [f"- **{s['label']}**: not run: {s['why']}"]
     lines += ["", "## Skipped metrics", "", "Counted over clip x system results (the original included).", ""]
     reasons: Counter = Counter()
     for e in summary:

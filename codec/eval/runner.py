@@ -168,10 +168,13 @@ def run_eval(
     log: Callable[[str], None] | None = None,
     jobs: int = 1,
     continuous: bool = False,
+    skip_missing_baselines: bool = False,
 ) -> dict:
     """Run the evaluation and write the reports into `out_dir`; returns the summary (as in summary.json).
 
     `jobs` > 1 scores clips in that many processes (one torch thread each); the reports are identical.
+    A baseline whose tool is missing stops the run before it starts, or with `skip_missing_baselines` is not run:
+    one `log` line each, naming what to install, and listed as not run in the reports (`run.not_run`).
     """
     from tqdm import tqdm
 
@@ -186,7 +189,10 @@ def run_eval(
     systems: list = [ModelSystem(model, n) for n in parse_bitrates(model, bitrates, log)] if model is not None else []
     if continuous and model is not None:
         systems.append(ContinuousSystem(model))
-    systems += make_baselines(baselines)
+    baseline_systems, not_run = make_baselines(baselines, skip_missing=skip_missing_baselines)
+    systems += baseline_systems
+    for why in dict.fromkeys(entry["why"] for entry in not_run):
+        log(f"warning: baseline not run: {why}")
     if not systems:
         raise CodecError("nothing to evaluate: pass --model and/or --baselines")
     clips = list_clips(data, content)[:limit] if limit else list_clips(data, content)
@@ -229,6 +235,8 @@ def run_eval(
             usage = M.codebook_usage(counts[system.label], system.model.frame_rate)
             codebooks[system.label] = {**usage, "num_groups": system.model.num_groups}
     run_info = _run_info(model, data, clips, systems, chosen_metrics, how, content, started)
+    if not_run:
+        run_info["not_run"] = not_run
     return report.write_reports(out_dir, rows, run_info, chosen_metrics, codebooks, listening)
 
 

@@ -88,7 +88,13 @@ def eval_section(name: str, eval_dir: Path) -> list[str]:
             cells = [e["label"], fmt(e["target_kbps"]), fmt(e["kbps"]), str(e["clips"])]
             cells += [fmt(e["metrics"][c]["mean"]) if c in e["metrics"] else "–" for c in columns]
             lines.append("| " + " | ".join(cells) + " |")
+        for e in run.get("not_run", []):  # a baseline whose tool is not installed here
+            lines.append(
+                "| " + " | ".join([e["label"], fmt(e["target_kbps"]), "not run", "–", *["–"] * len(columns)]) + " |"
+            )
         lines.append("")
+    for why in dict.fromkeys(e["why"] for e in run.get("not_run", [])):
+        lines += [f"Not run: {why}.", ""]
     if data.get("failures"):
         lines += [f"{len(data['failures'])} clip/system failures: see `{eval_dir / 'summary.json'}`.", ""]
     return lines
