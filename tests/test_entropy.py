@@ -84,18 +84,21 @@ def test_packets_round_trip_any_codes(tables):
 def _integer_tables(G: int = 2, L: int = 4, K: int = 16) -> entropy.EntropyTables:
     """Tables made of integers drawn from a seeded generator (no fitting, so no floating point anywhere)."""
     rng = np.random.default_rng(11)
-    P, R = G * L, 5  # four clusters of context codes and none
-    rows = P * R
+    P, Q = G * L, 4  # four clusters of each source's context codes (and one for none)
     arrays = {"unigram": rng.integers(1, 1000, (P, K)), "alpha0": rng.integers(1, 2**20, P)}
-    for j in entropy.CONTEXTS:
-        arrays[f"{j}.map"] = rng.integers(0, R, P * (K + 1)).astype(np.uint16)
-        lengths = rng.integers(0, 4, rows)
+    for s in entropy.SOURCES:
+        arrays[f"{s}.map"] = rng.integers(0, Q + 1, P * (K + 1)).astype(np.uint16)
+    for j in entropy.COMPONENTS:
+        R = 7 if "*" in j else Q + 1  # a joint component: six clusters of pairs and one for none
+        if "*" in j:
+            arrays[f"{j}.map"] = rng.integers(0, R, P * (Q + 1) ** 2).astype(np.uint16)
+        lengths = rng.integers(0, 4, P * R)
         arrays[f"{j}.indptr"] = np.concatenate([[0], np.cumsum(lengths)])
         arrays[f"{j}.codes"] = np.concatenate([rng.choice(K, n, replace=False) for n in lengths]).astype(np.uint16)
         arrays[f"{j}.counts"] = rng.integers(1, 500, int(lengths.sum())).astype(np.int32)
-        arrays[f"{j}.gamma"] = rng.integers(1, 2**26, rows)
-        arrays[f"{j}.alpha"] = rng.integers(1, 2**22, rows)
-    return entropy.EntropyTables("01234567", "synthetic", G, L, K, arrays, {})
+        arrays[f"{j}.gamma"] = rng.integers(1, 2**26, P * R)
+        arrays[f"{j}.alpha"] = rng.integers(1, 2**22, P * R)
+    return entropy.EntropyTables("01234567", "synthetic", G, L, K, arrays, {}, clusters=Q)
 
 
 def test_coded_bytes_are_pinned():
