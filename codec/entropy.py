@@ -1,34 +1,35 @@
 """Lossless entropy coding of codes: a context model fitted on training codes, and a range coder (constriction).
 
-Each code is coded under a mixture of four distributions over the K codes of its codebook (its group g and level
-l), fitted by counting on a model's training codes:
+Each code is coded under a mixture of distributions over the K codes of its codebook (its group g and level l),
+fitted by counting on a model's training codes:
 
-    P(c) = w0 u(c) + w_prev P(c | previous frame's code, same group and level)
-                   + w_coarse P(c | this frame's code one level coarser, same group)
-                   + w_cross P(c | level 0: the previous frame's code of the next group;
-                                   level > 0: this frame's code one level coarser of the next group)
+    P(c) = w0 u(c) + sum over components j of w_j P(c | the code's context under j)
 
-`u` is the codebook's smoothed histogram; each conditional is its count table smoothed towards `u` (a Dirichlet
-prior of weight `BETA`), with the rare pairs pruned (counted with `u`); the weights are fitted per codebook by
-EM on held-out codes (docs/ENTROPY.md has what each context pays). Every context of a code sits one frame back
-at the same level or one level coarser in the same frame, so a decoder recovers a packet diagonal by diagonal
-(frame + level = d), all groups, levels and channels of a diagonal in one call of the range decoder:
+`u` is the codebook's smoothed histogram. A component conditions on one context code (a *source*: `prev`, the
+previous frame's code at the same group and level; `coarse`, this frame's code one level coarser, same group;
+`coarse2`, two levels coarser; `cross`, at level 0 the previous frame's code of the next group, deeper this frame's
+coarser code of the next group) grouped into clusters, or on the pair of two sources' clusters (`prev*coarse`),
+grouped again. Each component's counts are smoothed towards `u` (a Dirichlet prior of weight `BETA`), with the
+rare pairs pruned (counted with `u`); the weights are fitted per codebook by EM on held-out codes (docs/ENTROPY.md
+has what each context pays). Every context of a code sits one frame back at the same level or coarser in the same
+frame, so a decoder recovers a packet diagonal by diagonal (frame + level = d), all groups, levels and channels of
+a diagonal in two calls of the range decoder (`_Coding`: a code's high part, then its low part):
 
-    level 2 |  2  3  4  5          the number is the diagonal: a code's contexts are on the one before,
+    level 2 |  2  3  4  5          the number is the diagonal: a code's contexts are on the ones before,
     level 1 |  1  2  3  4          so diagonal d decodes in one step once d - 1 is known
     level 0 |  0  1  2  3
             +------------ frame
 
 **Determinism.** The tables hold integers only: the mixture's coefficients are rounded to fixed point when the
-tables are fitted; each context's rows of frequencies are built from them with integer arithmetic, scaled by a
-shift so that a code's three rows sum below 2**24, and held as float32, which is exact for those integers. So
-the frequencies are the same on every machine, and constriction turns them into its 24-bit fixed-point model
-with IEEE arithmetic in a fixed order: an encoder and a decoder on different machines agree bit for bit
+tables are fitted; each component's rows of frequencies are built from them with integer arithmetic, scaled by a
+shift so that a code's rows sum below 2**23, and held as float32, which is exact for those integers. So the
+frequencies are the same on every machine, and constriction turns them into its 24-bit fixed-point model with IEEE
+arithmetic in a fixed order: an encoder and a decoder on different machines agree bit for bit
 (`tests/test_entropy.py` pins the bytes of a coded packet).
 
 **Packets** are coded independently (the previous-frame context starts afresh in each), so a damaged packet loses
 only its own frames. The tables live in a file beside the model (`<model>.entropy`, a safetensors file of
-integer arrays with the model id in its metadata), written by `codec fit-entropy`.
+integer arrays with the model id, the components and the format in its metadata), written by `codec fit-entropy`.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ from codec.errors import CodecError
 FORMAT = "codec-entropy/2"
 SUFFIX = ".entropy"
 SOURCES = ("prev", "coarse", "cross", "coarse2")  # context codes of a code (`_plan` has where each sits)
-COMPONENTS = ("prev", "coarse", "cross", "prev*coarse", "coarse*cross", "coarse*coarse2")  # what fit-entropy fits
+# what `codec fit-entropy` fits: the sources alone, and the pairs that paid on dev (docs/ENTROPY.md)
+COMPONENTS = ("prev", "coarse", "cross", "prev*coarse", "prev*cross", "coarse*cross", "coarse*coarse2")
 BETA = 128.0  # weight of the smoothed histogram in each context's counts (Dirichlet prior)
 MIN_WEIGHT = 0.02  # of the plain histogram in every mixture: no code is ever nearly impossible
 SCALE = 2.0**36  # fixed point of the coefficients: a row's frequencies sum to about SCALE, exact in float64
@@ -145,7 +147,9 @@ def load_tables(path: str | Path) -> EntropyTables:
     if meta.get("format") != FORMAT:
         if str(meta.get("format", "")).startswith("codec-entropy/"):  # tables of an older (or newer) codec
             raise CodecError(
-                f"entropy tables {path} are of format {meta['format']}, and this codec reads {FORMAT}; {fix}"
+                f"entropy tables {path} are of format {meta['format']}, which this codec does not read (it reads "
+                f"{FORMAT}): decode files coded with them with the codec release that wrote them, or fit new tables "
+                "with `codec fit-entropy`"
             )
         raise CodecError(f"{path} is not an entropy tables file of format {FORMAT}; {fix}")
     try:
@@ -284,7 +288,7 @@ def _plan(frames: int, channels: int, levels: int, groups: int) -> tuple:
         cross = np.ravel_multi_index((c, t, lv + 1, g), shape)
     contexts = np.stack([{"prev": prev, "coarse": coarse, "cross": cross, "coarse2": coarse2}[s] for s in SOURCES])
     codebook = lv * G + g
-    starts = np.searchsorted(t + lv, np.arange(F + L))
+    starts = np.searchsorted(t + lv, np.arange(F + L - 1))
     return at, contexts, codebook, np.append(starts, len(t)), shape
 
 
@@ -312,12 +316,20 @@ class _Coding:
     distribution: P(hi) is the row's sum over each block of B codes, P(lo | hi) the row's block `hi`. So the range
     coder sees alphabets of B symbols (32 at K = 1024) instead of K, and a symbol's probabilities are gathered from
     2 * B frequencies instead of K. `table` [rows of all components, H + 1, B]: step 0 the block sums (padded with
-    zeros to B; a zero costs only constriction's floor), step 1 + hi the block hi. `offsets`: each component's
-    first row.
+    zeros to B; a zero costs only constriction's floor), step 1 + hi the block hi. A symbol's row of component j is
+    `row[j, (codebook * S + q[x_j]) * S + q[y_j]]`, where q are the clusters of its context codes (`source_map`:
+    [sources, P * (K + 1)]), S the sources' clusters + 1, and x_j, y_j the sources of j (y_j = x_j for one source).
     """
 
     table: np.ndarray
-    offsets: np.ndarray
+    row: np.ndarray  # flat: component j's rows from row_offset[j]
+    row_offset: np.ndarray  # [components, 1]
+    source_map: np.ndarray  # flat: source i's clusters from source_offset[i]
+    source_offset: np.ndarray  # [sources, 1]
+    x: np.ndarray  # [components]: the first source of each component
+    y: np.ndarray  # the second (the first again for a component of one source)
+    K1: int  # context codes: K and one for none
+    S: int
     B: int
     H: int
 
@@ -329,9 +341,10 @@ def _coding(t: EntropyTables) -> _Coding:
     exactly: the sums, and so the coded bytes, are the same on every machine."""
     if t._dense is not None:
         return t._dense
-    P, K = t.num_codebooks, t.codebook_size
+    P, K, S = t.num_codebooks, t.codebook_size, t.clusters + 1
     a = t.arrays
-    dense = []
+    dense, row, x, y = [], [], [], []
+    offset = 0
     for i, j in enumerate(t.components):
         R = a[f"{j}.gamma"].shape[0] // P
         owner = np.repeat(np.arange(P), R)  # the codebook of each row
@@ -342,6 +355,15 @@ def _coding(t: EntropyTables) -> _Coding:
         which = np.repeat(np.arange(P * R), np.diff(indptr))
         d[which, a[f"{j}.codes"].astype(np.int64)] += a[f"{j}.gamma"][which] * a[f"{j}.counts"]
         dense.append(d)
+        parts = j.split("*")
+        x.append(SOURCES.index(parts[0]))
+        y.append(SOURCES.index(parts[-1]))
+        if len(parts) == 2:
+            cluster = a[f"{j}.map"].astype(np.int64).reshape(P, S * S)
+        else:
+            cluster = np.repeat(np.arange(S), S)[None, :].repeat(P, 0)  # the first source's cluster, any second
+        row.append((offset + np.arange(P)[:, None] * R + cluster).reshape(-1))
+        offset += P * R
     top = sum(int(d.max()) for d in dense)
     shift = max(0, top.bit_length() - 23)
     bits = K.bit_length() - 1
@@ -351,29 +373,22 @@ def _coding(t: EntropyTables) -> _Coding:
     table = np.zeros((len(rows), H + 1, B), dtype=np.float32)
     table[:, 1:, :] = rows.reshape(-1, H, B)
     table[:, 0, :H] = rows.reshape(-1, H, B).sum(2)  # integer sums below 2**23: exact in float32
-    offsets = np.cumsum([0] + [len(d) for d in dense[:-1]])
-    t._dense = _Coding(table, offsets, B, H)
+    source_map = np.zeros((len(SOURCES), P * (K + 1)), dtype=np.int64)
+    for i, s in enumerate(SOURCES):
+        if f"{s}.map" in a:
+            source_map[i] = a[f"{s}.map"]
+    n, m = len(row), len(row[0])
+    t._dense = _Coding(
+        table, np.concatenate(row), np.arange(n)[:, None] * m, source_map.ravel(),
+        np.arange(len(SOURCES))[:, None] * P * (K + 1), np.array(x), np.array(y), K + 1, S, B, H,
+    )  # fmt: skip
     return t._dense
 
 
-def _row_index(t: EntropyTables, codebook: np.ndarray, ctx: np.ndarray) -> np.ndarray:
-    """Rows [components, n] in `_coding(t).table` of n symbols: their codebooks, their context codes [sources, n]."""
-    K, P = t.codebook_size, t.num_codebooks
-    a = t.arrays
-    Rs = t.clusters + 1
-    q = {s: a[f"{s}.map"][codebook * (K + 1) + ctx[i]].astype(np.int64) for i, s in enumerate(SOURCES)
-         if f"{s}.map" in a}  # fmt: skip
-    offsets = _coding(t).offsets
-    out = np.empty((len(t.components), len(codebook)), dtype=np.int64)
-    for i, j in enumerate(t.components):
-        R = a[f"{j}.gamma"].shape[0] // P
-        if "*" in j:
-            x, y = j.split("*")
-            cluster = a[f"{j}.map"][(codebook * Rs + q[x]) * Rs + q[y]]
-        else:
-            cluster = q[j]
-        out[i] = offsets[i] + codebook * R + cluster
-    return out
+def _row_index(c: _Coding, codebook: np.ndarray, ctx: np.ndarray) -> np.ndarray:
+    """Rows [components, n] in `c.table` of n symbols: their codebooks, their context codes [sources, n]."""
+    q = c.source_map[c.source_offset + codebook * c.K1 + ctx]
+    return c.row[c.row_offset + (codebook * c.S + q[c.x]) * c.S + q[c.y]]
 
 
 def _family():
@@ -395,7 +410,7 @@ def encode_packet(t: EntropyTables, codes: np.ndarray, levels: int) -> bytes:
     flat = _padded(codes, levels, G, K, shape).ravel()
     coding = _coding(t)
     code = flat[at]
-    rows = _row_index(t, codebook, flat[contexts])
+    rows = _row_index(coding, codebook, flat[contexts])
     n = len(at)
     diagonal = np.repeat(np.arange(len(starts) - 1), np.diff(starts))
     source = np.empty(2 * n, dtype=np.int64)  # the symbol of each position of the payload's sequence
@@ -430,13 +445,11 @@ def decode_packet(t: EntropyTables, payload: bytes, frames: int, channels: int, 
     try:
         for d in range(len(starts) - 1):
             s = slice(starts[d], starts[d + 1])
-            rows = _row_index(t, codebook[s], flat[contexts[:, s]])
-            hi = decoder.decode(family, coding.table[rows, 0].sum(0)).astype(np.int64)
-            if np.any(hi >= coding.H):
-                raise ValueError(f"a code beyond the codebook's {K}")
-            lo = decoder.decode(family, coding.table[rows, 1 + hi].sum(0))
+            rows = _row_index(coding, codebook[s], flat[contexts[:, s]])
+            hi = decoder.decode(family, coding.table[rows, 0].sum(0))
+            lo = decoder.decode(family, coding.table[rows, 1 + hi].sum(0))  # IndexError if hi >= H (padding)
             flat[at[s]] = hi * coding.B + lo
-    except (ValueError, RuntimeError, AssertionError) as e:  # constriction on invalid data
+    except (ValueError, RuntimeError, AssertionError, IndexError) as e:  # invalid data
         raise ValueError(f"its entropy-coded payload does not decode ({e})") from None
     if not decoder.maybe_exhausted():
         raise ValueError("its entropy-coded payload holds more data than its frames")

@@ -195,6 +195,21 @@ def test_damaged_tables_file_is_refused(tables, tmp_path):
         entropy.load_tables(path)
 
 
+def test_tables_of_another_format_are_a_one_line_error(tables, tmp_path):
+    """Tables of format 1 (codec releases before the two-step coder) are refused by name, not read as damaged."""
+    from safetensors.numpy import load_file, save_file
+
+    from codec.modelfile import read_metadata
+
+    path = tmp_path / "old.entropy"
+    tables.save(path)
+    meta = read_metadata(path) | {"format": "codec-entropy/1"}
+    save_file(load_file(str(path)), str(path), metadata=meta)
+    with pytest.raises(CodecError, match=r"format codec-entropy/1, which this codec does not read") as e:
+        entropy.load_tables(path)
+    assert "\n" not in str(e.value)
+
+
 def test_cli_encode_entropy_decode_and_info(model_with_tables, tmp_path, capsys):
     import json
 
