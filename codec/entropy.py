@@ -172,7 +172,8 @@ def _check_shapes(t: EntropyTables, path: Path, fix: str) -> None:
     P, K, Rs = t.num_codebooks, t.codebook_size, t.clusters + 1
     a = t.arrays
     known = set(SOURCES) | {f"{x}*{y}" for x in SOURCES for y in SOURCES if x != y}
-    ok = 2 <= K <= 2**16 and t.clusters >= 1 and len(t.components) >= 1 and set(t.components) <= known
+    ok = 2 <= K <= 2**16 and 1 <= t.clusters and P * Rs * Rs <= MAX_DENSE_ENTRIES  # pair lookups: [P, Rs, Rs]
+    ok = ok and len(t.components) >= 1 and set(t.components) <= known
     ok = ok and a.get("unigram", np.empty(0)).shape == (P, K) and a.get("alpha0", np.empty(0)).shape == (P,)
     sources = {s for j in t.components for s in j.split("*")} if ok else set()
     for s in sources:
@@ -315,14 +316,15 @@ class _Coding:
     A code c is coded as hi = c // B then lo = c % B (B = 2**ceil(log2(K) / 2); K = H * B), each under its own
     distribution: P(hi) is the row's sum over each block of B codes, P(lo | hi) the row's block `hi`. So the range
     coder sees alphabets of B symbols (32 at K = 1024) instead of K, and a symbol's probabilities are gathered from
-    2 * B frequencies instead of K. `table` [rows of all components, H + 1, B]: step 0 the block sums (padded with
-    zeros to B; a zero costs only constriction's floor), step 1 + hi the block hi. A symbol's row of component j is
+    2 * B frequencies instead of K. `table` [rows of all components * (H + 1), B]: per row, step 0 the block sums
+    (padded with zeros to B; a zero costs only constriction's floor), step 1 + hi the block hi; `row` holds the
+    index of a row's step 0. A symbol's row of component j is
     `row[j, (codebook * S + q[x_j]) * S + q[y_j]]`, where q are the clusters of its context codes (`source_map`:
     [sources, P * (K + 1)]), S the sources' clusters + 1, and x_j, y_j the sources of j (y_j = x_j for one source).
     """
 
     table: np.ndarray
-    row: np.ndarray  # flat: component j's rows from row_offset[j]
+    row: np.ndarray  # flat: component j's rows (their step 0 in `table`) from row_offset[j]
     row_offset: np.ndarray  # [components, 1]
     source_map: np.ndarray  # flat: source i's clusters from source_offset[i]
     source_offset: np.ndarray  # [sources, 1]
@@ -343,6 +345,8 @@ def _coding(t: EntropyTables) -> _Coding:
         return t._dense
     P, K, S = t.num_codebooks, t.codebook_size, t.clusters + 1
     a = t.arrays
+    B = 1 << (K.bit_length() // 2)  # 2**ceil(log2(K) / 2) for K a power of two
+    H = K // B
     dense, row, x, y = [], [], [], []
     offset = 0
     for i, j in enumerate(t.components):
@@ -362,17 +366,15 @@ def _coding(t: EntropyTables) -> _Coding:
             cluster = a[f"{j}.map"].astype(np.int64).reshape(P, S * S)
         else:
             cluster = np.repeat(np.arange(S), S)[None, :].repeat(P, 0)  # the first source's cluster, any second
-        row.append((offset + np.arange(P)[:, None] * R + cluster).reshape(-1))
+        row.append((offset + np.arange(P)[:, None] * R + cluster).reshape(-1) * (H + 1))
         offset += P * R
     top = sum(int(d.max()) for d in dense)
     shift = max(0, top.bit_length() - 23)
-    bits = K.bit_length() - 1
-    B = 1 << ((bits + 1) // 2)
-    H = K // B
     rows = np.concatenate(dense) >> shift
     table = np.zeros((len(rows), H + 1, B), dtype=np.float32)
     table[:, 1:, :] = rows.reshape(-1, H, B)
     table[:, 0, :H] = rows.reshape(-1, H, B).sum(2)  # integer sums below 2**23: exact in float32
+    table = table.reshape(-1, B)
     source_map = np.zeros((len(SOURCES), P * (K + 1)), dtype=np.int64)
     for i, s in enumerate(SOURCES):
         if f"{s}.map" in a:
@@ -387,8 +389,17 @@ def _coding(t: EntropyTables) -> _Coding:
 
 def _row_index(c: _Coding, codebook: np.ndarray, ctx: np.ndarray) -> np.ndarray:
     """Rows [components, n] in `c.table` of n symbols: their codebooks, their context codes [sources, n]."""
-    q = c.source_map[c.source_offset + codebook * c.K1 + ctx]
-    return c.row[c.row_offset + (codebook * c.S + q[c.x]) * c.S + q[c.y]]
+    return _rows_at(c, *_bases(c, codebook), ctx)
+
+
+def _bases(c: _Coding, codebook: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What `_rows_at` needs of the symbols' codebooks (a decoder takes it once per packet, not per diagonal)."""
+    return c.source_offset + codebook * c.K1, c.row_offset + codebook * (c.S * c.S)
+
+
+def _rows_at(c: _Coding, source_base: np.ndarray, row_base: np.ndarray, ctx: np.ndarray) -> np.ndarray:
+    q = c.source_map[source_base + ctx]
+    return c.row[row_base + q[c.x] * c.S + q[c.y]]
 
 
 def _family():
@@ -424,7 +435,7 @@ def encode_packet(t: EntropyTables, codes: np.ndarray, levels: int) -> bytes:
     family = _family()
     for i in range(0, 2 * n, CHUNK_SYMBOLS):
         s = slice(i, i + CHUNK_SYMBOLS)
-        probs = coding.table[rows[:, source[s]], step[s]].sum(0)
+        probs = coding.table[rows[:, source[s]] + step[s]].sum(0)
         encoder.encode(symbols[s], family, probs)
     return encoder.get_compressed().astype("<u4").tobytes()
 
@@ -442,14 +453,17 @@ def decode_packet(t: EntropyTables, payload: bytes, frames: int, channels: int, 
     coding = _coding(t)
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
     family = _family()
+    source_base, row_base = _bases(coding, codebook)
     try:
         for d in range(len(starts) - 1):
             s = slice(starts[d], starts[d + 1])
-            rows = _row_index(coding, codebook[s], flat[contexts[:, s]])
-            hi = decoder.decode(family, coding.table[rows, 0].sum(0))
-            lo = decoder.decode(family, coding.table[rows, 1 + hi].sum(0))  # IndexError if hi >= H (padding)
+            rows = _rows_at(coding, source_base[:, s], row_base[:, s], flat[contexts[:, s]])
+            hi = decoder.decode(family, coding.table[rows].sum(0))
+            if hi.max() >= coding.H:  # a padding symbol: only a forged payload decodes one
+                raise ValueError(f"a code beyond the codebook's {K}")
+            lo = decoder.decode(family, coding.table[rows + 1 + hi].sum(0))
             flat[at[s]] = hi * coding.B + lo
-    except (ValueError, RuntimeError, AssertionError, IndexError) as e:  # invalid data
+    except (ValueError, RuntimeError, AssertionError) as e:  # constriction on invalid data
         raise ValueError(f"its entropy-coded payload does not decode ({e})") from None
     if not decoder.maybe_exhausted():
         raise ValueError("its entropy-coded payload holds more data than its frames")

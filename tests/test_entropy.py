@@ -280,6 +280,28 @@ def test_any_codebook_layout(groups, levels, size):
         assert np.array_equal(entropy.decode_packet(tables, payload, 60, 2, used), codes)
 
 
+def test_random_payloads_decode_or_raise_value_error():
+    """A codebook of 8 codes is coded as 2 high parts padded to 4 symbols: a forged payload that decodes a padding
+    symbol (or anything else) is a ValueError, never another exception or a code outside the codebook."""
+    rng = np.random.default_rng(5)
+    walk = [np.cumsum(rng.integers(0, 2, (2, 120)), axis=1) % 8 for _ in range(4)]
+    tables = fit_tables(
+        walk, model_id="89abcdef", model_name="pad", num_groups=1, num_levels=2, codebook_size=8, min_count=1,
+        clusters=3, joint_clusters=4,
+    )  # fmt: skip
+    outcomes = {"decoded": 0, "error": 0}
+    for _ in range(300):
+        payload = rng.integers(0, 2**32, rng.integers(1, 4), dtype=np.uint64).astype("<u4").tobytes()
+        try:
+            codes = entropy.decode_packet(tables, payload, 9, 1, 2)
+        except ValueError:
+            outcomes["error"] += 1
+        else:
+            assert codes.shape == (9, 1, 2) and 0 <= codes.min() and codes.max() < 8
+            outcomes["decoded"] += 1
+    assert outcomes["error"] > 0
+
+
 def test_the_server_decodes_entropy_coded_streams(model_with_tables, tables, tiny_model):
     import asyncio
 
