@@ -459,7 +459,7 @@ def decode_packet(t: EntropyTables, payload: bytes, frames: int, channels: int, 
             s = slice(starts[d], starts[d + 1])
             rows = _rows_at(coding, source_base[:, s], row_base[:, s], flat[contexts[:, s]])
             hi = decoder.decode(family, coding.table[rows].sum(0))
-            if hi.max() >= coding.H:  # a padding symbol: only a forged payload decodes one
+            if hi.size and hi.max() >= coding.H:  # a padding symbol: only a forged payload decodes one
                 raise ValueError(f"a code beyond the codebook's {K}")
             lo = decoder.decode(family, coding.table[rows + 1 + hi].sum(0))
             flat[at[s]] = hi * coding.B + lo
