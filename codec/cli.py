@@ -837,7 +837,7 @@ def _add_training_commands(sub) -> None:
         "--clusters",
         type=int,
         default=32,
-        help="clusters of context codes per codebook and context: fewer make a smaller file (docs/ENTROPY.md)",
+        help="clusters of context codes per codebook and source: fewer make a smaller file (docs/ENTROPY.md)",
     )
     p.set_defaults(func=cmd_fit_entropy)
 

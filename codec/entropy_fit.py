@@ -13,36 +13,25 @@ from pathlib import Path
 
 import numpy as np
 
-from codec.entropy import BETA, CONTEXTS, MIN_WEIGHT, SCALE, EntropyTables
+from codec.entropy import BETA, COMPONENTS, MIN_WEIGHT, SCALE, SOURCES, EntropyTables, context_codes
 from codec.errors import CodecError
 
 PACKET_FRAMES = 51  # frames of a 1024-byte packet at 8 kbps of a 50 Hz, 2 x 8 x 10-bit model: about what files use
 HELD_OUT = 10  # every HELD_OUT-th utterance fits the mixture weights instead of the counts
 EM_STEPS = 40
 CLUSTERS = 32  # context codes of a codebook are grouped into this many clusters (docs/ENTROPY.md: it pays)
+JOINT_CLUSTERS = 64  # pairs of clusters of a component a*b are grouped into this many
 CLUSTER_STEPS = 15
 
 
-def _symbols(codes: np.ndarray, G: int, K: int, packet_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """(codebook, code, contexts [3]) of every code of one utterance [N, F], as `codec.entropy` orders contexts."""
+def _symbols(codes: np.ndarray, G: int, K: int, packet_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(codebook, code, context codes [sources, n]) of every code of one utterance [N, F], cut into packets as the
+    coder sees them (`codec.entropy.context_codes`: the one place that says where a context sits)."""
     N, F = codes.shape
-    L = N // G
-    X = np.full((F, L + 1, G), K, dtype=np.int64)
-    X[:, 1:, :] = codes.T.reshape(F, L, G)
-    prev = np.full_like(X, K)
-    prev[1:] = X[:-1]
-    prev[::packet_frames] = K  # each packet starts without a previous frame
-    other = np.roll(np.arange(G), -1)
-    lv = np.arange(L)[None, :, None]
-    cur, up = X[:, 1:, :], X[:, :-1, :]
-    prev_here = prev[:, 1:, :]
-    coarse = up
-    if G > 1:
-        cross = np.where(lv == 0, prev[:, 1:, :][:, :, other], up[:, :, other])
-    else:
-        cross = np.where(lv == 0, K, prev[:, :-1, :])
-    codebook = np.broadcast_to(lv * G + np.arange(G)[None, None, :], cur.shape)
-    return codebook.ravel(), cur.ravel(), np.stack([prev_here.ravel(), coarse.ravel(), cross.ravel()])
+    parts = [
+        context_codes(codes[:, s : s + packet_frames].T[:, None, :], N // G, G, K) for s in range(0, F, packet_frames)
+    ]
+    return tuple(np.concatenate(x, axis=-1) for x in zip(*parts, strict=True))
 
 
 def fit_tables(
@@ -56,12 +45,15 @@ def fit_tables(
     min_count: int = 3,
     packet_frames: int = PACKET_FRAMES,
     clusters: int = CLUSTERS,
+    joint_clusters: int = JOINT_CLUSTERS,
+    components: tuple[str, ...] = COMPONENTS,
 ) -> EntropyTables:
     """Count contexts on every utterance but each HELD_OUT-th, fit the mixture weights on those by EM, then count on
     all. `min_count`: pairs seen fewer times are pruned (their counts go to the histogram), which keeps the file
-    small at a small cost in bits (docs/ENTROPY.md). Each context's codes are first grouped into `clusters` clusters
-    of codes that predict alike (per codebook, fitted on the counting part), which both shrinks the tables and
-    predicts unseen pairs better than the raw pairs do."""
+    small at a small cost in bits (docs/ENTROPY.md). Each source's context codes are first grouped into `clusters`
+    clusters of codes that predict alike (per codebook, fitted on the counting part), which both shrinks the tables
+    and predicts unseen pairs better than the raw pairs do; a joint component a*b groups the pairs of a's and b's
+    clusters into `joint_clusters`."""
     G, L, K = num_groups, num_levels, codebook_size
     P = G * L
     fit_parts, held_parts = [], []
@@ -79,87 +71,102 @@ def fit_tables(
         held_parts = fit_parts[-1:]
     fit = [np.concatenate(x, axis=-1) for x in zip(*fit_parts, strict=True)]
     held = [np.concatenate(x, axis=-1) for x in zip(*held_parts, strict=True)]
-    Q = max(1, min(clusters, K))
-    maps = _cluster_maps(fit, P, K, Q)  # [contexts, P, K + 1] -> 0..Q (Q: no context, or a code never seen)
-    fit, held = (_mapped(part, maps) for part in (fit, held))
-    R = Q + 1
-    weights, held_bits = _em_weights(fit, held, P, K, R)
+    Q, Qj = max(1, min(clusters, K)), max(1, joint_clusters)
+    sources = [s for s in SOURCES if any(s in j.split("*") for j in components)]
+    maps = {}
+    for s in sources:  # [P, K + 1] -> 0..Q (Q: no context, or a code never seen)
+        m = _cluster_map(fit[0], fit[1], fit[2][SOURCES.index(s)], K + 1, P, K, Q)
+        m[:, K] = Q
+        maps[s] = m
+    for j in components:
+        if "*" in j:  # [P, (Q + 1)**2] -> 0..Qj
+            maps[j] = _cluster_map(fit[0], fit[1], _context(j, fit, maps, Q), (Q + 1) ** 2, P, K, Qj)
+    fit, held = ((cb, code, np.stack([_context(j, (cb, code, ctx), maps, Q) for j in components]))
+                 for cb, code, ctx in (fit, held))  # fmt: skip
+    rows = [(Qj if "*" in j else Q) + 1 for j in components]
+    weights, held_bits = _em_weights(fit, held, P, K, rows)
     full = [np.concatenate([a, b], axis=-1) for a, b in zip(fit, held, strict=True)]
-    arrays, stats = _integer_tables(full, weights, P, K, R, min_count)
-    for j, name in enumerate(CONTEXTS):
-        arrays[f"{name}.map"] = maps[j].reshape(-1).astype(np.uint16)
+    arrays, stats = _integer_tables(full, weights, P, K, rows, min_count, components)
+    for name, m in maps.items():
+        arrays[f"{name}.map"] = m.reshape(-1).astype(np.uint16)
     info = {
         "frames": int(full[1].size // P),
         "held_out_bits_per_codebook": held_bits,
-        "weights": {name: [round(float(w), 4) for w in weights[:, i]] for i, name in enumerate(("unigram", *CONTEXTS))},
+        "weights": {
+            name: [round(float(w), 4) for w in weights[:, i]] for i, name in enumerate(("unigram", *components))
+        },
         "min_count": min_count,
-        "clusters": Q,
+        "joint_clusters": Qj,
         "packet_frames": packet_frames,
         "beta": BETA,
         **stats,
     }
-    return EntropyTables(model_id, model_name, G, L, K, arrays, info)
+    return EntropyTables(model_id, model_name, G, L, K, arrays, info, components=tuple(components), clusters=Q)
 
 
-def _dense(codebook, code, ctx, P, K, R=None):
-    """Counts [P, R, K] of (context, code) per codebook; R context values (default K + 1: codes and none)."""
-    R = K + 1 if R is None else R
+def _context(component: str, part, maps, Q) -> np.ndarray:
+    """The context value (a cluster, or for a*b before its own clustering: a pair of clusters) of every symbol."""
+    codebook, _, ctx = part
+    q = [maps[s][codebook, ctx[SOURCES.index(s)]] for s in component.split("*")]
+    if len(q) == 1:
+        return q[0]
+    pair = q[0] * (Q + 1) + q[1]
+    return maps[component][codebook, pair] if component in maps else pair
+
+
+def _dense(codebook, code, ctx, P, K, R):
+    """Counts [P, R, K] of (context, code) per codebook; R context values."""
     n = np.bincount((codebook * R + ctx) * K + code, minlength=P * R * K)
     return n.reshape(P, R, K)
 
 
-def _cluster_maps(fit, P, K, Q) -> np.ndarray:
-    """Per context and codebook, a cluster of each context code: codes whose following codes are alike share one.
+def _cluster_map(codebook, code, ctx, V, P, K, Q) -> np.ndarray:
+    """Per codebook, a cluster (0..Q-1) of each of V context values, Q for a value never seen: values whose
+    following codes are alike share one.
 
-    Hard EM on the counts: each context code goes to the cluster whose smoothed distribution gives its codes the
-    highest likelihood; clusters start as the codes in order of count, dealt round-robin."""
-    codebook, code, ctx = fit
-    maps = np.full((len(CONTEXTS), P, K + 1), Q, dtype=np.int64)
+    Hard EM on the counts: each context value goes to the cluster whose smoothed distribution gives its codes the
+    highest likelihood; clusters start as the values in order of count, dealt round-robin."""
+    maps = np.full((P, V), Q, dtype=np.int64)
     u = _unigram(codebook, code, P, K).astype(np.float64)
     u /= u.sum(1, keepdims=True)
-    for j in range(len(CONTEXTS)):
-        counts = _dense(codebook, code, ctx[j], P, K)
-        for p in range(P):
-            n = counts[p, :K].astype(np.float64)
-            seen = n.sum(1) > 0
-            assign = np.empty(K, dtype=np.int64)
-            assign[np.argsort(-n.sum(1), kind="stable")] = np.arange(K) % Q
-            for _ in range(CLUSTER_STEPS):
-                m = np.zeros((Q, K))
-                np.add.at(m, assign, n)
-                log_p = np.log((m + BETA / 2 * u[p]) / (m.sum(1, keepdims=True) + BETA / 2))
-                assign = (n @ log_p.T).argmax(1)
-            maps[j, p, :K] = np.where(seen, assign, Q)
+    counts = _dense(codebook, code, ctx, P, K, V)
+    for p in range(P):
+        n = counts[p].astype(np.float64)
+        seen = n.sum(1) > 0
+        assign = np.empty(V, dtype=np.int64)
+        assign[np.argsort(-n.sum(1), kind="stable")] = np.arange(V) % Q
+        for _ in range(CLUSTER_STEPS):
+            m = np.zeros((Q, K))
+            np.add.at(m, assign, n)
+            log_p = np.log((m + BETA / 2 * u[p]) / (m.sum(1, keepdims=True) + BETA / 2))
+            assign = (n @ log_p.T).argmax(1)
+        maps[p] = np.where(seen, assign, Q)
     return maps
-
-
-def _mapped(part, maps):
-    codebook, code, ctx = part
-    return codebook, code, np.stack([maps[j][codebook, ctx[j]] for j in range(len(CONTEXTS))])
 
 
 def _unigram(codebook, code, P, K):
     return np.bincount(codebook * K + code, minlength=P * K).reshape(P, K) + 1
 
 
-def _component_probs(fit, held, P, K, R) -> np.ndarray:
-    """[4, n] probability of each held-out code under the histogram and each smoothed context table."""
+def _component_probs(fit, held, P, K, rows) -> np.ndarray:
+    """[1 + components, n] probability of each held-out code under the histogram and each smoothed context table."""
     codebook, code, ctx = fit
     u = _unigram(codebook, code, P, K)
     u = u / u.sum(1, keepdims=True)
     hb, hc, hctx = held
     out = [u[hb, hc]]
-    for j in range(len(CONTEXTS)):
+    for j, R in enumerate(rows):
         n = _dense(codebook, code, ctx[j], P, K, R)
         total = n.sum(2)
         out.append((n[hb, hctx[j], hc] + BETA * u[hb, hc]) / (total[hb, hctx[j]] + BETA))
     return np.stack(out)
 
 
-def _em_weights(fit, held, P, K, R) -> tuple[np.ndarray, list[float]]:
-    """Mixture weights [P, 4] per codebook that maximise the held-out likelihood (EM), the histogram's >= MIN_WEIGHT;
-    and the held-out bits per code of each codebook under them (before rounding and pruning)."""
-    probs = _component_probs(fit, held, P, K, R)
+def _em_weights(fit, held, P, K, rows) -> tuple[np.ndarray, list[float]]:
+    """Mixture weights [P, 1 + components] per codebook that maximise the held-out likelihood (EM), the
+    histogram's >= MIN_WEIGHT; and the held-out bits per code of each codebook under them (before rounding and
+    pruning)."""
+    probs = _component_probs(fit, held, P, K, rows)
     hb = held[0]
     w = np.full((P, probs.shape[0]), 1.0 / probs.shape[0])
     for _ in range(EM_STEPS):
@@ -176,7 +183,7 @@ def _em_weights(fit, held, P, K, R) -> tuple[np.ndarray, list[float]]:
     return w, [round(float(b), 3) for b in per]
 
 
-def _integer_tables(full, weights, P, K, R, min_count) -> tuple[dict[str, np.ndarray], dict]:
+def _integer_tables(full, weights, P, K, rows, min_count, components) -> tuple[dict[str, np.ndarray], dict]:
     codebook, code, ctx = full
     counts_u = _unigram(codebook, code, P, K)
     U = counts_u.sum(1)
@@ -185,21 +192,21 @@ def _integer_tables(full, weights, P, K, R, min_count) -> tuple[dict[str, np.nda
         "alpha0": np.rint(SCALE * weights[:, 0] / U).astype(np.int64),
     }
     stats = {}
-    for j, name in enumerate(CONTEXTS):
+    for j, (name, R) in enumerate(zip(components, rows, strict=True)):
         n = _dense(codebook, code, ctx[j], P, K, R).reshape(P * R, K)
         total = n.sum(1).astype(np.float64)
         kept = np.where(n >= min_count, n, 0)
         pruned = total - kept.sum(1)
         lam = np.repeat(weights[:, j + 1], R)
-        rows, cols = np.nonzero(kept)
-        arrays[f"{name}.indptr"] = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=P * R))])
+        r, cols = np.nonzero(kept)
+        arrays[f"{name}.indptr"] = np.concatenate([[0], np.cumsum(np.bincount(r, minlength=P * R))])
         arrays[f"{name}.codes"] = cols.astype(np.uint16)
-        counts = kept[rows, cols]
+        counts = kept[r, cols]
         arrays[f"{name}.counts"] = counts.astype(np.uint16 if counts.size == 0 or counts.max() < 2**16 else np.int64)
         arrays[f"{name}.gamma"] = np.rint(SCALE * lam / (total + BETA)).astype(np.int64)
         alpha = SCALE * lam * (BETA + pruned) / (total + BETA) / np.repeat(U, R)
         arrays[f"{name}.alpha"] = np.rint(alpha).astype(np.int64)
-        stats[f"{name}_pairs"] = int(len(rows))
+        stats[f"{name}_pairs"] = int(len(r))
     return arrays, stats
 
 

@@ -84,18 +84,21 @@ def test_packets_round_trip_any_codes(tables):
 def _integer_tables(G: int = 2, L: int = 4, K: int = 16) -> entropy.EntropyTables:
     """Tables made of integers drawn from a seeded generator (no fitting, so no floating point anywhere)."""
     rng = np.random.default_rng(11)
-    P, R = G * L, 5  # four clusters of context codes and none
-    rows = P * R
+    P, Q = G * L, 4  # four clusters of each source's context codes (and one for none)
     arrays = {"unigram": rng.integers(1, 1000, (P, K)), "alpha0": rng.integers(1, 2**20, P)}
-    for j in entropy.CONTEXTS:
-        arrays[f"{j}.map"] = rng.integers(0, R, P * (K + 1)).astype(np.uint16)
-        lengths = rng.integers(0, 4, rows)
+    for s in entropy.SOURCES:
+        arrays[f"{s}.map"] = rng.integers(0, Q + 1, P * (K + 1)).astype(np.uint16)
+    for j in entropy.COMPONENTS:
+        R = 7 if "*" in j else Q + 1  # a joint component: six clusters of pairs and one for none
+        if "*" in j:
+            arrays[f"{j}.map"] = rng.integers(0, R, P * (Q + 1) ** 2).astype(np.uint16)
+        lengths = rng.integers(0, 4, P * R)
         arrays[f"{j}.indptr"] = np.concatenate([[0], np.cumsum(lengths)])
         arrays[f"{j}.codes"] = np.concatenate([rng.choice(K, n, replace=False) for n in lengths]).astype(np.uint16)
         arrays[f"{j}.counts"] = rng.integers(1, 500, int(lengths.sum())).astype(np.int32)
-        arrays[f"{j}.gamma"] = rng.integers(1, 2**26, rows)
-        arrays[f"{j}.alpha"] = rng.integers(1, 2**22, rows)
-    return entropy.EntropyTables("01234567", "synthetic", G, L, K, arrays, {})
+        arrays[f"{j}.gamma"] = rng.integers(1, 2**26, P * R)
+        arrays[f"{j}.alpha"] = rng.integers(1, 2**22, P * R)
+    return entropy.EntropyTables("01234567", "synthetic", G, L, K, arrays, {}, clusters=Q)
 
 
 def test_coded_bytes_are_pinned():
@@ -109,10 +112,10 @@ def test_coded_bytes_are_pinned():
 
 
 PINNED = (
-    "e197e72c",
-    "22d43234747952cb4fbb4cc6f83364a84b66cd318b30cfae79d5011bbfa5a52b",
-    480,
-)  # constriction 0.5; x86-64
+    "3fcb9b7f",
+    "d38e6bbe4e8634d25bc5e390efe1b4bae689434020a9774721cd7eff980cae2f",
+    464,
+)  # tables format codec-entropy/2; constriction 0.5; x86-64
 
 
 def test_streaming_encode_equals_offline_bytes_included(tiny_model, tables):
@@ -192,6 +195,21 @@ def test_damaged_tables_file_is_refused(tables, tmp_path):
         entropy.load_tables(path)
 
 
+def test_tables_of_another_format_are_a_one_line_error(tables, tmp_path):
+    """Tables of format 1 (codec releases before the two-step coder) are refused by name, not read as damaged."""
+    from safetensors.numpy import load_file, save_file
+
+    from codec.modelfile import read_metadata
+
+    path = tmp_path / "old.entropy"
+    tables.save(path)
+    meta = read_metadata(path) | {"format": "codec-entropy/1"}
+    save_file(load_file(str(path)), str(path), metadata=meta)
+    with pytest.raises(CodecError, match=r"format codec-entropy/1, which this codec does not read") as e:
+        entropy.load_tables(path)
+    assert "\n" not in str(e.value)
+
+
 def test_cli_encode_entropy_decode_and_info(model_with_tables, tmp_path, capsys):
     import json
 
@@ -260,6 +278,28 @@ def test_any_codebook_layout(groups, levels, size):
         codes = walk[0].T[:60, None, : used * groups].repeat(2, axis=1)  # two channels
         payload = entropy.encode_packet(tables, codes, used)
         assert np.array_equal(entropy.decode_packet(tables, payload, 60, 2, used), codes)
+
+
+def test_random_payloads_decode_or_raise_value_error():
+    """A codebook of 8 codes is coded as 2 high parts padded to 4 symbols: a forged payload that decodes a padding
+    symbol (or anything else) is a ValueError, never another exception or a code outside the codebook."""
+    rng = np.random.default_rng(5)
+    walk = [np.cumsum(rng.integers(0, 2, (2, 120)), axis=1) % 8 for _ in range(4)]
+    tables = fit_tables(
+        walk, model_id="89abcdef", model_name="pad", num_groups=1, num_levels=2, codebook_size=8, min_count=1,
+        clusters=3, joint_clusters=4,
+    )  # fmt: skip
+    outcomes = {"decoded": 0, "error": 0}
+    for _ in range(300):
+        payload = rng.integers(0, 2**32, rng.integers(1, 4), dtype=np.uint64).astype("<u4").tobytes()
+        try:
+            codes = entropy.decode_packet(tables, payload, 9, 1, 2)
+        except ValueError:
+            outcomes["error"] += 1
+        else:
+            assert codes.shape == (9, 1, 2) and 0 <= codes.min() and codes.max() < 8
+            outcomes["decoded"] += 1
+    assert outcomes["error"] > 0
 
 
 def test_the_server_decodes_entropy_coded_streams(model_with_tables, tables, tiny_model):
