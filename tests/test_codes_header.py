@@ -4,6 +4,7 @@ written by the codec before version 4, see tests/data/README.md)."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from codec.bitstream import CodesReader
+from codec.bitstream import CodesReader, CodesWriter
 from codec.compress import decode_stream, encode_audio
 from codec.errors import CodecError
 from tests.conftest import tone
@@ -98,6 +99,10 @@ def test_files_written_before_version_4_still_decode(capsys, tmp_path, name, ver
     assert code == 0 and (header["version"], header["levels"], header["model_id"]) == (version, levels, "62310a0b")
     wav = tmp_path / "out.wav"
     code, _, err = run(capsys, "decode", path, wav, "--runtime", "torch")
+    if version == 3:  # coded with grvq16k's first tables (549386aa, format 1), refitted since: a one-line error
+        assert_one_line_error(code, err, "was coded with entropy tables 549386aa", "fitted again since")
+        _version_3_with_todays_tables_decodes()
+        return
     assert code == 0, err
     info = sf.info(wav)
     assert (info.samplerate, info.channels) == (16000, 1)
@@ -112,3 +117,21 @@ def test_files_written_before_version_4_still_decode(capsys, tmp_path, name, ver
     again = as_version(data, 4, entropy.tables_for(model) if version == 3 else None)
     assert again[4] == 4
     np.testing.assert_array_equal(decode_stream(model, io.BytesIO(again))[0], audio)
+
+
+def _version_3_with_todays_tables_decodes() -> None:
+    """The version-3 layout itself still reads: v1.codes's packets under a version-3 header and today's tables."""
+    from codec import entropy
+    from codec.checkpoint import load_model
+
+    model = load_model("grvq16k")
+    tables = entropy.tables_for(model)
+    data = (DATA / "v1.codes").read_bytes()
+    reader = CodesReader(io.BytesIO(data))
+    out = io.BytesIO()
+    writer = CodesWriter(out, dataclasses.replace(reader.header, version=3, tables_id=tables.tables_id), tables)
+    for packet in reader.packets():
+        writer.write_packet(packet.codes)
+    v3 = out.getvalue()
+    assert v3[4] == 3 and CodesReader(io.BytesIO(v3)).header.entropy_coded
+    np.testing.assert_array_equal(decode_stream(model, io.BytesIO(v3))[0], decode_stream(model, io.BytesIO(data))[0])
