@@ -41,8 +41,8 @@ def validate(
     A level count of 0 is the autoencoder with the quantizer bypassed (what the quantizer can at best reach).
 
     items: (utt id, audio [C, T]) pairs at the model's rate, scored on their channel mix as speech (a metric that
-    does not apply to a clip, e.g. PESQ on silence, is left out of that clip's mean, as in codec eval). The model
-    is put back in its previous mode.
+    does not apply to a clip, e.g. PESQ on silence, leaves that clip out of its mean over the clips, as in codec
+    eval). The model is put back in its previous mode.
     """
     was_training = model.training
     model.eval()
