@@ -67,11 +67,30 @@ def test_level_term_measures_the_level_error_in_db_and_pulls_a_quiet_output_up()
     assert torch.isfinite(silent.grad).all()
 
 
+def test_phase_levels_lighten_the_phase_term_only_for_items_coded_with_few_levels():
+    config = LossConfig(mel_windows=(64, 128), mel_bins=(10, 20), stft_windows=(64, 128), complex_weight=1.0)
+    x = torch.cat([speechlike(), speechlike()])
+    flipped = -x  # same magnitudes, opposite phase: all of the complex term is its phase-aware part
+    full = ReconstructionObjective(config, sample_rate=16000)(flipped, x, levels=torch.tensor([1, 8]))["complex"]
+    ramp = ReconstructionObjective(
+        LossConfig(**{**config.__dict__, "phase_levels": 4}), sample_rate=16000
+    )
+    # item 1 (one level) weighs 1/4, item 2 (eight levels) weighs 1: (0.25 + 1) / 2 of the full term
+    assert torch.isclose(ramp(flipped, x, levels=torch.tensor([1, 8]))["complex"], full * 0.625, rtol=1e-4)
+    assert torch.isclose(ramp(flipped, x, levels=torch.tensor([4, 8]))["complex"], full, rtol=1e-4)
+    assert torch.isclose(ramp(flipped, x)["complex"], full, rtol=1e-4)  # unquantized: full weight
+    # a magnitude error still costs in full at one level
+    quiet = 0.5 * x
+    assert ramp(quiet, x, levels=torch.tensor([1, 1]))["complex"] > 0.3 * ramp(quiet, x)["complex"]
+
+
 def test_loss_config_is_validated():
     with pytest.raises(CodecError, match="complex_power"):
         LossConfig(complex_power=0.0)
     with pytest.raises(CodecError, match="stft_windows"):
         LossConfig(stft_windows=())
+    with pytest.raises(CodecError, match="phase_levels"):
+        LossConfig(phase_levels=-1)
 
 
 def test_quantizer_bypass_passes_the_latent_and_leaves_codebooks_alone():

@@ -77,6 +77,10 @@ class LossConfig:
     stft_weight: float = 0.0  # multi-resolution STFT: spectral convergence + L1 of log magnitudes
     complex_weight: float = 0.0  # power-law compressed complex STFT (phase-aware) + compressed magnitude MSE
     complex_power: float = 0.3  # compression exponent of the complex term
+    # an item coded with n quantizer levels weighs the phase-aware part of the complex term by min(1, n / phase_levels)
+    # (its compressed magnitude part keeps full weight): few levels cannot carry phase, and a phase-aware MSE then
+    # pulls magnitudes down. 0: full weight at every level count.
+    phase_levels: int = 0
     adversarial: str = "hinge"  # hinge | lsgan
     adversarial_weight: float = 1.0
     feature_matching_weight: float = 2.0
@@ -93,6 +97,8 @@ class LossConfig:
             raise CodecError("loss.stft_windows must be a non-empty list of STFT sizes of at least 4")
         if not 0 < self.complex_power <= 1:
             raise CodecError(f"loss.complex_power must lie in (0, 1], got {self.complex_power}")
+        if self.phase_levels < 0:
+            raise CodecError(f"loss.phase_levels must be 0 (off) or a level count, got {self.phase_levels}")
 
 
 @dataclass(frozen=True)

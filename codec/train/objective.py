@@ -50,9 +50,21 @@ class STFTLosses(nn.Module):
         )
 
     def forward(
-        self, y_hat: torch.Tensor, y: torch.Tensor, *, magnitude: bool = True, complex: bool = True
+        self,
+        y_hat: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        magnitude: bool = True,
+        complex: bool = True,
+        phase_weight: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """{'stft': SC + log magnitude, 'complex': compressed complex + compressed magnitude} (those asked for)."""
+        """{'stft': SC + log magnitude, 'complex': compressed complex + compressed magnitude} (those asked for).
+
+        phase_weight: optional [B] weight of each item's phase-aware complex part (default 1 for every item).
+        """
+        rows = None
+        if phase_weight is not None:
+            rows = phase_weight.float().repeat_interleave(y.shape[1] if y.dim() == 3 else 1)  # one per B * C row
         out: dict[str, torch.Tensor] = {}
         with torch.autocast(y.device.type, enabled=False):
             mag_total = y.new_zeros((), dtype=torch.float32)
@@ -68,9 +80,9 @@ class STFTLosses(nn.Module):
                 if complex:
                     c_hat, c = m_hat.pow(self.power), m.pow(self.power)
                     phase_hat, phase = s_hat / m_hat, s / m
-                    cplx_total = (
-                        cplx_total + (c_hat * phase_hat - c * phase).abs().square().mean() + (c_hat - c).square().mean()
-                    )
+                    err = (c_hat * phase_hat - c * phase).abs().square()
+                    phase_term = err.mean() if rows is None else (err.mean((1, 2)) * rows).mean()
+                    cplx_total = cplx_total + phase_term + (c_hat - c).square().mean()
             if magnitude:
                 out["stft"] = mag_total / len(self.windows)
             if complex:
@@ -100,12 +112,23 @@ class ReconstructionObjective(nn.Module):
             "feature_matching": config.feature_matching_weight,
         }
 
-    def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Unweighted reconstruction terms (those with a weight above 0; mel always, for logging)."""
+    def forward(
+        self, y_hat: torch.Tensor, y: torch.Tensor, *, levels: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Unweighted reconstruction terms (those with a weight above 0; mel always, for logging).
+
+        levels: optional [B] quantizer levels each item was coded with (None: unquantized); with
+        `loss.phase_levels` it sets each item's weight of the phase-aware complex part.
+        """
         w = self.weights
         terms = {"mel": self.mel(y_hat, y)}
         if w["stft"] > 0 or w["complex"] > 0:
-            terms.update(self.stft(y_hat, y, magnitude=w["stft"] > 0, complex=w["complex"] > 0))
+            phase_weight = None
+            if levels is not None and self.config.phase_levels > 0:
+                phase_weight = (levels.float() / self.config.phase_levels).clamp(max=1.0)
+            terms.update(
+                self.stft(y_hat, y, magnitude=w["stft"] > 0, complex=w["complex"] > 0, phase_weight=phase_weight)
+            )
         if w["waveform"] > 0:
             terms["waveform"] = waveform_l1(y_hat, y)
         if w["level"] > 0:

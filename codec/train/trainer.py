@@ -441,7 +441,7 @@ class Trainer:
                 with self._autocast():
                     y_hat, q = self.g(x, quantize=quantize, noise=0.0 if quantize else tc.quantizer_warmup_noise)
                 y_hat = y_hat.float()
-                terms = self.objective(y_hat, x)
+                terms = self.objective(y_hat, x, levels=q.levels if quantize else None)
                 values: dict[str, torch.Tensor] = {"commitment": q.commitment_loss.detach()}
                 if gan:
                     with self._autocast():
