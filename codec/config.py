@@ -25,7 +25,11 @@ from codec.errors import CodecError
 
 @dataclass(frozen=True)
 class SEANetConfig:
-    """One side (encoder or decoder) of the convolutional autoencoder."""
+    """One side (encoder or decoder) of the convolutional autoencoder: its hyperparameters, declared here once.
+
+    `codec.modules.seanet.SEANetEncoder` and `SEANetDecoder` take this dataclass itself (with the audio channels
+    and the latent dimension), so a new hyperparameter is a field here and the code that reads it, nothing else.
+    """
 
     channels: int = 32  # channels after the first convolution; doubled at every downsampling
     ratios: tuple[int, ...] = (2, 4, 5, 8)  # strides in encoder order (the decoder runs them reversed)
@@ -58,9 +62,19 @@ class SEANetConfig:
             raise CodecError(f"istft_stage {self.istft_stage} must lie in 0..{len(self.ratios)} (the number of ratios)")
 
     @property
+    def hop_length(self) -> int:
+        """Samples per latent frame: the patch size times the strides."""
+        return self.patch_size * _prod(self.ratios)
+
+    @property
     def istft_hop(self) -> int:
         """Samples per frame at the istft head: the upsampling that the stages after it would have done."""
         return self.patch_size * _prod(self.ratios[: len(self.ratios) - self.istft_stage])
+
+    @property
+    def istft_window(self) -> int:
+        """The istft head's DFT size: `istft_n_fft`, or 4 x its hop when none."""
+        return self.istft_n_fft or 4 * self.istft_hop
 
 
 @dataclass(frozen=True)
@@ -179,7 +193,7 @@ class ModelConfig:
         elif self.latent_dim % q.num_groups:
             problems.append(f"latent_dim {self.latent_dim} is not divisible by num_groups {q.num_groups}")
         enc, dec = self.encoder, self.decoder
-        if enc.patch_size * _prod(enc.ratios) != dec.patch_size * _prod(dec.ratios):
+        if enc.hop_length != dec.hop_length:
             problems.append(
                 f"encoder patch_size x ratios ({enc.patch_size} x {enc.ratios}) and decoder patch_size x ratios "
                 f"({dec.patch_size} x {dec.ratios}) must have the same product (the hop length)"
@@ -189,7 +203,7 @@ class ModelConfig:
         if enc.head != "waveform":
             problems.append(f"encoder.head is {enc.head!r}; the output head is a decoder setting")
         elif dec.head == "istft":
-            n_fft = dec.istft_n_fft or 4 * dec.istft_hop
+            n_fft = dec.istft_window
             if n_fft % 2 or n_fft % dec.istft_hop or n_fft < 3 * dec.istft_hop:
                 problems.append(
                     f"decoder.istft_n_fft {n_fft} must be even, a multiple of the istft hop {dec.istft_hop} "
@@ -202,7 +216,7 @@ class ModelConfig:
     def hop_length(self) -> int:
         if self.family == "spectral":
             return self.spectral.hop_length
-        return self.encoder.patch_size * _prod(self.encoder.ratios)
+        return self.encoder.hop_length
 
     @property
     def algorithmic_latency(self) -> int:

@@ -10,7 +10,8 @@ from train_fixtures import make_data_dir, tiny_training_config
 from codec.errors import CodecError
 from codec.quantization.grvq import GroupResidualVQ
 from codec.train.config import LossConfig
-from codec.train.objective import ReconstructionObjective, STFTLosses
+from codec.train.losses import STFTLosses
+from codec.train.objective import ReconstructionObjective
 from codec.train.trainer import Trainer
 
 

@@ -48,8 +48,7 @@ def profile(config_path: str, data: str, steps: int, overrides: list[str]) -> di
             with trainer._autocast():
                 y_hat, q = trainer.g(x)
             marks.append(time.process_time())
-            terms = trainer.objective(y_hat.float(), x)
-            loss = trainer.objective.weighted_sum(terms) + config.loss.commitment_weight * q.commitment_loss
+            loss = trainer.objective(y_hat.float(), x, commitment=q.commitment_loss).generator
             marks.append(time.process_time())
             trainer.opt_g.zero_grad(set_to_none=True)
             loss.backward()

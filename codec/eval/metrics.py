@@ -240,19 +240,28 @@ def select_metrics(names: str | list[str] | None) -> list[Metric]:
     return [m for m in METRICS.values() if m.name in wanted]
 
 
-def check_available(metrics: list[Metric]) -> None:
-    """Import each metric's packages now, so a missing one stops the run before it starts."""
+def check_available(metrics: list[Metric], *, required: bool = True) -> list[Metric]:
+    """The metrics whose packages import, checked now rather than on the first clip.
+
+    required: a missing package is a CodecError naming the install (`codec eval`: the run stops before it starts);
+    False leaves those metrics out (training validation, where the eval extra is optional).
+    """
     import importlib
 
+    available = []
     for m in metrics:
-        for package in m.packages:
-            try:
+        try:
+            for package in m.packages:
                 importlib.import_module(package)
-            except ImportError as e:
+        except ImportError as e:
+            if required:
                 raise CodecError(
                     f"metric {m.name} needs the Python package {package} ({e}); "
                     f"install the eval extra: pip install 'codec[eval]' (or pip install {package})"
                 ) from None
+            continue
+        available.append(m)
+    return available
 
 
 def rms_dbfs(x: np.ndarray) -> float:

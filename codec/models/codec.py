@@ -187,11 +187,15 @@ class CodecModel(StreamingModule, RateFacts):
 
 
 def build_model(config: ModelConfig) -> CodecModel:
-    """The one place a config becomes modules."""
+    """The one place a config becomes modules. Each side of the autoencoder takes its own section of the config
+    (`SEANetConfig`, `SpectralConfig`), where its hyperparameters are declared once."""
+    shape = dict(audio_channels=config.channels, latent_dim=config.latent_dim)
     if config.family == "spectral":
-        encoder, decoder = _spectral_sides(config)
+        encoder = SpectralEncoder(**shape, config=config.spectral)
+        decoder = SpectralDecoder(**shape, config=config.spectral)
     else:
-        encoder, decoder = _seanet_sides(config)
+        encoder = SEANetEncoder(**shape, config=config.encoder)
+        decoder = SEANetDecoder(**shape, config=config.decoder)
     q = config.quantizer
     model = CodecModel(
         encoder=encoder,
@@ -220,50 +224,3 @@ def build_model(config: ModelConfig) -> CodecModel:
     )
     model.config = config
     return model
-
-
-def _spectral_sides(config: ModelConfig) -> tuple[SpectralEncoder, SpectralDecoder]:
-    s = config.spectral
-    shared = dict(
-        audio_channels=config.channels,
-        latent_dim=config.latent_dim,
-        hop_length=s.hop_length,
-        kernel_size=s.kernel_size,
-        mlp_ratio=s.mlp_ratio,
-        power=s.power,
-    )
-    encoder = SpectralEncoder(n_fft=s.n_fft, channels=s.encoder_channels, num_blocks=s.encoder_blocks, **shared)
-    decoder = SpectralDecoder(overlap=s.overlap, channels=s.decoder_channels, num_blocks=s.decoder_blocks, **shared)
-    return encoder, decoder
-
-
-def _seanet_sides(config: ModelConfig) -> tuple[SEANetEncoder, SEANetDecoder]:
-
-    def side(c, cls, **extra):
-        return cls(
-            audio_channels=config.channels,
-            latent_dim=config.latent_dim,
-            channels=c.channels,
-            ratios=c.ratios,
-            kernel_size=c.kernel_size,
-            last_kernel_size=c.last_kernel_size,
-            residual_kernel_size=c.residual_kernel_size,
-            num_residual_layers=c.num_residual_layers,
-            dilation_base=c.dilation_base,
-            compress=c.compress,
-            lstm_layers=c.lstm_layers,
-            max_channels=c.max_channels,
-            patch_size=c.patch_size,
-            linear_skip=c.linear_skip,
-            **extra,
-        )
-
-    encoder = side(config.encoder, SEANetEncoder)
-    decoder = side(
-        config.decoder,
-        SEANetDecoder,
-        head=config.decoder.head,
-        istft_stage=config.decoder.istft_stage,
-        istft_n_fft=config.decoder.istft_n_fft,
-    )
-    return encoder, decoder

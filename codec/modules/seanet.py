@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
+from codec.config import SEANetConfig
 from codec.modules.conv import StreamingConv1d, StreamingConvTranspose1d, StreamingLSTM
 from codec.modules.istft import ISTFTHead
 
@@ -60,10 +59,10 @@ class Unpatchify(nn.Module):
         return x.reshape(B, C, self.size, F).transpose(2, 3).reshape(B, C, F * self.size)
 
 
-def _residual_stack(channels: int, *, num_layers: int, kernel_size: int, dilation_base: int, compress: int) -> list:
+def _residual_stack(channels: int, c: SEANetConfig) -> list:
     return [
-        ResidualUnit(channels, kernel_size=kernel_size, dilation=dilation_base**j, compress=compress)
-        for j in range(num_layers)
+        ResidualUnit(channels, kernel_size=c.residual_kernel_size, dilation=c.dilation_base**j, compress=c.compress)
+        for j in range(c.num_residual_layers)
     ]
 
 
@@ -73,53 +72,28 @@ class SEANetEncoder(nn.Module):
     Args:
         audio_channels: input channels C.
         latent_dim: output dimension D.
-        channels: width after the first convolution, doubled at every downsampling (capped at max_channels).
-        ratios: downsampling strides in order; hop_length is their product.
-        kernel_size, last_kernel_size, residual_kernel_size, num_residual_layers, dilation_base, compress,
-        lstm_layers, max_channels, patch_size, linear_skip: see `SEANetConfig`.
+        config: the architecture, declared once in `SEANetConfig` (widths, strides, kernels, residual blocks,
+            LSTM, patching, linear skip path); its decoder-only fields (head, istft_*) are not read.
 
     Shapes: x [B, C, T] -> [B, D, T // hop_length] from a fresh state.
     """
 
-    def __init__(
-        self,
-        *,
-        audio_channels: int,
-        latent_dim: int,
-        channels: int,
-        ratios: tuple[int, ...],
-        kernel_size: int = 7,
-        last_kernel_size: int = 7,
-        residual_kernel_size: int = 3,
-        num_residual_layers: int = 1,
-        dilation_base: int = 2,
-        compress: int = 2,
-        lstm_layers: int = 0,
-        max_channels: int = 1024,
-        patch_size: int = 1,
-        linear_skip: bool = False,
-    ) -> None:
+    def __init__(self, *, audio_channels: int, latent_dim: int, config: SEANetConfig) -> None:
         super().__init__()
-        hop = patch_size * math.prod(ratios)
+        c, hop = config, config.hop_length
         # the lapped linear path sees the current frame and the one before it (causal): z_f += W [x_{f-1}; x_f]
-        self.skip = StreamingConv1d(audio_channels, latent_dim, 2 * hop, stride=hop) if linear_skip else None
-        width = channels
-        layers: list[nn.Module] = [Patchify(patch_size)] if patch_size > 1 else []
-        layers.append(StreamingConv1d(audio_channels * patch_size, width, kernel_size))
-        for ratio in ratios:
-            layers += _residual_stack(
-                width,
-                num_layers=num_residual_layers,
-                kernel_size=residual_kernel_size,
-                dilation_base=dilation_base,
-                compress=compress,
-            )
-            wider = min(width * 2, max_channels)
+        self.skip = StreamingConv1d(audio_channels, latent_dim, 2 * hop, stride=hop) if c.linear_skip else None
+        width = c.channels
+        layers: list[nn.Module] = [Patchify(c.patch_size)] if c.patch_size > 1 else []
+        layers.append(StreamingConv1d(audio_channels * c.patch_size, width, c.kernel_size))
+        for ratio in c.ratios:
+            layers += _residual_stack(width, c)
+            wider = min(width * 2, c.max_channels)
             layers += [nn.ELU(), StreamingConv1d(width, wider, 2 * ratio, stride=ratio)]
             width = wider
-        if lstm_layers:
-            layers.append(StreamingLSTM(width, num_layers=lstm_layers))
-        layers += [nn.ELU(), StreamingConv1d(width, latent_dim, last_kernel_size)]
+        if c.lstm_layers:
+            layers.append(StreamingLSTM(width, num_layers=c.lstm_layers))
+        layers += [nn.ELU(), StreamingConv1d(width, latent_dim, c.last_kernel_size)]
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -130,70 +104,47 @@ class SEANetEncoder(nn.Module):
 class SEANetDecoder(nn.Module):
     """Latent frames to waveform; the mirror image of `SEANetEncoder`.
 
-    `ratios` are given in encoder order and applied reversed. Shapes: z [B, D, F] -> [B, C, F * hop_length];
-    with patch_size P the last convolution emits C * P channels that are unfolded into P samples each.
+    Args:
+        audio_channels: output channels C.
+        latent_dim: input dimension D.
+        config: the architecture, declared once in `SEANetConfig`; `ratios` are given in encoder order and
+            applied reversed.
+
+    Shapes: z [B, D, F] -> [B, C, F * hop_length]; with patch_size P the last convolution emits C * P channels that
+    are unfolded into P samples each.
 
     head="istft" ends the network after the first `istft_stage` upsampling stages with an `ISTFTHead`
-    (hop = hop_length / the upsampling left, `istft_n_fft` = 4 x hop when none); the later stages, the last
+    (hop = `config.istft_hop`, the upsampling left; `config.istft_window` samples); the later stages, the last
     convolution and the unpatching are not built. Either head emits hop_length samples per latent frame, causally.
     """
 
-    def __init__(
-        self,
-        *,
-        audio_channels: int,
-        latent_dim: int,
-        channels: int,
-        ratios: tuple[int, ...],
-        kernel_size: int = 7,
-        last_kernel_size: int = 7,
-        residual_kernel_size: int = 3,
-        num_residual_layers: int = 1,
-        dilation_base: int = 2,
-        compress: int = 2,
-        lstm_layers: int = 0,
-        max_channels: int = 1024,
-        patch_size: int = 1,
-        linear_skip: bool = False,
-        head: str = "waveform",
-        istft_stage: int = 1,
-        istft_n_fft: int | None = None,
-    ) -> None:
+    def __init__(self, *, audio_channels: int, latent_dim: int, config: SEANetConfig) -> None:
         super().__init__()
-        if head not in ("waveform", "istft"):
-            raise ValueError(f"unknown head {head!r} (use 'waveform' or 'istft')")
-        hop = patch_size * math.prod(ratios)
+        c, hop = config, config.hop_length
         # the lapped linear path: each latent frame spreads over its own frame and the next (overlap-add in state)
-        self.skip = StreamingConvTranspose1d(latent_dim, audio_channels, 2 * hop, stride=hop) if linear_skip else None
-        widths = [channels]
-        for _ in ratios:
-            widths.append(min(widths[-1] * 2, max_channels))
+        self.skip = StreamingConvTranspose1d(latent_dim, audio_channels, 2 * hop, stride=hop) if c.linear_skip else None
+        widths = [c.channels]
+        for _ in c.ratios:
+            widths.append(min(widths[-1] * 2, c.max_channels))
         width = widths[-1]
-        layers: list[nn.Module] = [StreamingConv1d(latent_dim, width, kernel_size)]
-        if lstm_layers:
-            layers.append(StreamingLSTM(width, num_layers=lstm_layers))
-        stages = reversed(list(enumerate(ratios)))
-        if head == "istft":
-            stages = list(stages)[:istft_stage]
+        layers: list[nn.Module] = [StreamingConv1d(latent_dim, width, c.kernel_size)]
+        if c.lstm_layers:
+            layers.append(StreamingLSTM(width, num_layers=c.lstm_layers))
+        stages = reversed(list(enumerate(c.ratios)))
+        if c.head == "istft":
+            stages = list(stages)[: c.istft_stage]
         for i, ratio in stages:
             narrower = widths[i]
             layers += [nn.ELU(), StreamingConvTranspose1d(width, narrower, 2 * ratio, stride=ratio)]
             width = narrower
-            layers += _residual_stack(
-                width,
-                num_layers=num_residual_layers,
-                kernel_size=residual_kernel_size,
-                dilation_base=dilation_base,
-                compress=compress,
-            )
-        if head == "istft":
-            istft_hop = patch_size * math.prod(ratios[: len(ratios) - istft_stage])
-            n_fft = istft_n_fft or 4 * istft_hop
-            layers += [nn.ELU(), ISTFTHead(width, audio_channels=audio_channels, hop=istft_hop, n_fft=n_fft)]
+            layers += _residual_stack(width, c)
+        if c.head == "istft":
+            head = ISTFTHead(width, audio_channels=audio_channels, hop=c.istft_hop, n_fft=c.istft_window)
+            layers += [nn.ELU(), head]
         else:
-            layers += [nn.ELU(), StreamingConv1d(width, audio_channels * patch_size, last_kernel_size)]
-            if patch_size > 1:
-                layers.append(Unpatchify(patch_size))
+            layers += [nn.ELU(), StreamingConv1d(width, audio_channels * c.patch_size, c.last_kernel_size)]
+            if c.patch_size > 1:
+                layers.append(Unpatchify(c.patch_size))
         self.model = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from codec.config import SpectralConfig
 from codec.modules.conv import StreamingConv1d
 from codec.modules.istft import inverse_rdft_rows
 from codec.modules.streaming import State, StreamingModule
@@ -144,43 +145,33 @@ class SpectralEncoder(nn.Module):
     """Waveform -> latent at the frame rate: causal STFT, power-law compression, ConvNeXt blocks over frames.
 
     Args:
-        audio_channels: C of the audio. latent_dim: D. hop_length: samples per frame (the STFT hop).
-        n_fft: analysis window (a multiple of hop_length, at least hop_length; 2 * hop = the previous hop too).
-        channels: width of the blocks. num_blocks, kernel_size, mlp_ratio: the ConvNeXt stack.
-        power: magnitude compression exponent.
+        audio_channels: C of the audio. latent_dim: D.
+        config: the architecture, declared once in `SpectralConfig`: hop_length (the STFT hop), n_fft (the
+            analysis window), power (magnitude compression), encoder_channels and encoder_blocks (the ConvNeXt
+            stack), kernel_size, mlp_ratio.
 
     Shapes: x [B, C, F * hop] -> z [B, D, F] (input past the last whole hop waits in the state).
     """
 
-    def __init__(
-        self,
-        *,
-        audio_channels: int,
-        latent_dim: int,
-        hop_length: int,
-        n_fft: int,
-        channels: int,
-        num_blocks: int,
-        kernel_size: int = 7,
-        mlp_ratio: float = 3.0,
-        power: float = 0.3,
-    ) -> None:
+    def __init__(self, *, audio_channels: int, latent_dim: int, config: SpectralConfig) -> None:
         super().__init__()
-        if n_fft < hop_length or n_fft % 2:
-            raise ValueError(f"n_fft {n_fft} must be even and at least hop_length {hop_length}")
-        self.power = power
-        basis = analysis_basis(n_fft, hop_length)
+        c, channels = config, config.encoder_channels
+        self.power = c.power
+        basis = analysis_basis(c.n_fft, c.hop_length)
         if audio_channels > 1:  # every audio channel through the same transform, side by side
             basis = basis.repeat(audio_channels, 1, 1)
         self.stft = StreamingConv1d(
-            audio_channels, basis.shape[0], n_fft, stride=hop_length, groups=audio_channels, bias=False, norm="none"
+            audio_channels, basis.shape[0], c.n_fft, stride=c.hop_length, groups=audio_channels, bias=False, norm="none"
         )
         self.stft.weight = _FixedWeight(basis)
-        self.bins = n_fft // 2 + 1
+        self.bins = c.n_fft // 2 + 1
         self.audio_channels = audio_channels
         self.proj_in = StreamingConv1d(basis.shape[0], channels, 1, norm="none")
         self.blocks = nn.Sequential(
-            *[CausalConvNeXtBlock(channels, kernel_size=kernel_size, mlp_ratio=mlp_ratio) for _ in range(num_blocks)]
+            *[
+                CausalConvNeXtBlock(channels, kernel_size=c.kernel_size, mlp_ratio=c.mlp_ratio)
+                for _ in range(c.encoder_blocks)
+            ]
         )
         self.norm = ChannelNorm(channels)
         self.proj_out = StreamingConv1d(channels, latent_dim, 1, norm="none")
@@ -258,33 +249,26 @@ class SpectralDecoder(nn.Module):
     """Latent at the frame rate -> waveform: ConvNeXt blocks over frames, then `SpectralSynthesis`.
 
     Args:
-        audio_channels, latent_dim, hop_length, channels, num_blocks, kernel_size, mlp_ratio, power: as the
-        encoder's. overlap: the synthesis cross-fade in samples.
+        audio_channels: C of the audio. latent_dim: D.
+        config: the architecture (`SpectralConfig`): decoder_channels and decoder_blocks, overlap (the synthesis
+            cross-fade in samples), and hop_length, kernel_size, mlp_ratio, power as the encoder's.
 
     Shapes: z [B, D, F] -> x [B, C, F * hop].
     """
 
-    def __init__(
-        self,
-        *,
-        audio_channels: int,
-        latent_dim: int,
-        hop_length: int,
-        overlap: int,
-        channels: int,
-        num_blocks: int,
-        kernel_size: int = 7,
-        mlp_ratio: float = 3.0,
-        power: float = 0.3,
-    ) -> None:
+    def __init__(self, *, audio_channels: int, latent_dim: int, config: SpectralConfig) -> None:
         super().__init__()
+        c, channels = config, config.decoder_channels
         self.proj_in = StreamingConv1d(latent_dim, channels, 1, norm="none")
         self.blocks = nn.Sequential(
-            *[CausalConvNeXtBlock(channels, kernel_size=kernel_size, mlp_ratio=mlp_ratio) for _ in range(num_blocks)]
+            *[
+                CausalConvNeXtBlock(channels, kernel_size=c.kernel_size, mlp_ratio=c.mlp_ratio)
+                for _ in range(c.decoder_blocks)
+            ]
         )
         self.norm = ChannelNorm(channels)
         self.head = SpectralSynthesis(
-            channels, audio_channels=audio_channels, hop_length=hop_length, overlap=overlap, power=power
+            channels, audio_channels=audio_channels, hop_length=c.hop_length, overlap=c.overlap, power=c.power
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

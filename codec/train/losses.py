@@ -1,5 +1,6 @@
-"""Loss terms: multi-scale mel reconstruction, waveform L1, adversarial (hinge or least squares) and
-feature matching. The commitment loss comes from the quantizer itself (`QuantizerOutput`).
+"""Loss terms: multi-scale mel, multi-resolution and compressed complex STFT, waveform L1, output level,
+adversarial (hinge or least squares) and feature matching. The commitment loss comes from the quantizer itself
+(`QuantizerOutput`); which terms a step uses, and their weights, is codec/train/objective.py.
 
 Mel filters are librosa's (Slaney-normalised, as DAC and EnCodec use); spectrograms are torch.stft
 in fp32 whatever the autocast context.
@@ -48,6 +49,70 @@ class MelLoss(nn.Module):
                 log_a, log_b = a.clamp_min(self.clamp).log10(), b.clamp_min(self.clamp).log10()
                 total = total + F.l1_loss(log_a, log_b) + F.l1_loss(a, b)
             return total / len(self.windows)
+
+
+class STFTLosses(nn.Module):
+    """Multi-resolution magnitude and compressed complex STFT losses for audio [B, C, T] pairs.
+
+    Args:
+        windows: STFT sizes (Hann window, hop = window / 4). power: magnitude compression exponent p.
+        magnitude: compute spectral convergence + log magnitude. complex: compute the compressed complex term.
+        eps: floor of magnitudes before the log and the power.
+    """
+
+    def __init__(self, *, windows: tuple[int, ...], power: float = 0.3, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.windows, self.power, self.eps = tuple(windows), power, eps
+        for n_fft in self.windows:
+            self.register_buffer(f"window_{n_fft}", torch.hann_window(n_fft), persistent=False)
+
+    def _spectrum(self, x: torch.Tensor, n_fft: int) -> torch.Tensor:
+        x = x.reshape(-1, x.shape[-1]).float()
+        window = getattr(self, f"window_{n_fft}")
+        # normalized: magnitudes do not grow with the window size, so every resolution weighs alike
+        return torch.stft(
+            x, n_fft, hop_length=n_fft // 4, window=window, center=True, normalized=True, return_complex=True
+        )
+
+    def forward(
+        self,
+        y_hat: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        magnitude: bool = True,
+        complex: bool = True,
+        phase_weight: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """{'stft': SC + log magnitude, 'complex': compressed complex + compressed magnitude} (those asked for).
+
+        phase_weight: optional [B] weight of each item's phase-aware complex part (default 1 for every item).
+        """
+        rows = None
+        if phase_weight is not None:
+            rows = phase_weight.float().repeat_interleave(y.shape[1] if y.dim() == 3 else 1)  # one per B * C row
+        out: dict[str, torch.Tensor] = {}
+        with torch.autocast(y.device.type, enabled=False):
+            mag_total = y.new_zeros((), dtype=torch.float32)
+            cplx_total = y.new_zeros((), dtype=torch.float32)
+            for n_fft in self.windows:
+                s_hat, s = self._spectrum(y_hat, n_fft), self._spectrum(y, n_fft)
+                # sqrt(|S|^2 + eps^2): a smooth magnitude, so gradients stay finite at silent bins
+                m_hat = (s_hat.real.square() + s_hat.imag.square() + self.eps**2).sqrt()
+                m = (s.real.square() + s.imag.square() + self.eps**2).sqrt()
+                if magnitude:
+                    sc = (m_hat - m).norm() / m.norm().clamp_min(self.eps)
+                    mag_total = mag_total + sc + (m_hat.log() - m.log()).abs().mean()
+                if complex:
+                    c_hat, c = m_hat.pow(self.power), m.pow(self.power)
+                    phase_hat, phase = s_hat / m_hat, s / m
+                    err = (c_hat * phase_hat - c * phase).abs().square()
+                    phase_term = err.mean() if rows is None else (err.mean((1, 2)) * rows).mean()
+                    cplx_total = cplx_total + phase_term + (c_hat - c).square().mean()
+            if magnitude:
+                out["stft"] = mag_total / len(self.windows)
+            if complex:
+                out["complex"] = cplx_total / len(self.windows)
+        return out
 
 
 def waveform_l1(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -2,10 +2,12 @@
 
 One optimizer step, for each of `grad_accum` micro-batches:
 
-    y_hat, q = G(x)                                         quantizer in fp32, codebooks EMA-updated and
-                                                            synchronised across ranks inside G
-    D step:  L_D = adv_D(D(x), D(y_hat.detach()))           real and fake in one pass, backward into D
-    G step:  L_G = mel + wav + adv_G(D(y_hat)) + fm + commit   D frozen; optionally balanced (EnCodec)
+    y_hat, q = G(x)                              quantizer in fp32, codebooks EMA-updated and synchronised
+                                                 across ranks inside G
+    L_D = objective.critic_pass(y_hat, x)        critics on real and generated audio in one pass; backward
+                                                 into D (before the G terms, so D's graph is freed first)
+    L_G = objective(y_hat, x, commitment, ...)   every generator term and weight (codec/train/objective.py);
+                                                 D frozen; optionally balanced (EnCodec); backward into G
 
 then clip, step D and G, schedulers, generator EMA. A step whose loss or gradient is NaN/Inf on any rank
 is skipped by every rank (codebook statistics rolled back too); `max_bad_steps` in a row stop the run
@@ -34,14 +36,12 @@ from codec.datadir import read_data_dir
 from codec.errors import CodecError
 from codec.models.codec import build_model
 from codec.train import checkpoints
-from codec.train.balancer import Balancer
 from codec.train.config import Config, load_config
 from codec.train.data import AudioSpec, train_loader, validation_items
 from codec.train.discriminators import build_discriminators
 from codec.train.ema import GeneratorEMA
 from codec.train.logger import TrainLog
-from codec.train.losses import discriminator_adversarial, feature_matching, generator_adversarial
-from codec.train.objective import ReconstructionObjective
+from codec.train.objective import AdversarialObjective, Objective
 from codec.train.validation import mel_image, validate
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -150,12 +150,13 @@ class Trainer:
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, lr_lambda(config))
         self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, lr_lambda(config))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=tc.precision == "fp16")
-        self.objective = ReconstructionObjective(config.loss, sample_rate=mc.sample_rate).to(self.device)
+        adversarial = None
+        if self.use_gan:
+            adversarial = AdversarialObjective(
+                self.disc, kind=config.loss.adversarial, synced=self.d, autocast=self._autocast
+            )
+        self.objective = Objective(config.loss, sample_rate=mc.sample_rate, adversarial=adversarial).to(self.device)
         self.mel_loss = self.objective.mel
-        lc = config.loss
-        self.balancer = None
-        if lc.balancer:
-            self.balancer = Balancer(self.objective.weights, total_norm=lc.balancer_total_norm, decay=lc.balancer_decay)
         self.ema = GeneratorEMA(self.model, tc.ema_decay) if tc.ema_decay else None
 
         self.step, self.epoch, self.batch_index = 0, 0, 0
@@ -329,7 +330,7 @@ class Trainer:
             "sched_g": self.sched_g.state_dict(),
             "sched_d": self.sched_d.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "balancer": self.balancer.state_dict() if self.balancer else None,
+            "balancer": self.objective.balancer.state_dict() if self.objective.balancer else None,
             "counters": {
                 "bad_in_row": self.bad_in_row,
                 "bad_total": self.bad_total,
@@ -371,8 +372,8 @@ class Trainer:
         self.sched_g.load_state_dict(state["sched_g"])
         self.sched_d.load_state_dict(state["sched_d"])
         self.scaler.load_state_dict(state["scaler"])
-        if self.balancer is not None and state["balancer"] is not None:
-            self.balancer.load_state_dict(state["balancer"])
+        if self.objective.balancer is not None and state["balancer"] is not None:
+            self.objective.balancer.load_state_dict(state["balancer"])
         self.step, self.init_steps = state["step"], int(state.get("init_steps") or 0)
         self.epoch, self.batch_index = state["data_position"]["epoch"], state["data_position"]["batch_index"]
         counters = state["counters"]
@@ -425,7 +426,7 @@ class Trainer:
 
     def train_step(self) -> dict[str, float] | None:
         """One optimizer step; returns the step's metrics, or None if it was skipped (NaN/Inf)."""
-        tc, lc = self.config.train, self.config.loss
+        tc = self.config.train
         gan = self.use_gan and self.step >= tc.disc_start_step
         quantize = self.step >= tc.quantizer_warmup_steps
         if quantize and tc.quantizer_warmup_steps and not bool(self.model.quantizer.initialized):
@@ -435,41 +436,19 @@ class Trainer:
         sums: dict[str, float] = {}
         for micro in range(accum):
             x = self._next_batch()
-            B = x.shape[0]
             last = micro == accum - 1
             with self._maybe_no_sync(self.g, last), self._maybe_no_sync(self.d, last):
                 with self._autocast():
                     y_hat, q = self.g(x, quantize=quantize, noise=0.0 if quantize else tc.quantizer_warmup_noise)
                 y_hat = y_hat.float()
-                terms = self.objective(y_hat, x, levels=q.levels if quantize else None)
-                values: dict[str, torch.Tensor] = {"commitment": q.commitment_loss.detach()}
-                if gan:
-                    with self._autocast():
-                        both = self.d(torch.cat([x, y_hat.detach()]))
-                    loss_d = discriminator_adversarial(
-                        [o[0][:B] for o in both], [o[0][B:] for o in both], lc.adversarial
-                    )
-                    self.scaler.scale(loss_d / accum).backward()
-                    values["discriminator"] = loss_d.detach()
-                    self.disc.requires_grad_(False)  # the G step must not touch D's gradients (or its DDP hooks)
-                    with self._autocast():
-                        fake = self.disc(y_hat)
-                    self.disc.requires_grad_(True)
-                    terms["adversarial"] = generator_adversarial([o[0] for o in fake], lc.adversarial)
-                    terms["feature_matching"] = feature_matching(
-                        [[f[:B] for f in o[1]] for o in both], [o[1] for o in fake]
-                    )
-                commitment = lc.commitment_weight * q.commitment_loss
-                if self.balancer is not None:
-                    grad, norms = self.balancer.gradient(terms, y_hat)
-                    surrogate = (y_hat * grad.detach()).sum() + commitment
-                    values.update({f"balancer_norm_{k}": torch.tensor(v) for k, v in norms.items()})
-                else:
-                    surrogate = self.objective.weighted_sum(terms) + commitment
-                    values["generator"] = surrogate.detach()
-                self.scaler.scale(surrogate / accum).backward()
-            values.update({k: v.detach() for k, v in terms.items()})
-            for k, v in values.items():
+                critics = self.objective.critic_pass(y_hat, x) if gan else None
+                if critics is not None:
+                    self.scaler.scale(critics.loss / accum).backward()
+                losses = self.objective(
+                    y_hat, x, commitment=q.commitment_loss, levels=q.levels if quantize else None, critics=critics
+                )
+                self.scaler.scale(losses.generator / accum).backward()
+            for k, v in losses.logged.items():
                 sums[k] = sums.get(k, 0.0) + float(v) / accum
         return self._apply_step(sums, gan, quantizer_state)
 

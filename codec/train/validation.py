@@ -5,23 +5,15 @@ Plus audio and mel images for TensorBoard."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import torch
 
-from codec.eval.metrics import METRICS, score
+from codec.eval.metrics import check_available, score, select_metrics
 from codec.models.codec import CodecModel
 from codec.quantization.codebook import perplexity
 from codec.train.losses import MelLoss
 
 VALID_METRICS = ("pesq_wb", "stoi", "si_sdr", "mel_distance", "level_db")
-
-
-def _available_metrics() -> list:
-    """The VALID_METRICS whose packages are installed."""
-    chosen = [METRICS[name] for name in VALID_METRICS]
-    return [m for m in chosen if all(importlib.util.find_spec(p) is not None for p in m.packages)]
 
 
 def mel_image(mel_loss: MelLoss, audio: torch.Tensor) -> np.ndarray:
@@ -47,7 +39,7 @@ def validate(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    chosen = _available_metrics()
+    chosen = check_available(select_metrics(list(VALID_METRICS)), required=False)
     G, K = model.num_groups, model.codebook_size
     metrics: dict[str, float] = {}
     outputs: dict[int, list[torch.Tensor]] = {}
