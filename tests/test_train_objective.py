@@ -9,9 +9,10 @@ from train_fixtures import make_data_dir, tiny_training_config
 
 from codec.errors import CodecError
 from codec.quantization.grvq import GroupResidualVQ
-from codec.train.config import LossConfig
+from codec.train.config import DiscriminatorConfig, LossConfig
+from codec.train.discriminators import build_discriminators
 from codec.train.losses import STFTLosses
-from codec.train.objective import ReconstructionObjective
+from codec.train.objective import AdversarialObjective, Objective, ReconstructionObjective
 from codec.train.trainer import Trainer
 
 
@@ -52,6 +53,35 @@ def test_objective_computes_only_weighted_terms_and_sums_them():
     assert torch.isclose(total, config.mel_weight * terms["mel"] + 2.0 * terms["complex"])
 
 
+def test_the_objective_weighs_commitment_from_its_own_table():
+    config = LossConfig(mel_windows=(64, 128), mel_bins=(10, 20), waveform_weight=2.0, commitment_weight=0.25)
+    objective = Objective(config, sample_rate=16000)
+    x = speechlike()
+    losses = objective(0.5 * x, x, commitment=torch.tensor(2.0))
+    assert objective.weights["commitment"] == 0.25
+    assert set(losses.logged) == {"mel", "waveform", "commitment", "generator"}
+    expected = config.mel_weight * losses.logged["mel"] + 2.0 * losses.logged["waveform"] + 0.25 * 2.0
+    assert torch.isclose(losses.generator, expected) and torch.equal(losses.logged["generator"], losses.generator)
+
+
+def test_critic_and_generator_losses_each_reach_only_their_own_network():
+    critics = build_discriminators(DiscriminatorConfig(kinds=("mpd",), mpd_periods=(2,), mpd_channels=4))
+    config = LossConfig(mel_windows=(64, 128), mel_bins=(10, 20))
+    objective = Objective(config, sample_rate=16000, adversarial=AdversarialObjective(critics, kind="hinge"))
+    y = speechlike(0.1)
+    y_hat = (0.5 * y).requires_grad_()
+    critic = objective.critic_pass(y_hat, y)
+    critic.loss.backward()
+    assert y_hat.grad is None  # the critics judge a detached output
+    before = [p.grad.clone() for p in critics.parameters()]
+    losses = objective(y_hat, y, commitment=torch.tensor(0.0), critics=critic)
+    losses.generator.backward()
+    assert {"adversarial", "feature_matching", "discriminator"} <= set(losses.logged)
+    assert y_hat.grad is not None and y_hat.grad.abs().sum() > 0
+    assert all(torch.equal(a, p.grad) for a, p in zip(before, critics.parameters(), strict=True))  # critics frozen
+    assert all(p.requires_grad for p in critics.parameters())  # and thawed again
+
+
 def test_level_term_measures_the_level_error_in_db_and_pulls_a_quiet_output_up():
     config = LossConfig(mel_windows=(64, 128), mel_bins=(10, 20), level_weight=3.0)
     objective = ReconstructionObjective(config, sample_rate=16000)
@@ -73,9 +103,7 @@ def test_phase_levels_lighten_the_phase_term_only_for_items_coded_with_few_level
     x = torch.cat([speechlike(), speechlike()])
     flipped = -x  # same magnitudes, opposite phase: all of the complex term is its phase-aware part
     full = ReconstructionObjective(config, sample_rate=16000)(flipped, x, levels=torch.tensor([1, 8]))["complex"]
-    ramp = ReconstructionObjective(
-        LossConfig(**{**config.__dict__, "phase_levels": 4}), sample_rate=16000
-    )
+    ramp = ReconstructionObjective(LossConfig(**{**config.__dict__, "phase_levels": 4}), sample_rate=16000)
     # item 1 (one level) weighs 1/4, item 2 (eight levels) weighs 1: (0.25 + 1) / 2 of the full term
     assert torch.isclose(ramp(flipped, x, levels=torch.tensor([1, 8]))["complex"], full * 0.625, rtol=1e-4)
     assert torch.isclose(ramp(flipped, x, levels=torch.tensor([4, 8]))["complex"], full, rtol=1e-4)
