@@ -26,8 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from codec.errors import CodecError
 from codec.onnx_runtime import pad_levels
+from codec.rates import check_levels
 from codec.streaming import DelayAlign, Resampler, tail_padding
 
 SIDES = ("encoder", "decoder")
@@ -114,7 +114,7 @@ class FrameBatcher:
 
     def __init__(self, model, *, max_rows: int = MAX_ROWS) -> None:
         self.model = model
-        self.frames = _OnnxFrames(model) if getattr(model, "runtime", "torch") == "onnx" else _TorchFrames(model)
+        self.frames = _OnnxFrames(model) if model.runtime == "onnx" else _TorchFrames(model)
         self.max_rows = max_rows
         self.ticks = self.rows_coded = 0
         self._queue: list[tuple[str, object, np.ndarray, asyncio.Future]] = []
@@ -123,6 +123,7 @@ class FrameBatcher:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="codec-frames")
 
     def encoder(self, *, levels: int, rows: int = 1, sample_rate: int | None = None) -> EncodeStream:
+        levels = check_levels(levels, self.model.num_levels, "levels")
         return EncodeStream(self, levels=levels, rows=rows, sample_rate=sample_rate or self.model.sample_rate)
 
     def decoder(self, *, rows: int = 1, sample_rate: int | None = None) -> DecodeStream:
@@ -205,8 +206,6 @@ class EncodeStream:
 
     def __init__(self, batcher: FrameBatcher, *, levels: int, rows: int, sample_rate: int) -> None:
         model = batcher.model
-        if not 1 <= levels <= model.num_levels:
-            raise CodecError(f"levels must be 1..{model.num_levels}, got {levels}")
         self.batcher, self.levels, self.rows, self.sample_rate = batcher, levels, rows, sample_rate
         self.width, self.hop = levels * model.num_groups, model.hop_length
         rate = model.sample_rate

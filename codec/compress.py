@@ -102,18 +102,20 @@ def encode_blocks(
     crc_bits: int = 32,
     flush=None,
     tables: EntropyTables | None = None,
+    names: tuple[str, str] = ("the input's sample rate", "the input's channel count"),
 ) -> CodesHeader:
     """Encode float blocks [C, n] into `stream`. With `num_samples` None the length goes in an end record.
 
-    Everything is checked before the header is written: the input's rate and channels (`codec.limits`),
+    Everything is checked before the header is written: the input's rate and channels (`codec.limits`; the one
+    check on every path, so the CLI passes its flags' `names`: `--rate`, `--channels`),
     `packet_frames` / `packet_bytes` / `crc_bits` (named by their CLI flags in errors), and the first block of
     samples. `crc_bits` 16 or 8 writes a version-2 file with lighter packet checks (codec/bitstream.py); with
     `tables` (codec.entropy.tables_for) the payload is entropy coded (a version-3 file; packets keep the frame
     count they would have had plain, so a damaged packet loses as much audio as before).
     """
     fix = "resample or remix the input first (e.g. with sox or ffmpeg)"
-    limits.check_sample_rate(sample_rate, "the input's sample rate", fix)
-    limits.check_channels(channels, "the input's channel count", fix)
+    limits.check_sample_rate(sample_rate, names[0], fix)
+    limits.check_channels(channels, names[1], fix)
     header = new_header(
         model, sample_rate=sample_rate, channels=channels, levels=levels, num_samples=num_samples, crc_bits=crc_bits,
         tables_id=tables.tables_id if tables is not None else None,

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from codec.errors import CodecError
+from codec.rates import check_levels
 
 # The exporter's revision (manifest "graph_revision"; cached graphs live in a folder named with it). 2: one-frame
 # graphs beside the general ones, 2-d convolutions, constant pre-transposed codebooks, a search whose rows do not
@@ -219,9 +220,8 @@ class OnnxEncoder:
                              frame=frames_per_call == 1)  # fmt: skip
         self.block = blocks_of(self.side.manifest, frames_per_call)
         m = self.manifest = self.side.manifest
-        levels = levels or m["levels"]
-        if not 1 <= levels <= m["levels"]:
-            raise CodecError(f"{onnx_dir} searches {m['levels']} levels; export it again with `-l {levels}`")
+        fix = f"the graphs in {onnx_dir} search {m['levels']} levels: export them again with more"
+        levels = m["levels"] if levels is None else check_levels(levels, m["levels"], "levels", fix)
         self.hop, self.width = m["hop_length"], levels * m["num_groups"]
         self.reset()
 

@@ -69,6 +69,7 @@ from codec.bitstream import CRC_BITS, CodesReader, CodesWriter, max_packet_frame
 from codec.compress import Packetizer, check_compatible, new_header
 from codec.errors import CodecError
 from codec.pcmio import FORMATS, PcmFormat
+from codec.rates import SERVER_NAMES
 
 if TYPE_CHECKING:  # a server on cached ONNX graphs runs without torch (codec.runtime.cached_onnx_codec)
     from codec.models.codec import CodecModel
@@ -189,12 +190,8 @@ async def _encode_session(model: CodecModel, batcher: FrameBatcher, conn: _Conne
     sample_rate = limits.check_sample_rate(start.get("sample_rate", model.sample_rate), '"sample_rate"')
     channels = limits.check_channels(start.get("channels", 1), '"channels"')
     fmt = PcmFormat(sample_rate, channels, start.get("format", "s16le"))
-    bitrate, levels = start.get("bitrate"), start.get("levels")
-    if bitrate is not None and levels is not None:
-        raise ProtocolError('give "bitrate" or "levels", not both')
-    if levels is not None:
-        levels = limits.check_int(levels, '"levels"', 1, model.num_levels)
-    levels, notice = model.levels_for(bitrate_kbps=limits.check_number(bitrate, '"bitrate"'), levels=levels)
+    bitrate = limits.check_number(start.get("bitrate"), '"bitrate"')
+    levels, notice = model.levels_for(bitrate_kbps=bitrate, levels=start.get("levels"), names=SERVER_NAMES)
     crc_bits = start.get("packet_crc", 32)
     if isinstance(crc_bits, bool) or crc_bits not in CRC_BITS or not isinstance(crc_bits, int):
         raise ProtocolError(f'"packet_crc" is {crc_bits!r}; use 32, 16 or 8 (bits of each packet\'s check)')

@@ -88,7 +88,7 @@ class _Streams:
         if model.audio_channels != 1:
             raise ValueError("streaming codes one mono stream per batch item; this model takes multichannel audio")
         self.model, self.batch_size = model, batch_size
-        self._onnx = model if getattr(model, "runtime", "torch") == "onnx" else None  # a codec.runtime.OnnxCodec
+        self._onnx = model if model.runtime == "onnx" else None  # a codec.runtime.OnnxCodec
         self._frames: list = []  # ONNX: one codec.onnx_runtime encoder or decoder per stream
         self._state: dict[str, State] | None = None  # per layer, bound to the model for each call
         self._device = None if self._onnx is not None else next(model.parameters()).device
