@@ -40,6 +40,7 @@ from codec.errors import CodecError
 from codec.rates import RateFacts
 
 if TYPE_CHECKING:  # this module imports without torch: the CLI's ONNX path never loads it
+    from codec.frames import FrameCoder
     from codec.models.codec import CodecModel
 
 RUNTIMES = ("auto", "torch", "onnx")
@@ -78,6 +79,10 @@ class RunnableCodec(Protocol):
     def levels_for(
         self, *, bitrate_kbps: float | None = None, levels: int | None = None, names: tuple[str, str] = ...
     ) -> tuple[int, str | None]: ...
+
+    def frame_coder(self, live: bool | None = None) -> FrameCoder:
+        """The model's frame-coding core (codec.frames): `live` for one frame per call (the server's batcher)."""
+        ...
 
 
 def cache_root() -> Path:
@@ -161,6 +166,13 @@ class OnnxCodec(RateFacts):
             self.onnx_dir, self.manifest, threads=threads,
             damaged="delete that folder (it is exported again on the next --runtime onnx run) or use --runtime torch",
         )  # fmt: skip
+
+    def frame_coder(self, live: bool | None = None):
+        """This model's `codec.frames.FrameCoder` (`codec.onnx_runtime.OnnxCoder`): blocks of `frames_per_call`
+        frames per graph call, or one frame with `live` (the server's batcher)."""
+        from codec.onnx_runtime import OnnxCoder
+
+        return OnnxCoder(self.sessions, frames_per_call=1 if live else self.frames_per_call)
 
     def session(self, side: str, *, frame: bool = False):
         """The ONNX Runtime session of `side` ('encoder' or 'decoder'), made on first use; `frame`: the one-frame

@@ -365,7 +365,7 @@ async def serve(
     bounds, access = bounds or ServerLimits(), access or Access()
     batcher = FrameBatcher(model)
     batcher.warm_up()  # the first client does not pay for loading kernels and sessions (about a second)
-    if not getattr(batcher.frames, "batched", True):
+    if not getattr(batcher.coder, "batched", True):
         log.warning("the ONNX graphs in %s have no batch axis (exported by an older codec): every stream is a "
                     "call of its own; delete that folder to export them again", model.onnx_dir)  # fmt: skip
     # no keepalive pings: a pong queues behind the audio a fast client has sent, and the idle timeout already

@@ -9,6 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from codec.config import ModelConfig
+from codec.frames import TorchCoder, last_frame_padding
 from codec.modules.seanet import SEANetDecoder, SEANetEncoder
 from codec.modules.spectral import SpectralDecoder, SpectralEncoder
 from codec.modules.streaming import State, StreamingModule
@@ -147,7 +148,12 @@ class CodecModel(StreamingModule, RateFacts):
         }
 
     def _pad_to_frames(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pad(x, (0, -x.shape[-1] % self.hop_length))
+        return F.pad(x, (0, last_frame_padding(x.shape[-1], self.hop_length)))
+
+    def frame_coder(self, live: bool | None = None) -> TorchCoder:
+        """This model's `codec.frames.FrameCoder`: whole frames from explicit state, as every coding path runs them
+        (`live` is for the ONNX runtime's call sizes; torch codes every block in one call)."""
+        return TorchCoder(self)
 
     def _check_audio(self, x: torch.Tensor) -> None:
         if x.dim() != 3 or x.shape[1] != self.audio_channels:
