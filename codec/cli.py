@@ -395,17 +395,18 @@ def cmd_fit_entropy(args) -> None:
 
 def cmd_stream_encode(args) -> None:
     from codec.compress import encode_blocks
+    from codec.encode_session import InputNames
     from codec.pcmio import FrameReader, PcmFormat, check_format, read_wav_header
 
     model = _coding_model(args.model, args, live=True)
     levels = _levels(model, args)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    if args.rate is not None:  # --rate and --channels are checked where every path checks them: encode_blocks
+    names = InputNames()
+    if args.rate is not None:  # --rate and --channels are checked where every path checks them: the encode session
         fmt, frames = PcmFormat(args.rate, args.channels, check_format(args.format)), None
-        names = ("--rate", "--channels")
+        names = InputNames(sample_rate="--rate", channels="--channels")
     else:
         fmt, frames = read_wav_header(stdin)
-        names = ("the input's sample rate", "the input's channel count")
     reader = FrameReader(stdin, fmt, limit_frames=frames)
     blocks = reader.blocks(fmt.frame_bytes * max(1, fmt.sample_rate // 100))
     encode_blocks(
@@ -462,7 +463,7 @@ def cmd_serve(args) -> None:
 def cmd_stream_client(args) -> None:
     _need_websockets()
     from codec.access import resolve_token
-    from codec.serve import decode_file_remote, encode_file_remote
+    from codec.client import decode_file_remote, encode_file_remote
 
     token = resolve_token(args.token, args.token_file)
     if args.mode == "encode":
