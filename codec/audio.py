@@ -93,3 +93,11 @@ def open_audio(path: str | Path) -> sf.SoundFile:
         f.close()
         raise CodecError(f"{path} holds no audio samples")
     return f
+
+
+def duration(path: str | Path) -> float | None:
+    """Seconds of audio in the file at `path`, or None where it cannot be read (the coding verb reports that)."""
+    try:
+        return sf.info(str(path)).duration
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        return None

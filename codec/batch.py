@@ -370,17 +370,12 @@ class _DecodeModels:
         return self.loaded[name]
 
     def _load(self, name: str):
-        """The model `name` on `self.runtime`: its cached ONNX graphs without torch where they are, else the torch
-        model (on `auto` and `onnx`, its graphs are built on first use)."""
-        from codec.runtime import cached_onnx_codec, with_runtime
+        """The model `name` on `self.runtime`, as every coding verb picks it (codec.runtime.coding_model: its cached
+        ONNX graphs without torch where they are, else the torch model; on `auto` and `onnx`, its graphs are built on
+        first use)."""
+        from codec.runtime import coding_model
 
-        if self.runtime != "torch" and str(self.device) == "cpu":
-            cached = cached_onnx_codec(name)
-            if cached is not None:
-                return cached
-        from codec.checkpoint import load_model
-
-        return with_runtime(load_model(name, device=self.device), self.runtime)
+        return coding_model(name, self.runtime, device=self.device)
 
 
 def _decode_item(item: Item, models: _DecodeModels, conceal: bool) -> Outcome:

@@ -1,7 +1,7 @@
 """Shared model calls for many live streams: the frame batcher behind `codec serve`.
 
-Each live stream (`EncodeStream`, `DecodeStream`) holds its own state (plain tensors or arrays, one row per
-channel) and hands its frames, one at a time, to a `FrameBatcher`. On every tick the batcher takes the one frame
+Each live stream (`EncodeStream`, `DecodeStream`) holds its own `codec.frames.CodingState` (one row per channel)
+and hands its frames, one at a time, to a `FrameBatcher`. On every tick the batcher takes the one frame
 each waiting stream has ready, stacks them and their states along the batch axis, codes them in one model call
 on a worker thread (so the event loop keeps receiving and sending meanwhile), and gives every stream its codes
 (or audio) and its next state back. Streams join and leave at any tick; under load the batches grow by
@@ -26,82 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from codec.errors import CodecError
-from codec.onnx_runtime import pad_levels
-from codec.streaming import DelayAlign, Resampler, tail_padding
+from codec.frames import SIDES, DecoderOutput, EncoderInput
+from codec.rates import check_levels
 
-SIDES = ("encoder", "decoder")
 MAX_ROWS = 64  # rows (stream channels) per model call; more waiting go into the next tick
-
-
-class _TorchFrames:
-    """One-frame model calls on stacked rows, for the torch model (any device)."""
-
-    def __init__(self, model) -> None:
-        import torch  # here, not at the top: an ONNX Runtime server never imports it
-
-        self.torch, self.model = torch, model
-        self.device = next(model.parameters()).device
-        self.layers = list(model.new_streaming_state(1))
-        self.side_layers = {side: [n for n in self.layers if n.startswith(side + ".")] for side in SIDES}
-
-    def new_state(self, side: str, rows: int) -> dict:
-        full = self.model.new_streaming_state(rows)
-        return {name: full[name] for name in self.side_layers[side]}
-
-    def run(self, side: str, streams: list, inputs: list) -> list[np.ndarray]:
-        torch = self.torch
-        rows = [s.rows for s in streams]
-        names = self.side_layers[side]
-        stacked = {n: {k: torch.cat([s.state[n][k] for s in streams]) for k in streams[0].state[n]} for n in names}
-        bound = {n: stacked.get(n, {}) for n in self.layers}  # layers of the other side are not called
-        with torch.no_grad(), self.model.streaming_with(bound):
-            if side == "encoder":
-                x = torch.from_numpy(np.concatenate(inputs))[:, None].to(self.device)
-                levels = max(s.levels for s in streams)
-                out = self.model.quantizer.encode(self.model.encoder(x), levels).cpu().numpy()
-            else:
-                q = self.model.quantizer
-                latent = torch.cat([q.decode(torch.from_numpy(c).to(self.device)) for c in inputs])
-                out = self.model.decoder(latent)[:, 0].cpu().numpy()
-        for n in names:
-            for k, value in stacked[n].items():
-                for s, part in zip(streams, torch.split(value, rows), strict=True):
-                    s.state[n][k] = part
-        return np.split(out, np.cumsum(rows)[:-1])
-
-
-class _OnnxFrames:
-    """One-frame graph calls on stacked rows, for a `codec.runtime.OnnxCodec` (graphs with a batch axis; graphs
-    exported before the axis existed are called once per stream)."""
-
-    def __init__(self, codec) -> None:
-        self.manifest, self.sessions = codec.manifest, codec.sessions
-        self.batched = self.manifest.get("batch") == "any"
-
-    def new_state(self, side: str, rows: int) -> dict:
-        return {s["name"]: np.zeros([rows, *s["shape"][1:]], np.float32) for s in self.manifest[side]["states"]}
-
-    def run(self, side: str, streams: list, inputs: list) -> list[np.ndarray]:
-        if not self.batched:
-            return [self._call(side, [s], [x])[0] for s, x in zip(streams, inputs, strict=True)]
-        return self._call(side, streams, inputs)
-
-    def _call(self, side: str, streams: list, inputs: list) -> list[np.ndarray]:
-        spec = self.manifest[side]
-        if side == "encoder":
-            x = np.concatenate(inputs)[:, None]
-        else:
-            x = np.concatenate([pad_levels(c, self.manifest) for c in inputs])
-        feed = {s["name"]: np.concatenate([st.state[s["name"]] for st in streams]) for s in spec["states"]}
-        alone = x.shape[0] == 1  # one row: the one-frame graph, bitwise the same and faster (codec.onnx_runtime)
-        outputs = self.sessions.get(side, frame=alone).run(None, {spec["input"]: x, **feed})
-        rows = np.cumsum([s.rows for s in streams])[:-1]
-        for s, value in zip(spec["states"], outputs[1:], strict=True):
-            for st, part in zip(streams, np.split(value, rows), strict=True):
-                st.state[s["name"]] = part
-        out = outputs[0] if side == "encoder" else outputs[0][:, 0]
-        return np.split(out, rows)
 
 
 class FrameBatcher:
@@ -114,7 +42,7 @@ class FrameBatcher:
 
     def __init__(self, model, *, max_rows: int = MAX_ROWS) -> None:
         self.model = model
-        self.frames = _OnnxFrames(model) if getattr(model, "runtime", "torch") == "onnx" else _TorchFrames(model)
+        self.coder = model.frame_coder(live=True)  # codec.frames: one frame of many streams per call
         self.max_rows = max_rows
         self.ticks = self.rows_coded = 0
         self._queue: list[tuple[str, object, np.ndarray, asyncio.Future]] = []
@@ -123,6 +51,7 @@ class FrameBatcher:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="codec-frames")
 
     def encoder(self, *, levels: int, rows: int = 1, sample_rate: int | None = None) -> EncodeStream:
+        levels = check_levels(levels, self.model.num_levels, "levels")
         return EncodeStream(self, levels=levels, rows=rows, sample_rate=sample_rate or self.model.sample_rate)
 
     def decoder(self, *, rows: int = 1, sample_rate: int | None = None) -> DecodeStream:
@@ -184,7 +113,12 @@ class FrameBatcher:
             index = [i for i, job in enumerate(jobs) if job[0] == side]
             if index:
                 streams, inputs = [jobs[i][1] for i in index], [jobs[i][2] for i in index]
-                for i, out in zip(index, self.frames.run(side, streams, inputs), strict=True):
+                states = [stream.state for stream in streams]
+                if side == "encoder":  # a stream's levels are a prefix of the deepest search of the tick
+                    outs = self.coder.encode_batch(states, inputs, max(stream.levels for stream in streams))
+                else:
+                    outs = self.coder.decode_batch(states, inputs)
+                for i, out in zip(index, outs, strict=True):
                     results[i] = out
         self.ticks += 1
         self.rows_coded += sum(job[1].rows for job in jobs)
@@ -205,40 +139,23 @@ class EncodeStream:
 
     def __init__(self, batcher: FrameBatcher, *, levels: int, rows: int, sample_rate: int) -> None:
         model = batcher.model
-        if not 1 <= levels <= model.num_levels:
-            raise CodecError(f"levels must be 1..{model.num_levels}, got {levels}")
         self.batcher, self.levels, self.rows, self.sample_rate = batcher, levels, rows, sample_rate
         self.width, self.hop = levels * model.num_groups, model.hop_length
-        rate = model.sample_rate
-        self._resampler = Resampler(sample_rate, rate, rows) if sample_rate != rate else None
-        self.state = batcher.frames.new_state("encoder", rows)
-        self.pending = np.zeros((rows, 0), np.float32)
-        self.samples_in = self._fed = 0
+        self.input = EncoderInput(sample_rate, model.sample_rate, rows, model.hop_length)
+        self.state = batcher.coder.new_state("encoder", rows)
 
     async def push(self, pcm: np.ndarray) -> np.ndarray:
-        pcm = np.asarray(pcm, np.float32)
-        self.samples_in += pcm.shape[1]
-        return await self._frames(pcm if self._resampler is None else self._resampler(pcm))
+        return await self._frames(self.input.push(np.asarray(pcm, np.float32)))
 
     async def flush(self) -> np.ndarray:
-        tail = np.zeros((self.rows, 0), np.float32)
-        if self._resampler is not None:
-            tail = self._resampler(tail, last=True)
-            missing = tail_padding(self.samples_in, self.sample_rate, self.batcher.model.sample_rate, self._fed,
-                                   tail.shape[1])  # fmt: skip
-            tail = np.pad(tail, ((0, 0), (0, missing)))
-        tail = np.concatenate([self.pending, tail], 1)
-        self.pending = self.pending[:, :0]
-        return await self._frames(np.pad(tail, ((0, 0), (0, -tail.shape[1] % self.hop))))
+        whole, last = self.input.finish()
+        return np.concatenate([await self._frames(whole), await self._frames(last)], -1)
 
     async def _frames(self, x: np.ndarray) -> np.ndarray:
-        self._fed += x.shape[1]
-        pending = np.concatenate([self.pending, x], 1)
-        whole = pending.shape[1] - pending.shape[1] % self.hop
-        self.pending = pending[:, whole:]
+        """Codes of whole frames [rows, F * hop], submitted one frame at a time."""
         codes = []
-        for i in range(0, whole, self.hop):
-            frame = np.ascontiguousarray(pending[:, i : i + self.hop])
+        for i in range(0, x.shape[1], self.hop):
+            frame = np.ascontiguousarray(x[:, i : i + self.hop])
             codes.append((await self.batcher.submit("encoder", self, frame))[:, : self.width])
         if not codes:
             return np.zeros((self.rows, self.width, 0), np.int64)
@@ -250,15 +167,14 @@ class DecodeStream:
 
     `await push(codes [rows, n * G, F])` -> float PCM [rows, T] at `sample_rate` (F frames at the model's rate,
     fewer or more while a resampler fills or drains, `model.delay` fewer on the first); `flush()` -> the
-    resampler's tail and the delay's silence (`codec.streaming.DelayAlign`).
+    resampler's tail and the delay's silence (`codec.frames.DecoderOutput`).
     """
 
     def __init__(self, batcher: FrameBatcher, *, rows: int, sample_rate: int) -> None:
         self.batcher, self.rows = batcher, rows
-        rate = batcher.model.sample_rate
-        self._resampler = Resampler(rate, sample_rate, rows) if sample_rate != rate else None
-        self._align = DelayAlign(batcher.model.delay, rows)
-        self.state = batcher.frames.new_state("decoder", rows)
+        model = batcher.model
+        self.output = DecoderOutput(model.delay, model.sample_rate, sample_rate, rows)
+        self.state = batcher.coder.new_state("decoder", rows)
 
     async def push(self, codes) -> np.ndarray:
         codes = np.asarray(codes, np.int64)
@@ -266,9 +182,7 @@ class DecodeStream:
             await self.batcher.submit("decoder", self, np.ascontiguousarray(codes[..., f : f + 1]))
             for f in range(codes.shape[-1])
         ]
-        audio = self._align(np.concatenate(frames, 1) if frames else np.zeros((self.rows, 0), np.float32))
-        return audio if self._resampler is None else self._resampler(audio)
+        return self.output.push(np.concatenate(frames, 1) if frames else np.zeros((self.rows, 0), np.float32))
 
     def flush(self) -> np.ndarray:
-        tail = self._align.tail()
-        return tail if self._resampler is None else self._resampler(tail, last=True)
+        return self.output.finish()

@@ -56,60 +56,23 @@ def _load(model: str | None, device: str = "cpu"):
     return load_model(default_model_name(NO_DEFAULT) if model is None else model, device=_device(device))
 
 
-def _run_with(model, args, *, live: bool = False):
-    """The model, run by the engine `--runtime` picks (codec.runtime: torch, or its cached ONNX graphs); `live`
-    for the verbs that code as audio arrives (one frame per graph call)."""
-    from codec.runtime import with_runtime
-
-    return with_runtime(
-        model, args.runtime, live=live, threads=_THREADS or 1, notice=_note, progress=sys.stderr.isatty()
-    )
-
-
 def _coding_model(model: str | None, args, *, live: bool = False):
-    """The model a coding verb runs. With `--runtime onnx` or `auto` on the CPU and this model's graphs already in
-    the cache, its `OnnxCodec`, found without importing torch (codec.runtime.cached_onnx_codec: a process that
-    codes one short file starts in a fraction of torch's import time); else the torch model, run by the engine
-    `--runtime` picks (which builds the graphs on first use, saying so on stderr)."""
+    """The model a coding verb runs, as the runtime policy picks it (codec.runtime.coding_model: its cached ONNX
+    graphs without torch, else the torch model on the engine `--runtime` asks for); `live` for the verbs that code
+    as audio arrives (one frame per graph call)."""
     from codec.modelfile import default_model_name
+    from codec.runtime import coding_model
 
     name = default_model_name(NO_DEFAULT) if model is None else model
-    if args.runtime != "torch" and args.device == "cpu":
-        from codec.runtime import cached_onnx_codec
-
-        cached = cached_onnx_codec(name, live=live, threads=_THREADS or 1)
-        if cached is not None:
-            _announce(cached)
-            return cached
-    model = _run_with(_load(name, args.device), args, live=live)
+    model = coding_model(
+        name, args.runtime, device=args.device, live=live, threads=_THREADS or 1,
+        load=lambda name: _load(name, args.device), notice=_note, progress=sys.stderr.isatty(),
+    )  # fmt: skip
     _announce(model)
     return model
 
 
 CODES_SUFFIX = ".codes"
-NUMBA_PAYS_OFF_SECONDS = 600  # audio below which loading numba's search costs more than it saves (docs/BENCHMARKS.md)
-
-
-def _search_for(model, path: str):
-    """The residual-search backend to encode the file at `path` with: on the torch runtime on CPU, a file shorter
-    than NUMBA_PAYS_OFF_SECONDS is searched by the torch backend (codec.quantization.search.preferred_backend), so
-    a process that codes a 1 s clip costs 1.6 s of CPU, not 2.4; its codes equal numba's except at near-ties, as
-    any two backends' do. A context manager; nothing changes otherwise."""
-    import contextlib
-
-    if getattr(model, "runtime", "torch") != "torch" or next(model.parameters()).device.type != "cpu":
-        return contextlib.nullcontext()
-    import soundfile as sf
-
-    try:
-        seconds = sf.info(path).duration
-    except (sf.LibsndfileError, RuntimeError, OSError):
-        return contextlib.nullcontext()  # encode_file reports the unreadable input
-    if seconds >= NUMBA_PAYS_OFF_SECONDS:
-        return contextlib.nullcontext()
-    from codec.quantization.search import preferred_backend
-
-    return preferred_backend("torch")
 
 
 def _need_websockets() -> None:
@@ -131,6 +94,7 @@ def _device(name: str):
 
 
 def _levels(model, args) -> int:
+    """--bitrate or --levels resolved, once, to the checked level count the library is given (codec.rates)."""
     levels, notice = model.levels_for(bitrate_kbps=args.bitrate, levels=args.levels)
     if notice:
         print(f"codec: note: {notice}", file=sys.stderr)
@@ -180,10 +144,11 @@ def _entropy_tables(model, args):
 
 
 def cmd_encode(args) -> None:
-    from codec.audio import open_audio
+    from codec.audio import duration, open_audio
     from codec.batch import is_batch_input
     from codec.compress import encode_file
     from codec.modelfile import default_model_name, resolve_model_path
+    from codec.runtime import search_backend
 
     if is_batch_input(args.input):
         return _encode_batch(args)
@@ -196,7 +161,7 @@ def cmd_encode(args) -> None:
     model = _coding_model(args.model, args)
     levels = _levels(model, args)
     tables = _entropy_tables(model, args)
-    with _search_for(model, args.input):
+    with search_backend(model, duration(args.input)):
         header = encode_file(
             model, args.input, args.output, levels=levels, packet_bytes=args.packet_bytes, tables=tables
         )
@@ -205,7 +170,7 @@ def cmd_encode(args) -> None:
         seconds = header.num_samples / header.sample_rate
         coded = ", entropy coded" if header.entropy_coded else ""
         print(
-            f"{args.output}: {model.name} on {getattr(model, 'runtime', 'torch')}, {levels} levels, "
+            f"{args.output}: {model.name} on {model.runtime}, {levels} levels, "
             f"{header.bitrate / 1000:g} kbps payload{_per_channel(header)}{coded}, "
             f"{size} bytes ({size * 8 / seconds / 1000:.3f} kbps measured over {seconds:.2f} s)"
         )
@@ -256,7 +221,7 @@ def cmd_decode(args) -> None:
         h = report.header
         print(
             f"{args.output}: {h.channels} channel(s), {h.sample_rate} Hz, {h.levels} levels, {report.frames} frames "
-            f"({model.name} on {getattr(model, 'runtime', 'torch')})"
+            f"({model.name} on {model.runtime})"
         )
 
 
@@ -335,10 +300,9 @@ def cmd_demo(args) -> None:
     from codec.demo import CLIP, run_demo
 
     model = _coding_model(args.model, args)
-    runtime = getattr(model, "runtime", "torch")
     print(
         f"model {model.name}: {model.sample_rate} Hz, {model.num_groups} groups x {model.num_levels} levels, "
-        f"on {runtime}, {_THREADS or 1} thread{'s' * ((_THREADS or 1) != 1)}"
+        f"on {model.runtime}, {_THREADS or 1} thread{'s' * ((_THREADS or 1) != 1)}"
     )
     print(f"input {CLIP.name}: {_human(CLIP.stat().st_size)} (FLAC)")
 
@@ -430,17 +394,17 @@ def cmd_fit_entropy(args) -> None:
 
 
 def cmd_stream_encode(args) -> None:
-    from codec import limits
     from codec.compress import encode_blocks
+    from codec.encode_session import InputNames
     from codec.pcmio import FrameReader, PcmFormat, check_format, read_wav_header
 
     model = _coding_model(args.model, args, live=True)
     levels = _levels(model, args)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    if args.rate is not None:
-        rate = limits.check_sample_rate(args.rate, "--rate")
-        fmt = PcmFormat(rate, limits.check_channels(args.channels, "--channels"), check_format(args.format))
-        frames = None
+    names = InputNames()
+    if args.rate is not None:  # --rate and --channels are checked where every path checks them: the encode session
+        fmt, frames = PcmFormat(args.rate, args.channels, check_format(args.format)), None
+        names = InputNames(sample_rate="--rate", channels="--channels")
     else:
         fmt, frames = read_wav_header(stdin)
     reader = FrameReader(stdin, fmt, limit_frames=frames)
@@ -448,7 +412,7 @@ def cmd_stream_encode(args) -> None:
     encode_blocks(
         model, blocks, stdout, sample_rate=fmt.sample_rate, channels=fmt.channels, levels=levels,
         num_samples=frames, packet_frames=args.packet_frames, crc_bits=args.packet_crc, flush=stdout.flush,
-        tables=_entropy_tables(model, args),
+        tables=_entropy_tables(model, args), names=names,
     )  # fmt: skip
     stdout.flush()
 
@@ -499,7 +463,7 @@ def cmd_serve(args) -> None:
 def cmd_stream_client(args) -> None:
     _need_websockets()
     from codec.access import resolve_token
-    from codec.serve import decode_file_remote, encode_file_remote
+    from codec.client import decode_file_remote, encode_file_remote
 
     token = resolve_token(args.token, args.token_file)
     if args.mode == "encode":

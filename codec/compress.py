@@ -19,73 +19,18 @@ import soundfile as sf
 from codec import bitstream, limits
 from codec.atomic import atomic_output
 from codec.audio import WRITE_FORMATS, open_audio
-from codec.bitstream import CodesHeader, CodesReader, CodesWriter
+from codec.bitstream import CodesHeader, CodesReader
+from codec.encode_session import EncodeSession, InputNames, Packetizer, new_header  # noqa: F401 - public here
+from codec.encode_session import check_mono_network as _check_mono_network
 from codec.errors import CodecError
 from codec.streaming import StreamingDecoder, StreamingEncoder
 
 if TYPE_CHECKING:  # no torch import here: with an OnnxCodec (codec.runtime) this module runs without torch
-    import torch
-
     from codec.entropy import EntropyTables
     from codec.models.codec import CodecModel
 
 BLOCK_SECONDS = 2.0  # audio read, encoded or decoded per step: bounds memory for long files
 DECODE_FRAMES = 256  # frames decoded per step: a packet of many frames never sizes one big output
-
-
-def _check_mono_network(model: CodecModel) -> None:
-    if model.audio_channels != 1:
-        raise CodecError(
-            f"model {model.name} codes {model.audio_channels} channels jointly; the .codes container codes each "
-            "channel with a mono network"
-        )
-
-
-class Packetizer:
-    """Collect codes as frames complete and write them as packets of `frames_per_packet` frames."""
-
-    def __init__(self, writer: CodesWriter, frames_per_packet: int, flush=None) -> None:
-        self.writer, self.frames_per_packet, self._flush = writer, frames_per_packet, flush
-        self._pending = np.zeros((0, writer.header.channels, writer.header.num_codebooks), dtype=np.int64)
-
-    def add(self, codes: torch.Tensor | np.ndarray, final: bool = False) -> None:
-        """codes [C, levels * G, F] (a CPU tensor or a numpy array); `final` writes a short last packet too."""
-        if codes.shape[-1]:
-            self._pending = np.concatenate([self._pending, np.asarray(codes).transpose(2, 0, 1)])
-        while len(self._pending) >= self.frames_per_packet or (final and len(self._pending)):
-            take = min(self.frames_per_packet, len(self._pending))
-            self.writer.write_packet(self._pending[:take])
-            self._pending = self._pending[take:]
-            if self._flush is not None:
-                self._flush()
-
-
-def new_header(
-    model: CodecModel,
-    *,
-    sample_rate: int,
-    channels: int,
-    levels: int,
-    num_samples: int | None,
-    crc_bits: int = 32,
-    tables_id: str | None = None,
-):
-    """The .codes header of a stream coded by `model`; `crc_bits` 16 or 8 for lighter packet checks (live links);
-    `tables_id` for an entropy-coded payload (codec.entropy)."""
-    _check_mono_network(model)
-    return CodesHeader(
-        model_id=model.model_id,
-        sample_rate=sample_rate,
-        model_sample_rate=model.sample_rate,
-        channels=channels,
-        hop_length=model.hop_length,
-        num_groups=model.num_groups,
-        levels=levels,
-        bits=model.bits_per_code,
-        num_samples=num_samples,
-        crc_bits=crc_bits,
-        tables_id=tables_id,
-    )
 
 
 def encode_blocks(
@@ -102,50 +47,29 @@ def encode_blocks(
     crc_bits: int = 32,
     flush=None,
     tables: EntropyTables | None = None,
+    names: InputNames = InputNames(),
 ) -> CodesHeader:
     """Encode float blocks [C, n] into `stream`. With `num_samples` None the length goes in an end record.
 
-    Everything is checked before the header is written: the input's rate and channels (`codec.limits`),
-    `packet_frames` / `packet_bytes` / `crc_bits` (named by their CLI flags in errors), and the first block of
-    samples. `crc_bits` 16 or 8 writes a version-2 file with lighter packet checks (codec/bitstream.py); with
-    `tables` (codec.entropy.tables_for) the payload is entropy coded (a version-3 file; packets keep the frame
-    count they would have had plain, so a damaged packet loses as much audio as before).
+    The I/O-free `codec.encode_session.EncodeSession` checks everything before the header is written (the
+    input's rate and channels, named as `names` says: the CLI passes its flags, `packet_frames` / `packet_bytes` /
+    `crc_bits`, and the first block of samples) and writes the bytes; this function drives it with the blocks and
+    a `StreamingEncoder`. `crc_bits` 16 or 8 writes a file with lighter packet checks (codec/bitstream.py); with
+    `tables` (codec.entropy.tables_for) the payload is entropy coded (packets keep the frame count they would have
+    had plain, so a damaged packet loses as much audio as before).
     """
-    fix = "resample or remix the input first (e.g. with sox or ffmpeg)"
-    limits.check_sample_rate(sample_rate, "the input's sample rate", fix)
-    limits.check_channels(channels, "the input's channel count", fix)
-    header = new_header(
-        model, sample_rate=sample_rate, channels=channels, levels=levels, num_samples=num_samples, crc_bits=crc_bits,
-        tables_id=tables.tables_id if tables is not None else None,
+    session = EncodeSession(
+        model, stream, sample_rate=sample_rate, channels=channels, levels=levels, num_samples=num_samples,
+        packet_frames=packet_frames, packet_bytes=packet_bytes, crc_bits=crc_bits, flush=flush, tables=tables,
+        names=names,
     )  # fmt: skip
-    if num_samples is not None:
-        limits.check_int(num_samples, "the input's length", 0, limits.MAX_SECONDS * sample_rate, "split it")
-    if packet_frames is None:
-        limits.check_int(packet_bytes, "--packet-bytes", 1, limits.MAX_PACKET_BYTES)
-        packet_frames = bitstream.frames_per_packet(header, packet_bytes)
-    limits.check_int(packet_frames, "--packet-frames", 1, bitstream.max_packet_frames(header))
-    packets: Packetizer | None = None  # the header goes out with the first valid samples: a bad input writes nothing
     encoder = StreamingEncoder(model, levels=levels, batch_size=channels, sample_rate=sample_rate)
-    total = 0
     for block in blocks:
-        limits.check_pcm(block)
-        if packets is None and block.shape[1]:
-            packets = Packetizer(CodesWriter(stream, header, tables), packet_frames, flush)
-        total += block.shape[1]
-        if block.shape[1]:
-            packets.add(encoder.push(block))
-    if packets is None:
-        raise CodecError("the input holds no audio samples")
-    if num_samples is not None and total < num_samples:
-        raise CodecError(f"the input ended after {total} of the {num_samples} samples it announced; it is truncated")
-    if num_samples is not None and total > num_samples:
-        raise CodecError(f"the input holds {total} samples but announced {num_samples}; its header is damaged")
-    packets.add(encoder.flush(), final=True)
-    if num_samples is None:
-        packets.writer.write_end(total)
-        if flush is not None:
-            flush()
-    return header
+        if session.pcm(block).shape[1]:
+            session.codes(encoder.push(block))
+    session.check_complete()
+    session.end(encoder.flush())
+    return session.header
 
 
 def encode_audio(

@@ -37,6 +37,7 @@ from codec.models.codec import CodecModel
 from codec.modules.conv import exporting
 from codec.onnx_runtime import GRAPH_REVISION
 from codec.quantization.search import book_terms, dequantize, scores_from
+from codec.rates import levels_or_all
 
 MANIFEST = "manifest.json"
 FORMAT = "codec-onnx"
@@ -158,7 +159,7 @@ def export_onnx(
     model.quantizer._sync_codebooks()  # simvq: the searched codebooks are basis x map; the graphs hold constants
     if model.audio_channels != 1:
         raise CodecError(f"model {model.name} codes {model.audio_channels} channels jointly; ONNX export is mono")
-    levels = levels or model.num_levels
+    levels = levels_or_all(levels, model.num_levels)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     hop, C = model.hop_length, model.audio_channels

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from codec.errors import CodecError
+from codec.frames import CodingState, FrameBuffer
+from codec.rates import check_levels
 
 # The exporter's revision (manifest "graph_revision"; cached graphs live in a folder named with it). 2: one-frame
 # graphs beside the general ones, 2-d convolutions, constant pre-transposed codebooks, a search whose rows do not
@@ -194,16 +196,84 @@ def blocks_of(manifest: dict, frames_per_call: int) -> int:
     return frames_per_call if manifest.get("frames_per_call") == "any" else 1
 
 
-class OnnxEncoder:
-    """Audio chunks of any length -> codes of the frames they complete.
+class OnnxCoder:
+    """The `codec.frames.FrameCoder` of ONNX Runtime: every row of a group is a stream of its own, an `OnnxSide`
+    (its state arrays; the rows of a `CodingState`'s `values`), sharing `sessions`.
 
-    Samples wait here until a frame is whole. With `frames_per_call` 1 (the default) every frame is the same graph
-    call on same-shaped arrays, so the codes are bitwise the same however the audio is chunked (one sample at a
-    time, odd sizes or the whole file at once, which is what `encode` does). A larger `frames_per_call` codes up
-    to that many whole frames per call: far cheaper on files, but then the call shapes follow the chunking, and
-    the codes equal the frame-by-frame ones except where rounding flips a near-tie of the search.
-    One stream (batch 1); audio [C, T] float32 at the model's rate.
-    """
+    `encode` / `decode` (a group coded alone: the files, the live streams) call the graphs row by row, on blocks of
+    up to `frames_per_call` frames: with 1 (live) every frame is the same one-frame call on same-shaped arrays, so
+    the codes are bitwise the same however the audio is chunked; more (files) is far cheaper, and equals the
+    frame-by-frame codes except where rounding flips a near-tie of the search. `encode_batch` / `decode_batch`
+    (the server's ticks) stack one frame of every row of every group into one call of the graph with a batch axis
+    (the one-frame graph when it is one row: bitwise the same); graphs exported before that axis existed are
+    called once per group."""
+
+    def __init__(self, sessions: Sessions, *, frames_per_call: int = 1) -> None:
+        self.sessions, self.manifest = sessions, sessions.manifest
+        self.frame, self.block = frames_per_call == 1, blocks_of(self.manifest, frames_per_call)
+        self.batched = self.manifest.get("batch") == "any"
+        self.hop, self.groups = self.manifest["hop_length"], self.manifest["num_groups"]
+
+    def new_state(self, side: str, rows: int) -> CodingState:
+        lanes = [OnnxSide(self.sessions.onnx_dir, side, sessions=self.sessions, frame=self.frame) for _ in range(rows)]
+        return CodingState(side, rows, lanes)
+
+    def reset(self, state: CodingState, mask: np.ndarray | None = None) -> None:
+        for lane, chosen in zip(state.values, [True] * state.rows if mask is None else np.asarray(mask, bool).tolist(),
+                                strict=True):  # fmt: skip
+            if chosen:
+                lane.reset()
+
+    def encode(self, state: CodingState, audio: np.ndarray, levels: int) -> np.ndarray:
+        width, size = levels * self.groups, self.block * self.hop
+        rows = []
+        for lane, x in zip(state.values, audio, strict=True):
+            x = x[None, None]  # [1, 1, F * hop]: one stream
+            codes = [
+                lane.step(np.ascontiguousarray(x[..., i : i + size]))[:, :width] for i in range(0, x.shape[-1], size)
+            ]
+            rows.append(np.concatenate(codes, -1) if codes else np.zeros((1, width, 0), np.int64))
+        return np.concatenate(rows)
+
+    def decode(self, state: CodingState, codes: np.ndarray) -> np.ndarray:
+        full = pad_levels(np.asarray(codes, np.int64), self.manifest)
+        rows = []
+        for lane, c in zip(state.values, full, strict=True):
+            audio = [lane.step(c[None, :, i : i + self.block]) for i in range(0, c.shape[-1], self.block)]
+            rows.append(np.concatenate(audio, -1)[:, 0] if audio else np.zeros((1, 0), np.float32))
+        return np.concatenate(rows)
+
+    def encode_batch(self, states: list[CodingState], audio: list[np.ndarray], levels: int) -> list[np.ndarray]:
+        return [codes[:, : levels * self.groups] for codes in self._batched("encoder", states, audio)]
+
+    def decode_batch(self, states: list[CodingState], codes: list[np.ndarray]) -> list[np.ndarray]:
+        return self._batched("decoder", states, [pad_levels(np.asarray(c, np.int64), self.manifest) for c in codes])
+
+    def _batched(self, side: str, states: list[CodingState], inputs: list[np.ndarray]) -> list[np.ndarray]:
+        if not self.batched:
+            return [self._call(side, [s], [x])[0] for s, x in zip(states, inputs, strict=True)]
+        return self._call(side, states, inputs)
+
+    def _call(self, side: str, states: list[CodingState], inputs: list[np.ndarray]) -> list[np.ndarray]:
+        spec = self.manifest[side]
+        x = np.concatenate(inputs)[:, None] if side == "encoder" else np.concatenate(inputs)
+        lanes = [lane for s in states for lane in s.values]
+        feed = {s["name"]: np.concatenate([lane.state[s["name"]] for lane in lanes]) for s in spec["states"]}
+        alone = x.shape[0] == 1  # one row: the one-frame graph, bitwise the same and faster
+        outputs = self.sessions.get(side, frame=alone).run(None, {spec["input"]: x, **feed})
+        for s, value in zip(spec["states"], outputs[1:], strict=True):
+            for lane, part in zip(lanes, value, strict=True):
+                np.copyto(lane.state[s["name"]], part[None])
+        out = outputs[0] if side == "encoder" else outputs[0][:, 0]
+        return np.split(out, np.cumsum([s.rows for s in states])[:-1])
+
+
+class OnnxEncoder:
+    """Audio chunks of any length -> codes of the frames they complete: one stream (batch 1) of the graphs in
+    `onnx_dir`, audio [1, T] float32 at the model's rate (mono graphs).
+
+    Samples wait in a `codec.frames.FrameBuffer` until a frame is whole, and are coded by an `OnnxCoder` on blocks
+    of up to `frames_per_call` frames (1, the default: codes bitwise the same however the audio is chunked)."""
 
     def __init__(
         self,
@@ -215,39 +285,30 @@ class OnnxEncoder:
         frames_per_call: int = 1,
         manifest: dict | None = None,
     ) -> None:
-        self.side = OnnxSide(onnx_dir, "encoder", threads=threads, sessions=sessions, manifest=manifest,
-                             frame=frames_per_call == 1)  # fmt: skip
-        self.block = blocks_of(self.side.manifest, frames_per_call)
-        m = self.manifest = self.side.manifest
-        levels = levels or m["levels"]
-        if not 1 <= levels <= m["levels"]:
-            raise CodecError(f"{onnx_dir} searches {m['levels']} levels; export it again with `-l {levels}`")
-        self.hop, self.width = m["hop_length"], levels * m["num_groups"]
-        self.reset()
+        sessions = sessions or Sessions(onnx_dir, manifest, threads=threads)
+        self.coder = OnnxCoder(sessions, frames_per_call=frames_per_call)
+        m = self.manifest = sessions.manifest
+        fix = f"the graphs in {onnx_dir} search {m['levels']} levels: export them again with more"
+        self.levels = m["levels"] if levels is None else check_levels(levels, m["levels"], "levels", fix)
+        self.state = self.coder.new_state("encoder", 1)
+        self.buffer = FrameBuffer(1, m["hop_length"])
 
     def reset(self) -> None:
-        self.side.reset()
-        self.pending = np.zeros((1, self.manifest["channels"], 0), np.float32)
+        self.coder.reset(self.state)
+        self.buffer.reset()
 
     def push(self, audio: np.ndarray) -> np.ndarray:
         """Codes [1, levels * G, F] (int64) of the frames this chunk completes (F may be 0)."""
-        audio = np.asarray(audio, np.float32).reshape(1, self.manifest["channels"], -1)
-        pending = np.concatenate([self.pending, audio], -1)
-        whole = pending.shape[-1] - pending.shape[-1] % self.hop
-        self.pending = pending[..., whole:]
-        size = self.block * self.hop
-        blocks = [np.ascontiguousarray(pending[..., i : min(i + size, whole)]) for i in range(0, whole, size)]
-        codes = [self.side.step(block)[:, : self.width] for block in blocks]
-        return np.concatenate(codes, -1) if codes else np.zeros((1, self.width, 0), np.int64)
+        return self.coder.encode(
+            self.state, self.buffer.push(np.asarray(audio, np.float32).reshape(1, -1)), self.levels
+        )
 
     def flush(self) -> np.ndarray:
         """Codes of the last partial frame, zero-padded (empty if nothing is pending); the stream may go on."""
-        if self.pending.shape[-1] == 0:
-            return np.zeros((1, self.width, 0), np.int64)
-        return self.push(np.zeros((self.pending.shape[1], -self.pending.shape[-1] % self.hop), np.float32))
+        return self.coder.encode(self.state, self.buffer.flush(), self.levels)
 
     def encode(self, audio: np.ndarray) -> np.ndarray:
-        """Offline: codes [1, levels * G, ceil(T / hop)] of a whole signal [C, T] from a fresh state."""
+        """Offline: codes [1, levels * G, ceil(T / hop)] of a whole signal [1, T] from a fresh state."""
         self.reset()
         codes = np.concatenate([self.push(audio), self.flush()], -1)
         self.reset()
@@ -255,26 +316,23 @@ class OnnxEncoder:
 
 
 class OnnxDecoder:
-    """Codes [1, n * G, F] of any level count n -> audio [1, C, F * hop]: one decoder-graph call per frame, or per
+    """Codes [1, n * G, F] of any level count n -> audio [1, 1, F * hop]: one decoder-graph call per frame, or per
     block of up to `frames_per_call` frames (cheaper; the audio then agrees with frame-by-frame decoding to float
-    rounding)."""
+    rounding). One stream, through an `OnnxCoder`."""
 
     def __init__(
         self, onnx_dir: str | Path, *, threads: int = 1, sessions: Sessions | None = None, frames_per_call: int = 1,
         manifest: dict | None = None,
     ) -> None:  # fmt: skip
-        self.side = OnnxSide(onnx_dir, "decoder", threads=threads, sessions=sessions, manifest=manifest,
-                             frame=frames_per_call == 1)  # fmt: skip
-        self.manifest = self.side.manifest
-        self.block = blocks_of(self.manifest, frames_per_call)
+        sessions = sessions or Sessions(onnx_dir, manifest, threads=threads)
+        self.coder, self.manifest = OnnxCoder(sessions, frames_per_call=frames_per_call), sessions.manifest
+        self.state = self.coder.new_state("decoder", 1)
 
     def reset(self) -> None:
-        self.side.reset()
+        self.coder.reset(self.state)
 
     def push(self, codes: np.ndarray) -> np.ndarray:
-        full = pad_levels(np.asarray(codes, np.int64), self.manifest)
-        audio = [self.side.step(full[..., i : i + self.block]) for i in range(0, full.shape[-1], self.block)]
-        return np.concatenate(audio, -1) if audio else np.zeros((1, self.manifest["channels"], 0), np.float32)
+        return self.coder.decode(self.state, np.asarray(codes, np.int64))[:, None]
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """Offline: audio of whole codes from a fresh state."""

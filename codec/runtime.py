@@ -16,6 +16,11 @@ frames. Measured on one thread (docs/BENCHMARKS.md): per live frame ONNX Runtime
 torch eager (0.3-0.5 ms per 20 ms frame of grvq16k), and on files 1.03-1.16x less than torch's whole-signal calls.
 With the graphs cached, the CLI's coding verbs start without importing torch (`cached_onnx_codec`).
 
+This module owns the policy every coding verb follows (`codec encode`/`decode` of one file or many, the pipes, the
+server, the demo): `coding_model` picks what runs a model (its cached graphs without torch, else the torch model
+on the engine `--runtime` asks for), and `search_backend` picks the residual search of a torch encode. Both the
+torch model and `OnnxCodec` are a `RunnableCodec`: the facts of the model and an explicit `runtime` attribute.
+
 The .codes files are the same format whichever runtime wrote them. The ONNX encoder's codes equal the torch
 encoder's except where the residual search meets a near-tie that rounding decides (docs/STREAMING.md), and
 decoded audio agrees to within float rounding (docs/ONNX.md gives the measured difference).
@@ -23,21 +28,61 @@ decoded audio agrees to within float rounding (docs/ONNX.md gives the measured d
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from codec.errors import CodecError
 from codec.rates import RateFacts
 
 if TYPE_CHECKING:  # this module imports without torch: the CLI's ONNX path never loads it
+    from codec.frames import FrameCoder
     from codec.models.codec import CodecModel
 
 RUNTIMES = ("auto", "torch", "onnx")
 FILE_FRAMES_PER_CALL = 100  # frames per graph call when coding files (2 s at 50 Hz): ~2.4x cheaper than one
+NUMBA_PAYS_OFF_SECONDS = 600  # audio below which loading numba's search costs more than it saves (docs/BENCHMARKS.md)
+
+
+@runtime_checkable
+class RunnableCodec(Protocol):
+    """What the coding paths (codec.compress, codec.streaming, codec.batching, codec.serve, codec.batch) ask of a
+    model, whichever engine runs it: the torch `CodecModel` (`runtime` "torch") and `OnnxCodec` ("onnx") both
+    implement it. `source` is the model file (its entropy tables sit beside it), or None."""
+
+    runtime: str
+    name: str
+    model_id: str
+    sample_rate: int
+    hop_length: int
+    audio_channels: int
+    num_groups: int
+    num_levels: int
+    codebook_size: int
+    bits_per_code: int
+    source: str | None
+
+    @property
+    def frame_rate(self) -> float: ...
+
+    @property
+    def delay(self) -> int: ...
+
+    def bitrate(self, levels: int) -> float: ...
+
+    def supported_bitrates(self) -> list[float]: ...
+
+    def levels_for(
+        self, *, bitrate_kbps: float | None = None, levels: int | None = None, names: tuple[str, str] = ...
+    ) -> tuple[int, str | None]: ...
+
+    def frame_coder(self, live: bool | None = None) -> FrameCoder:
+        """The model's frame-coding core (codec.frames): `live` for one frame per call (the server's batcher)."""
+        ...
 
 
 def cache_root() -> Path:
@@ -81,13 +126,14 @@ def onnxruntime_available() -> bool:
 
 
 class OnnxCodec(RateFacts):
-    """A model whose frames run in ONNX Runtime: the facts of the model (name, id, rates, levels, bitrates) from
-    the graphs' manifest, and the encoder and decoder steps of the graphs in `onnx_dir`.
+    """A model whose frames run in ONNX Runtime (a `RunnableCodec`): the facts of the model (name, id, rates,
+    levels, bitrates, delay) from the graphs' manifest, and the encoder and decoder steps of the graphs in
+    `onnx_dir`.
 
     `StreamingEncoder` and `StreamingDecoder` (and with them `codec.compress` and `codec.serve`) take it in place
     of the `CodecModel`. ONNX Runtime sessions are made once per process and shared by every stream.
-    `model`: the torch model the graphs were exported from (checked against the manifest; other attributes are
-    looked up on it), or None: then nothing here needs torch (`cached_onnx_codec`).
+    `model`: the torch model the graphs were exported from (checked against the manifest), or None: then nothing
+    here needs torch (`cached_onnx_codec`).
     `frames_per_call`: 1 for live streams (codes independent of chunking), more for files (far cheaper).
     `threads`: ONNX Runtime's intra-op threads per session (the CLI's `--threads`; 1 by default).
     """
@@ -121,17 +167,17 @@ class OnnxCodec(RateFacts):
             damaged="delete that folder (it is exported again on the next --runtime onnx run) or use --runtime torch",
         )  # fmt: skip
 
+    def frame_coder(self, live: bool | None = None):
+        """This model's `codec.frames.FrameCoder` (`codec.onnx_runtime.OnnxCoder`): blocks of `frames_per_call`
+        frames per graph call, or one frame with `live` (the server's batcher)."""
+        from codec.onnx_runtime import OnnxCoder
+
+        return OnnxCoder(self.sessions, frames_per_call=1 if live else self.frames_per_call)
+
     def session(self, side: str, *, frame: bool = False):
         """The ONNX Runtime session of `side` ('encoder' or 'decoder'), made on first use; `frame`: the one-frame
         graph of one stream (codec.onnx_runtime.Sessions)."""
         return self.sessions.get(side, frame=frame)
-
-    def __getattr__(self, name: str):
-        if name.startswith("__") or name in ("model", "sessions", "manifest"):  # pickling and half-built objects
-            raise AttributeError(name)
-        if self.model is None:
-            raise AttributeError(f"{name!r}: this model runs from its cached ONNX graphs alone (no torch model)")
-        return getattr(self.model, name)
 
     def __setstate__(self, state: dict) -> None:  # --jobs workers: Sessions pickles without its sessions
         self.__dict__.update(state)
@@ -216,6 +262,12 @@ def why_torch(model: CodecModel) -> str | None:
     return None
 
 
+def check_runtime(runtime: str) -> str:
+    if runtime not in RUNTIMES:
+        raise CodecError(f"--runtime {runtime!r} is not one of: {', '.join(RUNTIMES)}")
+    return runtime
+
+
 def with_runtime(
     model: CodecModel,
     runtime: str = "auto",
@@ -230,8 +282,7 @@ def with_runtime(
     graphs on first use (`export_to_cache`: `notice` gets a line saying so, `progress` shows a bar); `auto` falls
     back to torch where ONNX Runtime cannot run the model (`why_torch`) or the cache cannot be written, and then
     tells `notice` why."""
-    if runtime not in RUNTIMES:
-        raise CodecError(f"--runtime {runtime!r} is not one of: {', '.join(RUNTIMES)}")
+    check_runtime(runtime)
     if runtime == "torch" or isinstance(model, OnnxCodec):
         return model
     per_call = 1 if live else FILE_FRAMES_PER_CALL
@@ -253,3 +304,50 @@ def with_runtime(
         raise CodecError("--runtime onnx needs onnxruntime: pip install onnxruntime (or use --runtime torch)")
     folder = export_to_cache(model, notice=notice, progress=progress)
     return OnnxCodec(model, folder, frames_per_call=per_call, threads=threads)
+
+
+def coding_model(
+    name: str,
+    runtime: str = "auto",
+    *,
+    device: str = "cpu",
+    live: bool = False,
+    threads: int = 1,
+    load: Callable[[str], CodecModel] | None = None,
+    notice: Callable[[str], None] | None = None,
+    progress: bool = False,
+) -> RunnableCodec:
+    """The model `name` (a shipped model's name or a model file) as every coding verb runs it. With `runtime`
+    "onnx" or "auto" on the CPU and the model's graphs already in the cache, its `OnnxCodec`, found without
+    importing torch (`cached_onnx_codec`: a process that codes one short file starts in a fraction of torch's
+    import time); else the torch model (`load(name)`, default `codec.checkpoint.load_model` on `device`) run by
+    the engine `runtime` picks (`with_runtime`, which builds the graphs on first use, telling `notice`).
+    `live`: for coding as audio arrives (one frame per graph call), not whole files."""
+    check_runtime(runtime)
+    if runtime != "torch" and str(device) == "cpu":
+        cached = cached_onnx_codec(name, live=live, threads=threads)
+        if cached is not None:
+            return cached
+    if load is None:
+        from codec.checkpoint import load_model
+
+        def load(name: str) -> CodecModel:
+            return load_model(name, device=device)
+
+    return with_runtime(load(name), runtime, live=live, threads=threads, notice=notice, progress=progress)
+
+
+def search_backend(model: RunnableCodec, seconds: float | None) -> contextlib.AbstractContextManager:
+    """The residual-search backend a torch encode of `seconds` of audio runs with (a context manager): on the torch
+    runtime on the CPU, less than NUMBA_PAYS_OFF_SECONDS of audio is searched by the torch backend
+    (codec.quantization.search.preferred_backend), so a process that codes a 1 s clip costs 1.6 s of CPU, not
+    2.4; its codes equal numba's except at near-ties, as any two backends' do. Nothing changes otherwise: on ONNX
+    Runtime (its graphs hold their own search), on another device, or for audio of unknown length (`seconds`
+    None: a batch of files, which loads numba once for all of them)."""
+    if model.runtime != "torch" or seconds is None or seconds >= NUMBA_PAYS_OFF_SECONDS:
+        return contextlib.nullcontext()
+    if next(model.parameters()).device.type != "cpu":
+        return contextlib.nullcontext()
+    from codec.quantization.search import preferred_backend
+
+    return preferred_backend("torch")

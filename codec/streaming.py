@@ -13,10 +13,12 @@ behind the decoder, adding its filter delay to the latency. A model whose decode
 drops the first `delay` samples it makes and ends the stream with `delay` samples of silence, so decoded audio
 keeps the input's timing and length (F * hop_length samples for F frames) on every path.
 
-Both classes also take a `codec.runtime.OnnxCodec` in place of the model: the frames then run in ONNX
-Runtime (one graph call per frame and stream, sessions shared by all streams) and codes are numpy arrays, not
-tensors; everything else (resampling, padding, the codes' layout) is the same code. That path never imports
-torch (this module does not either), so a CLI process on cached graphs starts without it.
+Both classes take any `codec.runtime.RunnableCodec`: the torch model, or a `codec.runtime.OnnxCodec` (the frames
+then run in ONNX Runtime, one graph call per frame and stream, sessions shared by all streams, and codes are numpy
+arrays, not tensors). Either way the work is the frame-coding core of `codec.frames`: `EncoderInput` (resample,
+buffer, pad), the model's `FrameCoder` from an explicit `CodingState`, and `DecoderOutput` (delay, resample); no
+line here depends on the runtime but the type the codes are handed back in. The ONNX path never imports torch
+(this module does not either), so a CLI process on cached graphs starts without it.
 """
 
 from __future__ import annotations
@@ -24,106 +26,35 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-import soxr
 
-from codec.audio import resampled_length
+from codec.frames import DecoderOutput, DelayAlign, EncoderInput, Resampler, tail_padding  # noqa: F401 - public here
 
 if TYPE_CHECKING:
     import torch
 
-    from codec.models.codec import CodecModel
-    from codec.modules.streaming import State
-
-
-class Resampler:
-    """Streaming soxr resampling of `rows` float32 streams [rows, T] (output identical to one-shot resampling)."""
-
-    def __init__(self, from_rate: int, to_rate: int, rows: int) -> None:
-        self.rows = rows
-        self._soxr = soxr.ResampleStream(from_rate, to_rate, rows, dtype="float32", quality="HQ")
-
-    def __call__(self, pcm: np.ndarray, last: bool = False) -> np.ndarray:
-        out = self._soxr.resample_chunk(np.ascontiguousarray(pcm.T), last=last)
-        return np.ascontiguousarray(np.asarray(out, dtype=np.float32).reshape(-1, self.rows).T)
-
-    def clear(self) -> None:
-        self._soxr.clear()
-
-
-def tail_padding(samples_in: int, from_rate: int, to_rate: int, fed: int, tail: int) -> int:
-    """Zero samples to add after a resampler's last output `tail` so that a stream of `samples_in` input samples,
-    `fed` of them already given to the model, reaches the rounded-up length offline resampling gives (soxr may
-    emit a sample less)."""
-    return max(resampled_length(samples_in, from_rate, to_rate) - fed - tail, 0)
-
-
-class DelayAlign:
-    """Line up a decoded stream [rows, T] (at the model's rate) with its input: drop the first `delay` samples,
-    and `tail()` ends it with `delay` samples of silence (none if no frame was decoded). The last `delay` samples
-    of a stream are the part of the last frame that the next frame would have cross-faded; silence stands in.
-    With `delay` 0 both are no-ops."""
-
-    def __init__(self, delay: int, rows: int) -> None:
-        self.delay, self.rows, self._skip, self._started = delay, rows, delay, False
-
-    def __call__(self, audio: np.ndarray) -> np.ndarray:
-        if audio.shape[-1]:
-            self._started = True
-        if self._skip and audio.shape[-1]:
-            n = min(self._skip, audio.shape[-1])
-            self._skip -= n
-            audio = audio[..., n:]
-        return audio
-
-    def tail(self) -> np.ndarray:
-        n = self.delay if self._started else 0
-        self._started = False
-        return np.zeros((self.rows, n), np.float32)
+    from codec.runtime import RunnableCodec
 
 
 class _Streams:
-    """Shared plumbing: a model, B streams, their saved state, and an optional resampler."""
+    """Shared plumbing: a model, its frame coder, and the coding state of B streams on one side."""
 
-    def __init__(self, model: CodecModel, batch_size: int, from_rate: int, to_rate: int) -> None:
+    side = "encoder"
+
+    def __init__(self, model: RunnableCodec, batch_size: int) -> None:
         if model.audio_channels != 1:
             raise ValueError("streaming codes one mono stream per batch item; this model takes multichannel audio")
         self.model, self.batch_size = model, batch_size
-        self._onnx = model if getattr(model, "runtime", "torch") == "onnx" else None  # a codec.runtime.OnnxCodec
-        self._frames: list = []  # ONNX: one codec.onnx_runtime encoder or decoder per stream
-        self._state: dict[str, State] | None = None  # per layer, bound to the model for each call
-        self._device = None if self._onnx is not None else next(model.parameters()).device
-        self._resampler = Resampler(from_rate, to_rate, batch_size) if from_rate != to_rate else None
+        self.coder = model.frame_coder()
+        self.state = self.coder.new_state(self.side, batch_size)
 
-    def _run(self, fn):
-        """Call fn() with this object's state bound to the model's layers (updated in place)."""
-        if self._state is None:
-            self._state = self.model.new_streaming_state(self.batch_size)
-        with self.model.streaming_with(self._state):
-            return fn()
-
-    def _resample(self, pcm: np.ndarray, last: bool = False) -> np.ndarray:
-        return pcm if self._resampler is None else self._resampler(pcm, last)
-
-    def reset(self, mask: torch.Tensor | np.ndarray | None = None) -> None:
-        """Start the streams selected by boolean `mask` [B] (all if None) afresh, at a frame boundary."""
+    def _reset_state(self, mask: torch.Tensor | np.ndarray | None, resampled: bool) -> None:
         if mask is None:
-            self._state = None
-            for frames in self._frames:
-                frames.reset()
-            if self._resampler is not None:
-                self._resampler.clear()
+            self.coder.reset(self.state)
             return
-        if self._resampler is not None:
+        if resampled:
             raise ValueError("per-stream reset needs input at the model's sample rate (no resampler in front)")
-        if self._onnx is not None:
-            for frames, chosen in zip(self._frames, np.asarray(mask, dtype=bool).tolist(), strict=True):
-                if chosen:
-                    frames.reset()
-            return
-        import torch
-
-        mask = torch.as_tensor(mask, dtype=torch.bool)
-        self._run(lambda: self.model.reset_streaming(mask))
+        mask = mask.cpu().numpy() if hasattr(mask, "cpu") else mask
+        self.coder.reset(self.state, np.asarray(mask, dtype=bool))
 
 
 def _as_batch(pcm, batch_size: int) -> np.ndarray:
@@ -151,9 +82,11 @@ class StreamingEncoder(_Streams):
     Codes are int64 torch tensors (on the CPU) for a `CodecModel`, numpy arrays for an `OnnxCodec`.
     """
 
+    side = "encoder"
+
     def __init__(
         self,
-        model: CodecModel,
+        model: RunnableCodec,
         *,
         levels: int | None = None,
         bitrate_kbps: float | None = None,
@@ -161,53 +94,41 @@ class StreamingEncoder(_Streams):
         sample_rate: int | None = None,
     ) -> None:
         self.sample_rate = sample_rate or model.sample_rate
-        super().__init__(model, batch_size, self.sample_rate, model.sample_rate)
+        super().__init__(model, batch_size)
         self.levels, self.notice = model.levels_for(bitrate_kbps=bitrate_kbps, levels=levels)
-        if self._onnx is not None:
-            from codec.onnx_runtime import OnnxEncoder
+        self.input = EncoderInput(self.sample_rate, model.sample_rate, batch_size, model.hop_length)
 
-            onnx, per_call = self._onnx, self._onnx.frames_per_call
-            self._frames = [
-                OnnxEncoder(onnx.onnx_dir, levels=self.levels, sessions=onnx.sessions, frames_per_call=per_call)
-                for _ in range(batch_size)
-            ]
-        self.samples_in = 0  # per stream, at the input rate
-        self._model_samples = 0  # per stream, fed to the model
+    @property
+    def samples_in(self) -> int:
+        """Samples pushed per stream since the streams started, at the input's rate."""
+        return self.input.samples_in
 
     def push(self, pcm) -> torch.Tensor | np.ndarray:
-        pcm = _as_batch(pcm, self.batch_size)
-        self.samples_in += pcm.shape[1]
-        return self._encode(self._resample(pcm))
+        return self._codes(self.coder.encode(self.state, self.input.push(_as_batch(pcm, self.batch_size)), self.levels))
 
     def flush(self) -> torch.Tensor | np.ndarray:
         """Codes for whatever is left, the last partial frame zero-padded; the streams then start afresh."""
-        tail = self._resample(np.zeros((self.batch_size, 0), np.float32), last=True)
-        missing = tail_padding(self.samples_in, self.sample_rate, self.model.sample_rate, self._model_samples,
-                               tail.shape[1])  # fmt: skip
-        tail = np.pad(tail, ((0, 0), (0, missing)))
-        tail_codes = self._encode(tail)  # first: the flush below pads what is left after the tail
-        if self._onnx is not None:
-            codes = np.concatenate([tail_codes, np.concatenate([frames.flush() for frames in self._frames])], -1)
-        else:
-            import torch
-
-            codes = torch.cat([tail_codes, self._run(lambda: self.model.flush(self.levels)).cpu()], dim=-1)
+        codes = np.concatenate([self.coder.encode(self.state, x, self.levels) for x in self.input.finish()], -1)
         self.reset()
-        return codes
+        return self._codes(codes)
 
     def reset(self, mask: torch.Tensor | np.ndarray | None = None) -> None:
-        super().reset(mask)
-        if mask is None:  # all streams start afresh: so do the length counters the flush padding relies on
-            self.samples_in = self._model_samples = 0
+        """Start the streams selected by boolean `mask` [B] (all if None) afresh, at a frame boundary."""
+        if mask is not None and self.input.buffer.pending.shape[-1]:
+            raise RuntimeError(
+                "cannot reset part of a batch while a partial frame is pending; reset at frame boundaries"
+            )
+        self._reset_state(mask, self.input.resampler is not None)
+        if mask is None:  # all streams start afresh: so do the buffer and the counters the flush padding relies on
+            self.input.reset()
 
-    def _encode(self, x: np.ndarray) -> torch.Tensor | np.ndarray:
-        self._model_samples += x.shape[1]
-        if self._onnx is not None:
-            return np.concatenate([frames.push(row) for frames, row in zip(self._frames, x, strict=True)])
+    def _codes(self, codes: np.ndarray) -> torch.Tensor | np.ndarray:
+        """Codes as this model's users get them: numpy on ONNX Runtime, a CPU tensor from the torch model."""
+        if self.model.runtime != "torch":
+            return codes
         import torch
 
-        tensor = torch.from_numpy(np.ascontiguousarray(x))[:, None].to(self._device)
-        return self._run(lambda: self.model.encode(tensor, self.levels)).cpu()
+        return torch.from_numpy(codes)
 
 
 class StreamingDecoder(_Streams):
@@ -219,36 +140,25 @@ class StreamingDecoder(_Streams):
     (empty at the model rate without a delay).
     """
 
-    def __init__(self, model: CodecModel, *, batch_size: int = 1, sample_rate: int | None = None) -> None:
-        self.sample_rate = sample_rate or model.sample_rate
-        super().__init__(model, batch_size, model.sample_rate, self.sample_rate)
-        self._align = DelayAlign(model.delay, batch_size)
-        if self._onnx is not None:
-            from codec.onnx_runtime import OnnxDecoder
+    side = "decoder"
 
-            onnx = self._onnx
-            self._frames = [
-                OnnxDecoder(onnx.onnx_dir, sessions=onnx.sessions, frames_per_call=onnx.frames_per_call)
-                for _ in range(batch_size)
-            ]
+    def __init__(self, model: RunnableCodec, *, batch_size: int = 1, sample_rate: int | None = None) -> None:
+        self.sample_rate = sample_rate or model.sample_rate
+        super().__init__(model, batch_size)
+        self.output = DecoderOutput(model.delay, model.sample_rate, self.sample_rate, batch_size)
 
     def push(self, codes) -> np.ndarray:
         """codes [B, n * G, F] (a torch tensor or a numpy array) -> pcm [B, T]."""
         if len(codes.shape) != 3 or codes.shape[0] != self.batch_size:
             raise ValueError(f"codes must be [{self.batch_size}, levels * G, F], got {tuple(codes.shape)}")
-        if codes.shape[-1] == 0:  # no frame completed yet (an encoder's push may return none)
-            audio = np.zeros((self.batch_size, 0), np.float32)
-        elif self._onnx is not None:
-            rows = codes.cpu().numpy() if hasattr(codes, "cpu") else np.asarray(codes, dtype=np.int64)
-            audio = np.concatenate(
-                [frames.push(row[None])[:, 0] for frames, row in zip(self._frames, rows, strict=True)]
-            )
-        else:
-            import torch
-
-            codes = torch.as_tensor(codes, dtype=torch.long).to(self._device)
-            audio = self._run(lambda: self.model.decode(codes))[:, 0].cpu().numpy()
-        return self._resample(self._align(audio))
+        codes = np.asarray(codes.cpu().numpy() if hasattr(codes, "cpu") else codes, np.int64)
+        return self.output.push(self.coder.decode(self.state, codes))
 
     def flush(self) -> np.ndarray:
-        return self._resample(self._align.tail(), last=True)
+        return self.output.finish()
+
+    def reset(self, mask: torch.Tensor | np.ndarray | None = None) -> None:
+        """Start the streams selected by boolean `mask` [B] (all if None) afresh, at a frame boundary."""
+        self._reset_state(mask, self.output.resampler is not None)
+        if mask is None and self.output.resampler is not None:
+            self.output.resampler.clear()

@@ -145,7 +145,7 @@ def test_a_failing_tick_fails_its_streams_and_the_batcher_goes_on(tiny_model):
     async def main():
         try:
             bad = batcher.encoder(levels=1)
-            bad.state = {}  # a broken stream: its tick raises
+            bad.state.values = {}  # a broken stream (its layers have no state): its tick raises
             with pytest.raises(KeyError):
                 await bad.push(np.zeros((1, tiny_model.hop_length), np.float32))
             good = batcher.encoder(levels=1)
@@ -198,7 +198,7 @@ def test_graphs_without_a_batch_axis_are_called_once_per_stream(onnx_twins, tmp_
     (old / "manifest.json").write_text(json.dumps(manifest))
     model = OnnxCodec(onnx_twins.model, old)
     got, batcher = _run_all(model)
-    assert not batcher.frames.batched
+    assert not batcher.coder.batched
     for i, codes in enumerate(got):
         assert torch.equal(codes, _alone(onnx_twins, i)), f"stream {i} {STREAMS[i]}"
 

@@ -268,9 +268,12 @@ def test_streaming_encoder_on_onnx_is_chunking_independent_per_stream(onnx_model
         i += n
     got.append(chunked.flush())
     assert np.array_equal(np.concatenate(got, -1), expected)
-    chunked.push(audio[:, :30])
-    chunked.reset(np.array([True, False]))  # stream 0 starts afresh; stream 1 goes on
-    assert all(f.pending.shape[-1] == 0 for f in chunked._frames[:1]) and chunked._frames[1].pending.shape[-1] == 6
+    chunked.push(audio[:, :24])  # whole frames: stream 0 may start afresh while stream 1 goes on
+    chunked.reset(np.array([True, False]))
+    assert np.array_equal(chunked.push(audio[:, 24:48])[1], expected[1, :, 2:4])  # stream 1 went on
+    chunked.push(audio[:, :30])  # a partial frame pending: a reset of some streams would lose it
+    with pytest.raises(RuntimeError, match="frame boundaries"):
+        chunked.reset(np.array([True, False]))
 
 
 def test_batch_decode_on_onnx_with_jobs(tmp_path, speech, onnx_model, tiny_model_file):

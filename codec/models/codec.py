@@ -9,11 +9,12 @@ import torch
 from torch.nn import functional as F
 
 from codec.config import ModelConfig
+from codec.frames import TorchCoder, last_frame_padding
 from codec.modules.seanet import SEANetDecoder, SEANetEncoder
 from codec.modules.spectral import SpectralDecoder, SpectralEncoder
 from codec.modules.streaming import State, StreamingModule
 from codec.quantization.grvq import GroupResidualVQ, QuantizerOutput
-from codec.rates import RateFacts
+from codec.rates import RateFacts, levels_or_all
 
 
 def weights_hash(state: dict[str, torch.Tensor]) -> str:
@@ -44,6 +45,9 @@ class CodecModel(StreamingModule, RateFacts):
     frames completed so far; `flush()` pads the last partial frame as offline encoding does. Offline
     is exactly streaming from a fresh state, so both give identical codes.
 
+    `runtime` is "torch": this is the `codec.runtime.RunnableCodec` that runs on torch (`codec.runtime.OnnxCodec`
+    is the one on ONNX Runtime).
+
     Identity (set by `codec.checkpoint.load_model`; a freshly built model has none until asked):
         weights_hash: sha256 of the weights (`weights_hash`); computed from the current weights on first
             use if the model did not come from a file, and kept from then on.
@@ -51,6 +55,8 @@ class CodecModel(StreamingModule, RateFacts):
         provenance: what the model file says made it (recipe, data, steps, commit, ...); {} if unknown.
         source: the model file it was loaded from, or None.
     """
+
+    runtime = "torch"
 
     def __init__(
         self,
@@ -142,7 +148,12 @@ class CodecModel(StreamingModule, RateFacts):
         }
 
     def _pad_to_frames(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pad(x, (0, -x.shape[-1] % self.hop_length))
+        return F.pad(x, (0, last_frame_padding(x.shape[-1], self.hop_length)))
+
+    def frame_coder(self, live: bool | None = None) -> TorchCoder:
+        """This model's `codec.frames.FrameCoder`: whole frames from explicit state, as every coding path runs them
+        (`live` is for the ONNX runtime's call sizes; torch codes every block in one call)."""
+        return TorchCoder(self)
 
     def _check_audio(self, x: torch.Tensor) -> None:
         if x.dim() != 3 or x.shape[1] != self.audio_channels:
@@ -152,7 +163,7 @@ class CodecModel(StreamingModule, RateFacts):
     def encode(self, x: torch.Tensor, levels: int | None = None) -> torch.Tensor:
         """Codes [B, levels * G, F] for audio x [B, C, T] at `sample_rate` (see the frame contract above)."""
         self._check_audio(x)
-        levels = levels or self.num_levels
+        levels = levels_or_all(levels, self.num_levels)
         if not self.is_streaming:
             return self.quantizer.encode(self.encoder(self._pad_to_frames(x)), levels)
         state = self._streaming_state
@@ -167,12 +178,11 @@ class CodecModel(StreamingModule, RateFacts):
         state = self._streaming_state
         if state is None:
             raise RuntimeError("flush() is only meaningful inside `with model.streaming(...)`")
-        pending = state["pending"]
+        pending, levels = state["pending"], levels_or_all(levels, self.num_levels)
         if pending.shape[-1] == 0:  # nothing pending: no frame, empty codes on the model's device
-            n = (levels or self.num_levels) * self.num_groups
-            return torch.zeros(pending.shape[0], n, 0, dtype=torch.long, device=pending.device)
+            return torch.zeros(pending.shape[0], levels * self.num_groups, 0, dtype=torch.long, device=pending.device)
         state["pending"] = pending[..., :0]
-        return self.quantizer.encode(self.encoder(self._pad_to_frames(pending)), levels or self.num_levels)
+        return self.quantizer.encode(self.encoder(self._pad_to_frames(pending)), levels)
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:

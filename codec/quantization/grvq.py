@@ -225,7 +225,7 @@ class GroupResidualVQ(nn.Module):
     def encode(self, z: torch.Tensor, levels: int | None = None) -> torch.Tensor:
         """Codes [B, levels * G, F] for latent z [B, D, F]."""
         self._sync_codebooks()
-        codes, _ = rvq_search(self._frames(z), self.codebooks, levels or self.num_levels, lookup=self.lookup)
+        codes, _ = rvq_search(self._frames(z), self.codebooks, levels, lookup=self.lookup)  # None: every level
         return self._pack_codes(codes, z.shape[0])
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:

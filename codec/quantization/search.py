@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from codec.errors import CodecError
+from codec.rates import levels_or_all
 
 LOOKUPS = ("euclidean", "cosine")
 TIE_RTOL = 1e-5  # about 100 fp32 ulps of the score's scale; see "Near-ties" above
@@ -187,9 +188,7 @@ def rvq_search(
         )
     if lookup not in LOOKUPS:
         raise ValueError(f"lookup must be one of {LOOKUPS}, got {lookup!r}")
-    levels = codebooks.shape[1] if levels is None else levels
-    if not 1 <= levels <= codebooks.shape[1]:
-        raise ValueError(f"levels must be in 1..{codebooks.shape[1]}, got {levels}")
+    levels = levels_or_all(levels, codebooks.shape[1])
     name = backend or select_backend(residual.device)
     if residual.shape[0] == 0:
         return residual.new_zeros(0, levels, residual.shape[1], dtype=torch.long), torch.zeros_like(residual)
