@@ -1,7 +1,7 @@
 """Streaming neural audio codec with group-residual vector quantization.
 
 `load_model` and `CodecModel` are imported on first use, so `import codec` (and the torch-free modules such as
-`codec.onnx_runtime` and `codec.bitstream`) does not import torch.
+`codec.runtimes.onnx_runtime` and `codec.format.bitstream`) does not import torch.
 """
 
 __version__ = "0.1.0"

@@ -23,7 +23,7 @@ NO_DEFAULT = (
 )
 
 
-# --threads (or the verb's default, codec.threads): set in torch when a verb first needs torch (see `main`), and
+# --threads (or the verb's default, codec.runtimes.threads): set in torch when a verb first needs torch (`main`), and
 # given to ONNX Runtime's sessions; None leaves torch its own choice (`codec train`)
 _THREADS: int | None = None
 _VERBOSE = False
@@ -41,9 +41,9 @@ def _note(line: str) -> None:
 
 
 def _announce(model) -> None:
-    """With --verbose: one stderr line naming the model, the runtime and the threads that code (codec.threads)."""
+    """With --verbose: one stderr line naming the model, the runtime and the threads that code (runtimes/threads.py)."""
     if _VERBOSE:
-        from codec.threads import describe_run
+        from codec.runtimes.threads import describe_run
 
         _note(describe_run(model, _THREADS or 1))
 
@@ -57,11 +57,11 @@ def _load(model: str | None, device: str = "cpu"):
 
 
 def _coding_model(model: str | None, args, *, live: bool = False):
-    """The model a coding verb runs, as the runtime policy picks it (codec.runtime.coding_model: its cached ONNX
+    """The model a coding verb runs, as the runtime policy picks it (`runtime.coding_model`: its cached ONNX
     graphs without torch, else the torch model on the engine `--runtime` asks for); `live` for the verbs that code
     as audio arrives (one frame per graph call)."""
     from codec.modelfile import default_model_name
-    from codec.runtime import coding_model
+    from codec.runtimes.runtime import coding_model
 
     name = default_model_name(NO_DEFAULT) if model is None else model
     model = coding_model(
@@ -127,11 +127,11 @@ def _finish_batch(result, total_what: str) -> None:
 
 
 def _entropy_tables(model, args):
-    """The entropy tables `--entropy` asks for (codec.entropy), or None: without tables for this model the plain
+    """The entropy tables `--entropy` asks for (codec.format.entropy), or None: without tables for this model the plain
     payload is written, with a one-line note."""
     if not getattr(args, "entropy", False):
         return None
-    from codec import entropy
+    from codec.format import entropy
 
     tables = entropy.tables_for(model, args.tables)
     if tables is None:
@@ -145,10 +145,10 @@ def _entropy_tables(model, args):
 
 def cmd_encode(args) -> None:
     from codec.audio import duration, open_audio
-    from codec.batch import is_batch_input
-    from codec.compress import encode_file
+    from codec.coding.compress import encode_file
+    from codec.jobs.batch import is_batch_input
     from codec.modelfile import default_model_name, resolve_model_path
-    from codec.runtime import search_backend
+    from codec.runtimes.runtime import search_backend
 
     if is_batch_input(args.input):
         return _encode_batch(args)
@@ -177,7 +177,7 @@ def cmd_encode(args) -> None:
 
 
 def _encode_batch(args) -> None:
-    from codec import batch
+    from codec.jobs import batch
 
     items = batch.plan_encode(args.input, args.output)  # checked before the model loads
     model = _coding_model(args.model, args)
@@ -205,8 +205,8 @@ def _coded_and_kept(result) -> str:
 
 def cmd_decode(args) -> None:
     from codec.audio import check_output_format
-    from codec.batch import is_batch_input
-    from codec.compress import decode_file, model_name_for_codes
+    from codec.coding.compress import decode_file, model_name_for_codes
+    from codec.jobs.batch import is_batch_input
 
     if is_batch_input(args.input):
         return _decode_batch(args)
@@ -226,10 +226,10 @@ def cmd_decode(args) -> None:
 
 
 def _refuse_codes_of_another_model(path: str, name: str) -> None:
-    """The one-line error of `codec.compress.check_compatible` when the .codes file at `path` was made by another
+    """The one-line error of `codec.coding.compress.check_compatible` when the .codes file at `path` was made by another
     model than `name`, found from the two headers (no torch; the torch model loads only to word the error)."""
-    from codec import bitstream
-    from codec.compress import check_compatible
+    from codec.coding.compress import check_compatible
+    from codec.format import bitstream
     from codec.modelfile import read_metadata, resolve_model_path
 
     try:
@@ -243,7 +243,7 @@ def _refuse_codes_of_another_model(path: str, name: str) -> None:
 
 
 def _decode_batch(args) -> None:
-    from codec import batch
+    from codec.jobs import batch
 
     items = batch.plan_decode(args.input, args.output)  # checked before a model loads
     device = args.device if args.runtime != "torch" and args.device == "cpu" else _device(args.device)
@@ -270,7 +270,7 @@ def _decode_batch(args) -> None:
 
 
 def cmd_info(args) -> None:
-    from codec.describe import describe, info_lines
+    from codec.commands.describe import describe, info_lines
 
     info = describe(args.target)
     if args.json:
@@ -297,7 +297,7 @@ def cmd_models(args) -> None:
 
 def cmd_demo(args) -> None:
     """Encode and decode the bundled speech clip, printing bitrate and sizes."""
-    from codec.demo import CLIP, run_demo
+    from codec.commands.demo import CLIP, run_demo
 
     model = _coding_model(args.model, args)
     print(
@@ -359,8 +359,9 @@ def cmd_export(args) -> None:
 
 
 def cmd_fit_entropy(args) -> None:
-    from codec import entropy, limits
-    from codec.entropy_fit import fit_tables, read_token_dir
+    from codec import limits
+    from codec.format import entropy
+    from codec.jobs.entropy_fit import fit_tables, read_token_dir
     from codec.modelfile import default_model_name, read_metadata, resolve_model_path
 
     limits.check_int(args.min_count, "--min-count", 1, 2**31)
@@ -394,9 +395,9 @@ def cmd_fit_entropy(args) -> None:
 
 
 def cmd_stream_encode(args) -> None:
-    from codec.compress import encode_blocks
-    from codec.encode_session import InputNames
-    from codec.pcmio import FrameReader, PcmFormat, check_format, read_wav_header
+    from codec.coding.compress import encode_blocks
+    from codec.format.encode_session import InputNames
+    from codec.format.pcmio import FrameReader, PcmFormat, check_format, read_wav_header
 
     model = _coding_model(args.model, args, live=True)
     levels = _levels(model, args)
@@ -418,9 +419,9 @@ def cmd_stream_encode(args) -> None:
 
 
 def cmd_stream_decode(args) -> None:
-    from codec.bitstream import CodesReader
-    from codec.compress import decode_blocks, model_name_for_header
-    from codec.pcmio import PcmFormat, check_format, wav_header
+    from codec.coding.compress import decode_blocks, model_name_for_header
+    from codec.format.bitstream import CodesReader
+    from codec.format.pcmio import PcmFormat, check_format, wav_header
 
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     reader = CodesReader(stdin, "stdin")
@@ -440,14 +441,14 @@ def cmd_serve(args) -> None:
     import logging
 
     _need_websockets()
-    from codec.access import Access, check_exposure, parse_origins, resolve_token
-    from codec.serve import serve
+    from codec.server.access import Access, check_exposure, parse_origins, resolve_token
+    from codec.server.serve import serve
 
     access = Access(resolve_token(args.token, args.token_file), parse_origins(args.allow_origin))
     check_exposure(args.host, access.token, args.insecure_no_token)  # before the model loads: a fast, clear refusal
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     model = _coding_model(args.model, args, live=True)
-    from codec.threads import describe_run
+    from codec.runtimes.threads import describe_run
 
     log = logging.getLogger("codec.serve")
     log.info(describe_run(model, _THREADS or 1))
@@ -462,8 +463,8 @@ def cmd_serve(args) -> None:
 
 def cmd_stream_client(args) -> None:
     _need_websockets()
-    from codec.access import resolve_token
-    from codec.client import decode_file_remote, encode_file_remote
+    from codec.server.access import resolve_token
+    from codec.server.client import decode_file_remote, encode_file_remote
 
     token = resolve_token(args.token, args.token_file)
     if args.mode == "encode":
@@ -478,7 +479,7 @@ def cmd_stream_client(args) -> None:
 def cmd_bench(args) -> None:
     import torch
 
-    from codec import bench
+    from codec.commands import bench
     from codec.config import builtin_config_path, load_model_config
     from codec.models.codec import build_model
 
@@ -490,14 +491,14 @@ def cmd_bench(args) -> None:
         model = build_model(load_model_config(path)).eval().to(_device(args.device))
     bench.describe(model)
     if args.onnx:  # torch eager against ONNX Runtime, side by side (exports into a temporary folder)
-        from codec.export_onnx import export_onnx
+        from codec.runtimes.export_onnx import export_onnx
 
         with tempfile.TemporaryDirectory(prefix="codec-onnx-") as onnx_dir:
             export_onnx(model, onnx_dir)
             bench.onnx_versus_torch(model, onnx_dir, frames=args.frames, seconds=args.seconds)
         bench.process_costs(model, repeats=3)
     elif args.entropy:
-        from codec.entropy import tables_for
+        from codec.format.entropy import tables_for
 
         tables = tables_for(model, args.tables)
         if tables is None:
@@ -510,7 +511,7 @@ def cmd_bench(args) -> None:
 
 
 def cmd_export_onnx(args) -> None:
-    from codec.export_onnx import export_onnx
+    from codec.runtimes.export_onnx import export_onnx
 
     model = _load(args.model)
     manifest = export_onnx(model, args.out_dir, levels=_levels(model, args))
@@ -556,7 +557,7 @@ def model_option(p) -> None:
 
 
 def token_options(p, what: str) -> None:
-    from codec.access import TOKEN_ENV
+    from codec.server.access import TOKEN_ENV
 
     p.add_argument("--token", default=None, help=f"{what} (visible to other users in `ps`: prefer --token-file)")
     p.add_argument(
@@ -579,7 +580,7 @@ MANY_INPUTS = (
 
 
 def runtime_option(p) -> None:
-    from codec.runtime import RUNTIMES
+    from codec.runtimes.runtime import RUNTIMES
 
     p.add_argument(
         "--runtime",
@@ -973,7 +974,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.threads is not None and args.threads < 1:
             raise CodecError(f"--threads {args.threads} is not possible; give 1 or more (or leave it out)")
-        from codec import threads
+        from codec.runtimes import threads
 
         global _THREADS, _VERBOSE
         _THREADS, _VERBOSE = threads.threads_for(args.command, args.threads), args.verbose

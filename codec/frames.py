@@ -1,7 +1,7 @@
 """The frame-coding core: one way to code whole frames from an explicit state, whatever runs the model.
 
-Every path that codes audio (the file path `codec.compress`, the live streams `codec.streaming`, the server's
-frame batcher `codec.batching`) is the same three steps, written once here:
+Every path that codes audio (the file path `coding/compress.py`, the live streams `coding/streaming.py`, the server's
+frame batcher `codec.server.batching`) is the same three steps, written once here:
 
     input PCM --EncoderInput--> whole frames --FrameCoder.encode--> codes
                 (resample, buffer,             (torch or ONNX Runtime,
@@ -14,8 +14,8 @@ frame batcher `codec.batching`) is the same three steps, written once here:
 - `FrameCoder` (a Protocol) codes one or many whole frames of a group of streams from their `CodingState`
   (`encode`, `decode`: coded as that runtime codes a stream alone), or one frame of many groups in one model
   call (`encode_batch`, `decode_batch`: the batcher's tick). One implementation per runtime: `TorchCoder` here
-  (torch imported on first use) and `codec.onnx_runtime.OnnxCoder`; a model gives its own with
-  `model.frame_coder(live=...)` (`codec.runtime.RunnableCodec`).
+  (torch imported on first use) and `codec.runtimes.onnx_runtime.OnnxCoder`; a model gives its own with
+  `model.frame_coder(live=...)` (`codec.runtimes.runtime.RunnableCodec`).
 - `CodingState` is the declared state of one group of streams on one side; only its coder reads its `values`.
 - `FrameBuffer` holds the samples that do not make a whole frame yet, and pads the last one (`last_frame_padding`,
   also what the torch model's own streaming `encode` pads with).
@@ -23,7 +23,7 @@ frame batcher `codec.batching`) is the same three steps, written once here:
 
 A frame is `hop_length` samples at the model's rate; audio is float32 [rows, T], codes int64 [rows, n * G, F],
 level-major (a lower bitrate is a prefix). This module needs only numpy at import time (soxr when a stream is
-resampled, torch for `TorchCoder`), so `codec.onnx_runtime` still runs on numpy and onnxruntime alone.
+resampled, torch for `TorchCoder`), so `codec.runtimes.onnx_runtime` still runs on numpy and onnxruntime alone.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class CodingState:
     """The state of `rows` streams on one `side` ('encoder' or 'decoder') between two calls of their coder.
 
     `values` is in the coder's own form, read and written only by it: for torch the layers' state tensors
-    ({layer path: {key: tensor [rows, ...]}}), for ONNX Runtime one `codec.onnx_runtime.OnnxSide` per row (its state
+    ({layer path: {key: tensor [rows, ...]}}), for ONNX Runtime one `onnx_runtime.OnnxSide` per row (its state
     arrays and the bound arrays of its one-frame calls)."""
 
     side: str

@@ -2,7 +2,7 @@
 metadata in its safetensors header (name, weights hash, config; codec/checkpoint.py writes and loads the weights).
 
 The ONNX Runtime path of the CLI uses this to find a model's cached graphs without importing torch
-(codec.runtime.cached_onnx_codec); loading the weights (codec.checkpoint.load_model) reads the same metadata.
+(codec.runtimes.runtime.cached_onnx_codec); loading the weights (codec.checkpoint.load_model) reads the same metadata.
 """
 
 from __future__ import annotations

@@ -2,12 +2,12 @@
 
 Each decision about a level count is made here, once: a bitrate or a level count, not both (`resolve_levels`);
 neither means every level (`levels_or_all`); and the range check (`check_levels`). An entry point (the CLI's
-verbs, the server's start message, `codec.batch`'s callers) resolves what its user asked for once and passes the
+verbs, the server's start message, `codec.jobs.batch`'s callers) resolves what its user asked for once and passes the
 checked int down; the library functions below it (the streaming encoders, the frame coders, the search) take it
 as it is, and call `check_levels` only where they are themselves an entry point a user calls.
 
 `RateFacts` is mixed into the torch model (codec.models.codec.CodecModel) and the model run from its ONNX graphs
-(codec.runtime.OnnxCodec, which needs no torch), so both answer alike.
+(codec.runtimes.runtime.OnnxCodec, which needs no torch), so both answer alike.
 """
 
 from __future__ import annotations

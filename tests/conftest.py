@@ -77,12 +77,12 @@ def wav_file(tmp_path):
 
 
 def start_server(model, bounds=None, access=None) -> str:
-    """Run `codec.serve.serve(model)` on a free loopback port in a daemon thread; returns its ws:// URL."""
+    """Run `codec.server.serve.serve(model)` on a free loopback port in a daemon thread; returns its ws:// URL."""
     import asyncio
     import socket
     import threading
 
-    from codec.serve import serve
+    from codec.server.serve import serve
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

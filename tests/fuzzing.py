@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from codec import bitstream
-from codec.bitstream import CodesReader, CodesWriter
-from codec.compress import decode_blocks, decode_file, decode_stream, encode_audio
-from codec.describe import codes_info
+from codec.coding.compress import decode_blocks, decode_file, decode_stream, encode_audio
+from codec.commands.describe import codes_info
 from codec.errors import CodecError
+from codec.format import bitstream
+from codec.format.bitstream import CodesReader, CodesWriter
 
 CASE_SECONDS = 5  # a case that takes longer is a hang
 HEADER_FIELDS = (  # the header's varints, in order (num_samples is stored + 1; 0 = unknown)
@@ -35,7 +35,7 @@ EXTREMES = (0, 1, 2, 127, 128, 2**16, 2**31, 2**32 + 1, 2**40, 2**63 - 1)
 # --- valid files -------------------------------------------------------------------------------------------------
 def valid_files(model, seconds: float = 0.15, tables=None, plain: bool = True) -> list[bytes]:
     """A few small, valid .codes files of generated audio: mono and stereo, several rates, levels, packet sizes,
-    plain (unless `plain` is False) and, with `tables` (codec.entropy), entropy coded; each kind four times in the
+    plain (unless `plain` is False) and, with `tables` (format/entropy.py), entropy coded; each kind four times in the
     current container version, then two of them as the codec before version 4 wrote them (version 1 or 3, whose
     header is checked by the first packet's CRC)."""
     from tests.conftest import tone

@@ -29,9 +29,9 @@ SERVE_SCRIPT = """
 import asyncio, json, logging, sys
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 from codec.checkpoint import load_model
-from codec.runtime import with_runtime
-from codec.serve import ServerLimits, serve
-from codec.access import Access
+from codec.runtimes.runtime import with_runtime
+from codec.server.serve import ServerLimits, serve
+from codec.server.access import Access
 model = with_runtime(load_model(sys.argv[1]), sys.argv[2], live=True)
 bounds = ServerLimits(**json.loads(sys.argv[4]))
 asyncio.run(serve(model, "127.0.0.1", int(sys.argv[3]), bounds=bounds, access=Access(token=sys.argv[5] or None)))
@@ -51,7 +51,7 @@ def free_port() -> int:
 
 def codes_of(data: bytes) -> np.ndarray:
     """The codes of a .codes stream [F, C, N], whatever its packet sizes."""
-    from codec.bitstream import CodesReader
+    from codec.format.bitstream import CodesReader
 
     return np.concatenate([p.codes for p in CodesReader(io.BytesIO(data)).packets()])
 
@@ -151,7 +151,7 @@ def _auth(token: str | None) -> dict | None:
 async def good_session(url: str, audio: np.ndarray, rate: int, levels: int, token: str | None,
                        realtime: bool = True) -> bytes:  # fmt: skip
     """A well-behaved encode stream (20 ms chunks, real time unless told); the .codes bytes it got back."""
-    from codec.serve import encode_remote
+    from codec.server.serve import encode_remote
 
     return await encode_remote(url, audio, rate, levels=levels, token=token, realtime=realtime)
 

@@ -1,4 +1,4 @@
-"""The frame batcher behind `codec serve` (codec/batching.py): many live streams share one model call per tick.
+"""The frame batcher behind `codec serve` (codec/server/batching.py): many live streams share one model call per tick.
 
 Streams join at different times, at different bitrates, sample rates and channel counts, pushing audio in random
 chunk sizes (1 sample, odd sizes, many frames). Their codes must equal each stream coded alone frame by frame:
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from codec.batching import FrameBatcher
+from codec.coding.streaming import StreamingDecoder, StreamingEncoder
 from codec.quantization.search import TIE_RTOL
-from codec.streaming import StreamingDecoder, StreamingEncoder
+from codec.server.batching import FrameBatcher
 from tests.conftest import make_tiny, start_server, tone
 from tests.near_ties import parting_gaps
 from tests.test_chunking import near_twins
@@ -78,7 +78,7 @@ def twins():
 def onnx_twins(twins, tmp_path_factory):
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     pytest.importorskip("onnx", reason="the onnx extra is not installed")
-    from codec.runtime import OnnxCodec, export_to_cache
+    from codec.runtimes.runtime import OnnxCodec, export_to_cache
 
     return OnnxCodec(twins, export_to_cache(twins, tmp_path_factory.mktemp("cache")))
 
@@ -110,7 +110,7 @@ def test_batched_decoding_matches_each_stream_alone(runtime, tiny_model, tmp_pat
     if runtime == "onnx":
         pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
         pytest.importorskip("onnx", reason="the onnx extra is not installed")
-        from codec.runtime import OnnxCodec, export_to_cache
+        from codec.runtimes.runtime import OnnxCodec, export_to_cache
 
         model = OnnxCodec(tiny_model, export_to_cache(tiny_model, tmp_path))
     rng = np.random.default_rng(0)
@@ -159,8 +159,8 @@ def test_a_failing_tick_fails_its_streams_and_the_batcher_goes_on(tiny_model):
 @pytest.mark.parametrize("runtime", ["torch", "onnx"])
 def test_server_sessions_at_once_get_the_codes_of_each_stream_alone(runtime, request):
     pytest.importorskip("websockets")
-    from codec.bitstream import CodesReader
-    from codec.serve import encode_remote
+    from codec.format.bitstream import CodesReader
+    from codec.server.serve import encode_remote
 
     model = request.getfixturevalue("twins" if runtime == "torch" else "onnx_twins")
     url = start_server(model)
@@ -189,7 +189,7 @@ def test_graphs_without_a_batch_axis_are_called_once_per_stream(onnx_twins, tmp_
     import json
     import shutil
 
-    from codec.runtime import OnnxCodec
+    from codec.runtimes.runtime import OnnxCodec
 
     old = tmp_path / "old"
     shutil.copytree(onnx_twins.onnx_dir, old)
@@ -205,7 +205,7 @@ def test_graphs_without_a_batch_axis_are_called_once_per_stream(onnx_twins, tmp_
 
 def test_warm_up_loads_the_one_frame_and_the_batched_graphs(onnx_twins):
     """A server's first ticks alone and in a batch pay no session loading (it happens before it listens)."""
-    from codec.runtime import OnnxCodec
+    from codec.runtimes.runtime import OnnxCodec
 
     fresh = OnnxCodec(onnx_twins.model, onnx_twins.onnx_dir)  # no session loaded yet
     batcher = FrameBatcher(fresh)

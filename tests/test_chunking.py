@@ -19,8 +19,8 @@ import soundfile as sf
 import torch
 
 from codec.audio import resample
+from codec.coding.streaming import StreamingEncoder
 from codec.quantization.search import TIE_RTOL
-from codec.streaming import StreamingEncoder
 from tests.conftest import make_tiny, tone
 from tests.near_ties import ONNX_TIE_RTOL, parting_gaps
 
@@ -76,7 +76,7 @@ def test_torch_random_chunking_gives_offline_codes_but_at_near_ties(model, seed)
 def onnx_dir(model, tmp_path_factory):
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     pytest.importorskip("onnx", reason="the onnx extra is not installed")
-    from codec.export_onnx import export_onnx
+    from codec.runtimes.export_onnx import export_onnx
 
     out = tmp_path_factory.mktemp("onnx")
     export_onnx(model, out)
@@ -87,7 +87,7 @@ def onnx_dir(model, tmp_path_factory):
 def test_onnx_codes_do_not_depend_on_chunking(model, onnx_dir, seed):
     """Random chunk sizes (1 sample, odd, around a frame, many frames) give the whole signal's codes, bit for bit,
     at every level count; and they are torch's codes but at near-ties."""
-    from codec.onnx_runtime import OnnxEncoder
+    from codec.runtimes.onnx_runtime import OnnxEncoder
 
     audio = _audio(model, seed)
     rng = np.random.default_rng(seed)
@@ -117,8 +117,8 @@ def test_real_recordings_chunking(tmp_path):
     codes but at near-ties; the ONNX encoder gives the same codes for every chunking."""
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     from codec.checkpoint import load_model
-    from codec.export_onnx import export_onnx
-    from codec.onnx_runtime import OnnxEncoder
+    from codec.runtimes.export_onnx import export_onnx
+    from codec.runtimes.onnx_runtime import OnnxEncoder
 
     model = load_model("grvq16k")
     export_onnx(model, tmp_path)

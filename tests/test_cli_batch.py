@@ -14,8 +14,8 @@ import pytest
 import soundfile as sf
 
 from codec.atomic import is_partial_output
-from codec.bitstream import CodesReader
 from codec.cli import main
+from codec.format.bitstream import CodesReader
 from tests.conftest import tone
 
 

@@ -23,7 +23,7 @@ def run(capsys, *argv):
 
 
 def test_verbs_code_on_one_thread_unless_told_and_train_keeps_torchs_choice():
-    from codec import threads
+    from codec.runtimes import threads
 
     for verb in ("encode", "decode", "stream-encode", "stream-decode", "serve", "demo", "tokens", "eval", "bench"):
         assert threads.threads_for(verb, None) == 1
@@ -33,7 +33,7 @@ def test_verbs_code_on_one_thread_unless_told_and_train_keeps_torchs_choice():
 
 def test_more_onnx_threads_wait_without_spinning(tiny_model):
     pytest.importorskip("onnxruntime")
-    from codec.runtime import with_runtime
+    from codec.runtimes.runtime import with_runtime
 
     for n, spinning in ((1, None), (2, "0")):
         options = with_runtime(tiny_model, "onnx", threads=n).session("encoder").get_session_options()
@@ -99,7 +99,7 @@ def test_model_info_is_readable_and_json_has_it_all(capsys, tmp_path, tiny_model
 
 def test_blocking_client_beside_the_async_one(tiny_model):
     pytest.importorskip("websockets")
-    from codec.serve import decode_remote_sync, encode_remote, encode_remote_sync
+    from codec.server.serve import decode_remote_sync, encode_remote, encode_remote_sync
 
     url = start_server(tiny_model)
     audio = tone(0.5, 8000)

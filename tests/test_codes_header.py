@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from codec.bitstream import CodesReader, CodesWriter
-from codec.compress import decode_stream, encode_audio
+from codec.coding.compress import decode_stream, encode_audio
 from codec.errors import CodecError
+from codec.format.bitstream import CodesReader, CodesWriter
 from tests.conftest import tone
 from tests.fuzzing import as_version
 from tests.test_core_cli import assert_one_line_error, run
@@ -108,8 +108,8 @@ def test_files_written_before_version_4_still_decode(capsys, tmp_path, name, ver
     assert (info.samplerate, info.channels) == (16000, 1)
     assert info.frames == header["num_samples"] == 16000
     # the same codes under a version-4 header decode to the same audio
-    from codec import entropy
     from codec.checkpoint import load_model
+    from codec.format import entropy
 
     model = load_model("grvq16k")
     data = path.read_bytes()
@@ -121,8 +121,8 @@ def test_files_written_before_version_4_still_decode(capsys, tmp_path, name, ver
 
 def _version_3_with_todays_tables_decodes() -> None:
     """The version-3 layout itself still reads: v1.codes's packets under a version-3 header and today's tables."""
-    from codec import entropy
     from codec.checkpoint import load_model
+    from codec.format import entropy
 
     model = load_model("grvq16k")
     tables = entropy.tables_for(model)

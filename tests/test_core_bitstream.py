@@ -9,9 +9,9 @@ import re
 import numpy as np
 import pytest
 
-from codec import bitstream
-from codec.bitstream import CodesHeader, CodesReader, CodesWriter, pack_bits, unpack_bits
 from codec.errors import CodecError
+from codec.format import bitstream
+from codec.format.bitstream import CodesHeader, CodesReader, CodesWriter, pack_bits, unpack_bits
 
 
 def test_pack_bits_round_trip_random_widths_and_lengths():

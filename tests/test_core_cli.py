@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from codec.bitstream import CodesReader
 from codec.cli import main
+from codec.format.bitstream import CodesReader
 from tests.conftest import tone
 
 
@@ -265,7 +265,7 @@ def test_bad_inputs_are_one_line_errors_with_no_output(
     import struct
 
     from codec import load_model
-    from codec.compress import encode_file
+    from codec.coding.compress import encode_file
     from tests.fuzzing import forge_frames, forge_header
 
     codes = tmp_path / "good.codes"

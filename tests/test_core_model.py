@@ -316,7 +316,7 @@ def test_lstm_trains_under_bf16_autocast_without_avx512():
 
 @pytest.mark.parametrize("chunk", [1, 5, 13, 1000])
 def test_linear_skip_streams_exactly_like_offline_and_stays_causal(chunk):
-    from codec.streaming import StreamingDecoder, StreamingEncoder
+    from codec.coding.streaming import StreamingDecoder, StreamingEncoder
 
     model = make_tiny(**{"encoder.linear_skip": "true", "decoder.linear_skip": "true"})
     assert model.encoder.skip is not None and model.decoder.skip is not None

@@ -59,7 +59,7 @@ def server_url():
     from conftest import start_server
 
     from codec.checkpoint import load_model
-    from codec.runtime import with_runtime
+    from codec.runtimes.runtime import with_runtime
 
     return start_server(with_runtime(load_model("grvq16k"), "auto", live=True))
 

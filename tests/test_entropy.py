@@ -1,4 +1,4 @@
-"""Entropy-coded .codes payloads (codec/entropy.py): lossless, deterministic, packet-local, and clear when tables are
+"""Entropy-coded .codes payloads (format/entropy.py): lossless, deterministic, packet-local, and clear when tables are
 missing or foreign."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from codec import bitstream, entropy
 from codec.checkpoint import load_model, save_model
-from codec.compress import decode_stream, encode_audio, encode_blocks
-from codec.entropy_fit import fit_tables
+from codec.coding.compress import decode_stream, encode_audio, encode_blocks
 from codec.errors import CodecError
+from codec.format import bitstream, entropy
+from codec.jobs.entropy_fit import fit_tables
 from tests.conftest import make_tiny, tone
 
 
@@ -306,7 +306,7 @@ def test_the_server_decodes_entropy_coded_streams(model_with_tables, tables, tin
     import asyncio
 
     pytest.importorskip("websockets")
-    from codec.serve import decode_remote
+    from codec.server.serve import decode_remote
     from tests.conftest import start_server
 
     rate = 8000

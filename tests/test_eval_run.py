@@ -19,7 +19,7 @@ import soundfile as sf
 
 from codec.checkpoint import load_model
 from codec.cli import main
-from codec.compress import encode_audio
+from codec.coding.compress import encode_audio
 from codec.eval import runner
 from codec.eval.baselines import Codec2
 from tests.conftest import tone
@@ -281,7 +281,7 @@ def test_clip_lists_and_content_types(tmp_path, data_dir):
 
 def test_inference_does_not_import_eval_dependencies():
     code = (
-        "import sys, codec.cli, codec.compress; "
+        "import sys, codec.cli, codec.coding.compress; "
         "bad = [m for m in sys.modules if m.split('.')[0] in "
         "('pesq', 'pystoi', 'speechmos', 'librosa', 'matplotlib', 'pycodec2', 'onnxruntime') "
         "or m.startswith('codec.eval')]; assert not bad, bad"

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from codec.compress import decode_stream
+from codec.coding.compress import decode_stream
 from tests import fuzzing
 
 
@@ -62,7 +62,7 @@ def test_every_mutator_makes_something_new(tiny_model):
 
 
 def test_forged_header_keeps_a_valid_crc(tiny_model):
-    from codec.bitstream import CodesReader
+    from codec.format.bitstream import CodesReader
 
     data = fuzzing.valid_files(tiny_model)[0]
     forged = fuzzing.forge_header(data, sample_rate=8001)
@@ -86,8 +86,8 @@ def test_cut_at_every_packet_boundary_conceals_to_the_full_length(tiny_model):
 @pytest.fixture(scope="module")
 def entropy_model(tmp_path_factory, tiny_model):
     """The tiny model loaded from a file with entropy tables beside it (fitted on generated audio)."""
-    from codec import entropy
     from codec.checkpoint import load_model, save_model
+    from codec.format import entropy
     from tests.test_entropy import _fit
 
     folder = tmp_path_factory.mktemp("fuzz_entropy")

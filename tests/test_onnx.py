@@ -22,8 +22,8 @@ from tests.near_ties import ONNX_TIE_RTOL, parting_gaps
 pytest.importorskip("onnx", reason="the onnx extra is not installed")
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 
-from codec.export_onnx import export_onnx  # noqa: E402
-from codec.onnx_runtime import OnnxDecoder, OnnxEncoder, OnnxSide  # noqa: E402
+from codec.runtimes.export_onnx import export_onnx  # noqa: E402
+from codec.runtimes.onnx_runtime import OnnxDecoder, OnnxEncoder, OnnxSide  # noqa: E402
 
 CONFIGS = sorted(p.stem for p in (Path(builtin_config_path("tiny")).parent).glob("*.yaml"))
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,7 +146,7 @@ def test_the_package_runner_works_with_torch_unimportable(tiny_onnx, tmp_path):
     script = (
         "import sys; sys.modules['torch'] = None\n"
         "import numpy as np, codec\n"
-        "from codec.onnx_runtime import OnnxDecoder, OnnxEncoder\n"
+        "from codec.runtimes.onnx_runtime import OnnxDecoder, OnnxEncoder\n"
         f"codes = OnnxEncoder({str(tiny_onnx)!r}).encode(np.load({str(tmp_path / 'audio.npy')!r}))\n"
         f"np.save({str(tmp_path / 'codes.npy')!r}, codes)\n"
         f"print(OnnxDecoder({str(tiny_onnx)!r}).decode(codes).shape)\n"

@@ -131,9 +131,9 @@ def test_cli_uses_the_default_without_model_option(tmp_path, capsys):
 
 
 def test_codes_of_the_retired_release_name_the_model_they_need(model):
-    from codec.bitstream import CodesHeader
-    from codec.compress import check_compatible
+    from codec.coding.compress import check_compatible
     from codec.errors import CodecError
+    from codec.format.bitstream import CodesHeader
 
     header = CodesHeader(
         model_id="5887b616", sample_rate=16000, model_sample_rate=16000, channels=1, hop_length=320,
@@ -146,7 +146,7 @@ def test_codes_of_the_retired_release_name_the_model_they_need(model):
 def test_shipped_entropy_tables_code_the_default_model_losslessly(model):
     """The tables beside the shipped model (codec/pretrained/<name>.entropy) shrink its codes, exactly. Tables of
     an older model id are skipped: encode then writes the plain payload until `codec fit-entropy` is run again."""
-    from codec import entropy
+    from codec.format import entropy
 
     tables = entropy.tables_for(model)
     if tables is None:

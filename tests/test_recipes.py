@@ -637,8 +637,8 @@ def test_mini_recipe_tokens(mini_run):
 
 @pytest.mark.slow
 def test_mini_recipe_fits_entropy_tables_beside_the_model(mini_run):
-    from codec import entropy
     from codec.checkpoint import load_model
+    from codec.format import entropy
 
     work, proc = mini_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

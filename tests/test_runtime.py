@@ -20,11 +20,11 @@ import torch
 from conftest import start_server, tone
 from near_ties import ONNX_TIE_RTOL, parting_gaps
 
-from codec.bitstream import CodesReader
 from codec.cli import main
-from codec.compress import decode_stream, encode_audio
+from codec.coding.compress import decode_stream, encode_audio
 from codec.errors import CodecError
-from codec.runtime import FILE_FRAMES_PER_CALL
+from codec.format.bitstream import CodesReader
+from codec.runtimes.runtime import FILE_FRAMES_PER_CALL
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -52,7 +52,7 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def onnx_model(cache, tiny_model):
-    from codec.runtime import with_runtime
+    from codec.runtimes.runtime import with_runtime
 
     return with_runtime(tiny_model, "onnx", live=True)  # exports into the cache; one frame per graph call
 
@@ -66,7 +66,7 @@ def speech(tmp_path):
 
 
 def test_onnx_runtime_exports_once_into_the_cache_and_auto_uses_it(cache, tiny_model, onnx_model):
-    from codec.runtime import OnnxCodec, onnx_cache_dir, with_runtime
+    from codec.runtimes.runtime import OnnxCodec, onnx_cache_dir, with_runtime
 
     folder = onnx_cache_dir(tiny_model)
     assert folder.parent.parent == cache and (folder / "manifest.json").is_file()
@@ -89,7 +89,7 @@ def test_onnx_runtime_exports_once_into_the_cache_and_auto_uses_it(cache, tiny_m
 def test_auto_builds_the_graphs_on_first_use_with_one_notice(tmp_path, monkeypatch, tiny_model):
     """A fresh install codes on ONNX Runtime: `auto` builds the model's graphs into an empty cache, says so in one
     line, and the second call reuses them without a word."""
-    from codec.runtime import OnnxCodec, onnx_cache_dir, with_runtime
+    from codec.runtimes.runtime import OnnxCodec, onnx_cache_dir, with_runtime
 
     monkeypatch.setenv("CODEC_CACHE_DIR", str(tmp_path / "empty"))
     said = []
@@ -101,7 +101,7 @@ def test_auto_builds_the_graphs_on_first_use_with_one_notice(tmp_path, monkeypat
 
 
 def test_auto_falls_back_to_torch_saying_why(tmp_path, monkeypatch, tiny_model, speech, tiny_model_file, capsys):
-    from codec import runtime
+    from codec.runtimes import runtime
 
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")
@@ -122,8 +122,8 @@ def test_auto_exports_again_over_graphs_of_an_older_exporter(tmp_path, monkeypat
     import json
     import shutil
 
-    from codec.onnx_runtime import GRAPH_REVISION
-    from codec.runtime import OnnxCodec, onnx_cache_dir, with_runtime
+    from codec.runtimes.onnx_runtime import GRAPH_REVISION
+    from codec.runtimes.runtime import OnnxCodec, onnx_cache_dir, with_runtime
 
     monkeypatch.setenv("CODEC_CACHE_DIR", str(tmp_path))
     old = tmp_path / "onnx" / f"{tiny_model.name}-{tiny_model.model_id}"  # the folder name before revisions
@@ -139,7 +139,7 @@ def test_auto_exports_again_over_graphs_of_an_older_exporter(tmp_path, monkeypat
 def test_encode_and_decode_verbs_on_onnx_match_the_runner_and_torch(
     tmp_path, speech, onnx_model, tiny_model, tiny_model_file
 ):
-    from codec.onnx_runtime import OnnxEncoder
+    from codec.runtimes.onnx_runtime import OnnxEncoder
 
     path, audio = speech
     model_file = tiny_model_file  # the weights the cache was exported from
@@ -205,8 +205,8 @@ def test_server_on_cached_graphs_runs_without_torch(speech, onnx_model, tiny_mod
     import socket
     import time
 
-    from codec.onnx_runtime import OnnxEncoder
-    from codec.serve import encode_remote
+    from codec.runtimes.onnx_runtime import OnnxEncoder
+    from codec.server.serve import encode_remote
 
     _, audio = speech
     with socket.socket() as sock:
@@ -231,7 +231,7 @@ def test_server_on_cached_graphs_runs_without_torch(speech, onnx_model, tiny_mod
 
 
 def test_pipes_on_onnx_give_the_frame_by_frame_codes_for_any_chunking(tmp_path, speech, onnx_model, tiny_model_file):
-    from codec.onnx_runtime import OnnxEncoder
+    from codec.runtimes.onnx_runtime import OnnxEncoder
 
     _, audio = speech
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()  # s16 on the wire: compare against that input
@@ -254,7 +254,7 @@ def test_pipes_on_onnx_give_the_frame_by_frame_codes_for_any_chunking(tmp_path, 
 
 
 def test_streaming_encoder_on_onnx_is_chunking_independent_per_stream(onnx_model):
-    from codec.streaming import StreamingEncoder
+    from codec.coding.streaming import StreamingEncoder
 
     audio = np.stack([tone(0.9, RATE, seed=1)[0], tone(0.9, RATE, seed=2)[0]])  # two streams
     whole = StreamingEncoder(onnx_model, batch_size=2)
@@ -294,7 +294,7 @@ def test_batch_decode_on_onnx_with_jobs(tmp_path, speech, onnx_model, tiny_model
 
 def test_server_on_onnx_streams_the_offline_codes(onnx_model):
     pytest.importorskip("websockets")
-    from codec.serve import encode_remote
+    from codec.server.serve import encode_remote
 
     url = start_server(onnx_model)
     audio = (np.round(tone(0.6, RATE, seed=3) * 32768) / 32768).astype(np.float32)  # on the client's s16 grid
@@ -305,7 +305,7 @@ def test_server_on_onnx_streams_the_offline_codes(onnx_model):
 
 
 def test_runtime_errors_are_one_line(tmp_path, monkeypatch, speech, tiny_model, tiny_model_file, capsys):
-    from codec import runtime
+    from codec.runtimes import runtime
 
     path, _ = speech
     with pytest.raises(CodecError, match="--runtime 'tpu'"):
@@ -324,7 +324,7 @@ def test_runtime_errors_are_one_line(tmp_path, monkeypatch, speech, tiny_model, 
 def test_damaged_cached_graphs_are_a_one_line_error(tmp_path, onnx_model):
     import shutil
 
-    from codec.runtime import OnnxCodec
+    from codec.runtimes.runtime import OnnxCodec
 
     damaged = tmp_path / "damaged"
     shutil.copytree(onnx_model.onnx_dir, damaged)
@@ -338,7 +338,7 @@ def test_damaged_cached_manifest_is_a_one_line_error_naming_the_fix(tmp_path, mo
     import json
     import shutil
 
-    from codec.runtime import onnx_cache_dir
+    from codec.runtimes.runtime import onnx_cache_dir
 
     monkeypatch.setenv("CODEC_CACHE_DIR", str(tmp_path / "cache"))
     folder = onnx_cache_dir(onnx_model.model)
@@ -358,7 +358,7 @@ def test_damaged_cached_manifest_is_a_one_line_error_naming_the_fix(tmp_path, mo
 def test_cached_graphs_of_another_model_are_refused(tmp_path, monkeypatch, onnx_model):
     from conftest import make_tiny
 
-    from codec.runtime import OnnxCodec
+    from codec.runtimes.runtime import OnnxCodec
 
     other = make_tiny(**{"quantizer.num_levels": 3})
     with pytest.raises(CodecError, match="delete the folder"):
@@ -368,7 +368,7 @@ def test_cached_graphs_of_another_model_are_refused(tmp_path, monkeypatch, onnx_
 def test_bench_process_costs_runs_both_runtimes(capsys, tiny_model):
     import json
 
-    from codec import bench
+    from codec.commands import bench
 
     bench.process_costs(tiny_model, repeats=1, stream_seconds=1.0)
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -381,8 +381,8 @@ def test_bench_process_costs_runs_both_runtimes(capsys, tiny_model):
 def test_bench_onnx_versus_torch_reports_every_runtime_mode_and_direction(tmp_path, capsys, tiny_model):
     import json
 
-    from codec import bench
-    from codec.export_onnx import export_onnx
+    from codec.commands import bench
+    from codec.runtimes.export_onnx import export_onnx
 
     export_onnx(tiny_model, tmp_path / "graphs")
     bench.onnx_versus_torch(tiny_model, str(tmp_path / "graphs"), frames=30, seconds=0.5)
@@ -402,7 +402,7 @@ def test_bench_onnx_versus_torch_reports_every_runtime_mode_and_direction(tmp_pa
 
 
 def test_threads_reach_onnx_runtime_sessions(onnx_model, tiny_model, tiny_model_file):
-    from codec.runtime import cached_onnx_codec, with_runtime
+    from codec.runtimes.runtime import cached_onnx_codec, with_runtime
 
     for codec in (with_runtime(tiny_model, "onnx", threads=2), cached_onnx_codec(str(tiny_model_file), threads=2)):
         assert codec.session("encoder").get_session_options().intra_op_num_threads == 2

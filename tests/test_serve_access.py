@@ -11,10 +11,10 @@ import io
 import numpy as np
 import pytest
 
-from codec.access import Access, check_exposure, is_loopback, parse_origins, resolve_token
 from codec.cli import main
-from codec.compress import encode_audio
+from codec.coding.compress import encode_audio
 from codec.errors import CodecError
+from codec.server.access import Access, check_exposure, is_loopback, parse_origins, resolve_token
 from tests import live_server
 from tests.conftest import start_server, tone
 from tests.live_server import codes_of, foreign_origin, refused_status, wrong_token
@@ -27,7 +27,7 @@ ORIGIN = "https://app.example"
 @pytest.fixture(scope="module")
 def guarded(tiny_model):
     """A server that needs TOKEN and allows pages from ORIGIN, and a count of the streams its batcher opened."""
-    from codec import batching
+    from codec.server import batching
 
     opened = {"streams": 0}
     streams = batching.FrameBatcher.encoder, batching.FrameBatcher.decoder
@@ -85,7 +85,7 @@ def test_foreign_origins_and_missing_or_wrong_tokens_are_refused_before_any_mode
         )
 
     assert asyncio.run(allowed()) == [None, None, None]
-    from codec.serve import encode_remote
+    from codec.server.serve import encode_remote
 
     audio = _audio()
     data = asyncio.run(encode_remote(url, audio, 8000, levels=2, token=TOKEN))
@@ -96,7 +96,7 @@ def test_foreign_origins_and_missing_or_wrong_tokens_are_refused_before_any_mode
 def test_clients_send_the_token_and_report_a_refusal_in_one_line(guarded, tiny_model, tmp_path, monkeypatch, capsys):
     import soundfile as sf
 
-    from codec.serve import decode_remote_sync, encode_remote, encode_remote_sync
+    from codec.server.serve import decode_remote_sync, encode_remote, encode_remote_sync
 
     url, _ = guarded
     audio = _audio(0.3, seed=1)
@@ -164,8 +164,8 @@ def test_a_client_that_stops_reading_is_closed_and_costs_bounded_memory(tiny_mod
     """A decode client sends packets and reads nothing (each asks for 2.4 MB of f32 PCM at 768 kHz, 120x its size)
     beside a well-behaved real-time client: the server stops reading it, closes it with 1008 "not reading" after
     the send timeout, keeps its own memory flat, and the other client's codes are exact."""
-    from codec.bitstream import CodesReader
-    from codec.serve import NOT_READING
+    from codec.format.bitstream import CodesReader
+    from codec.server.serve import NOT_READING
 
     hop, frames = tiny_model.hop_length, 512
     coded = io.BytesIO()  # two packets of 512 frames (0.8 s at 8 kHz; 2.4 MB of f32 PCM at 768 kHz each)

@@ -15,14 +15,14 @@ import pytest
 import soundfile as sf
 import torch
 
-from codec.bitstream import CodesReader
 from codec.checkpoint import load_model, read_metadata, save_model
 from codec.cli import main
+from codec.coding.streaming import StreamingDecoder, StreamingEncoder
 from codec.config import ModelConfig, from_dict, to_dict
+from codec.format.bitstream import CodesReader
 from codec.modelfile import resolve_model_path
 from codec.modules.spectral import SpectralDecoder, SpectralEncoder
 from codec.quantization.search import TIE_RTOL, available_backends, rvq_search
-from codec.streaming import StreamingDecoder, StreamingEncoder
 from tests.conftest import make_spectral, tone
 from tests.near_ties import parting_gaps
 
@@ -85,7 +85,7 @@ def test_streaming_decode_equals_offline(spectral, chunk):
 
 @pytest.mark.parametrize("chunk", [1, 13, 97])
 def test_public_streaming_coders_equal_offline(spectral, chunk):
-    """codec.streaming (what the pipes and the server use), at the model's rate and through a resampler."""
+    """codec.coding.streaming (what the pipes and the server use), at the model's rate and through a resampler."""
     audio = tone(0.2, 8000, channels=2)
     offline = spectral.encode(torch.from_numpy(audio)[:, None], 3)
     encoder = StreamingEncoder(spectral, levels=3, batch_size=2, sample_rate=8000)
@@ -347,7 +347,7 @@ def test_warmup_noise_acts_only_while_bypassed_in_training(spectral):
 def onnx_spectral(spectral, tmp_path_factory):
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     pytest.importorskip("onnx", reason="the onnx extra is not installed")
-    from codec.runtime import OnnxCodec, export_to_cache
+    from codec.runtimes.runtime import OnnxCodec, export_to_cache
 
     return OnnxCodec(spectral, export_to_cache(spectral, tmp_path_factory.mktemp("cache")))
 
@@ -412,7 +412,7 @@ def test_delay_is_checked_and_counted_in_the_latency(delayed):
 
 def test_delayed_decoding_lines_up_with_the_input_on_every_path(delayed):
     """forward() (training) trains the output against the input itself; the decoded stream lags by `delay`
-    samples and codec.streaming's decoder takes it out again, so files and pipes keep the input's timing."""
+    samples and codec.coding.streaming's decoder takes it out again, so files and pipes keep the input's timing."""
     x = _audio(batch=2, seconds=0.4)  # 200 frames of 16
     T = x.shape[-1]
     with torch.no_grad():
@@ -435,7 +435,7 @@ def test_delayed_decoding_lines_up_with_the_input_on_every_path(delayed):
 
 
 def test_delayed_model_codes_files_to_the_inputs_length(tmp_path, delayed):
-    from codec.compress import decode_stream, encode_audio
+    from codec.coding.compress import decode_stream, encode_audio
 
     audio = tone(0.37, 8000, channels=2, seed=5)  # not a whole number of frames
     path = tmp_path / "a.codes"
@@ -453,8 +453,8 @@ def test_delayed_model_through_onnx_and_the_batcher(delayed, tmp_path):
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     import asyncio
 
-    from codec.batching import FrameBatcher
-    from codec.runtime import OnnxCodec, export_to_cache
+    from codec.runtimes.runtime import OnnxCodec, export_to_cache
+    from codec.server.batching import FrameBatcher
 
     onnx = OnnxCodec(None, export_to_cache(delayed, tmp_path))  # torch-free: the delay comes from the manifest
     assert onnx.delay == DELAY

@@ -16,10 +16,10 @@ import soundfile as sf
 import torch
 
 from codec.audio import fit_length, resample, resampled_length
-from codec.bitstream import CodesReader
-from codec.compress import decode_file, decode_stream, encode_audio, encode_file
+from codec.coding.compress import decode_file, decode_stream, encode_audio, encode_file
+from codec.coding.streaming import StreamingDecoder, StreamingEncoder
 from codec.errors import CodecError
-from codec.streaming import StreamingDecoder, StreamingEncoder
+from codec.format.bitstream import CodesReader
 from tests.conftest import make_tiny, start_server, tone
 from tests.fuzzing import layout as fuzz_layout
 
@@ -73,9 +73,9 @@ def test_per_stream_reset(tiny_model):
 
 
 def test_long_file_streams_through_blocks_and_matches_whole_file(tmp_path, monkeypatch, tiny_model):
-    import codec.compress
+    import codec.coding.compress
 
-    monkeypatch.setattr(codec.compress, "BLOCK_SECONDS", 0.37)  # many blocks that do not divide frames
+    monkeypatch.setattr(codec.coding.compress, "BLOCK_SECONDS", 0.37)  # many blocks that do not divide frames
     audio = tone(3.3, 11025, channels=2)
     src = tmp_path / "in.wav"
     sf.write(src, audio.T, 11025, subtype="FLOAT")
@@ -94,7 +94,7 @@ def test_long_file_streams_through_blocks_and_matches_whole_file(tmp_path, monke
 def test_streamed_file_without_length_decodes_to_the_exact_length(tiny_model):
     audio = tone(0.2, 8000)
     encoder_out = io.BytesIO()
-    from codec.compress import encode_blocks
+    from codec.coding.compress import encode_blocks
 
     blocks = (audio[:, i : i + 333] for i in range(0, audio.shape[1], 333))
     encode_blocks(tiny_model, blocks, encoder_out, sample_rate=8000, channels=1, levels=2, num_samples=None,
@@ -166,7 +166,7 @@ def test_pipe_errors_are_one_line(tmp_path, tiny_model_file):
 @pytest.fixture(scope="module")
 def server_url():
     pytest.importorskip("websockets")
-    from codec.serve import ServerLimits
+    from codec.server.serve import ServerLimits
 
     model = make_tiny()
     bounds = ServerLimits(idle_seconds=3.0, max_connections=24)  # short, so the idle test is quick
@@ -174,7 +174,7 @@ def server_url():
 
 
 def test_two_concurrent_clients_round_trip(server_url):
-    from codec.serve import decode_remote, encode_remote
+    from codec.server.serve import decode_remote, encode_remote
 
     url, model = server_url
     a = (np.round(tone(0.5, 8000, seed=1) * 32768) / 32768).astype(np.float32)  # on the s16 grid the client sends
@@ -199,7 +199,7 @@ def test_two_concurrent_clients_round_trip(server_url):
 
 
 def test_server_streams_with_a_light_packet_check_and_refuses_a_bad_one(server_url):
-    from codec.serve import encode_remote
+    from codec.server.serve import encode_remote
 
     url, model = server_url
     audio = (np.round(tone(0.3, 8000, seed=4) * 32768) / 32768).astype(np.float32)
@@ -216,7 +216,7 @@ def test_server_streams_with_a_light_packet_check_and_refuses_a_bad_one(server_u
 def test_garbage_client_gets_an_error_while_another_streams(server_url):
     from websockets.asyncio.client import connect
 
-    from codec.serve import encode_remote
+    from codec.server.serve import encode_remote
 
     url, model = server_url
     audio = np.round(tone(1.0, 8000) * 32768) / 32768  # on the s16 grid the client sends
@@ -256,7 +256,7 @@ def test_memory_stays_flat_for_long_files(tmp_path, tiny_model_file):
         import resource, sys
         import numpy as np, soundfile as sf
         from codec import load_model
-        from codec.compress import encode_file, decode_file
+        from codec.coding.compress import encode_file, decode_file
         seconds, path = float(sys.argv[1]), sys.argv[2]
         rng = np.random.default_rng(0)
         with sf.SoundFile(path, "w", samplerate=8000, channels=1, subtype="PCM_16") as f:
@@ -280,7 +280,7 @@ def test_memory_stays_flat_for_long_files(tmp_path, tiny_model_file):
 
 
 def test_stream_without_its_end_record_is_reported_cut_short(tiny_model):
-    from codec.compress import encode_blocks
+    from codec.coding.compress import encode_blocks
     from codec.errors import CodecError
 
     audio = tone(0.2, 8000)
@@ -329,7 +329,7 @@ def test_hostile_clients_leave_the_server_up_bounded_and_serving(server_url):
 
     from websockets.asyncio.client import connect
 
-    from codec.serve import encode_remote
+    from codec.server.serve import encode_remote
     from tests.fuzzing import forge_frames, forge_header
 
     url, model = server_url
@@ -418,7 +418,7 @@ def test_remote_encode_client_sends_at_most_two_seconds_ahead_of_the_packets_bac
     pytest.importorskip("websockets")
     from websockets.asyncio.server import serve as ws_serve
 
-    from codec.serve import AHEAD_SECONDS, encode_remote
+    from codec.server.serve import AHEAD_SECONDS, encode_remote
 
     rate, frame = 8000, 12
     audio = np.zeros((1, 20 * rate), np.float32)  # 20 s: ten times what may go ahead
@@ -448,7 +448,7 @@ def test_remote_encode_client_sends_at_most_two_seconds_ahead_of_the_packets_bac
 
 def test_decoder_takes_a_push_of_no_frames(tiny_model):
     """An encoder's push may complete no frame; its codes go to the decoder as they are (docs/STREAMING.md)."""
-    from codec.streaming import StreamingDecoder, StreamingEncoder
+    from codec.coding.streaming import StreamingDecoder, StreamingEncoder
 
     encoder, decoder = StreamingEncoder(tiny_model, batch_size=1), StreamingDecoder(tiny_model, batch_size=1)
     codes = encoder.push(np.zeros((1, 5), np.float32))  # under one frame (hop 12)

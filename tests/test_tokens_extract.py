@@ -11,9 +11,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from codec.bitstream import CodesReader
 from codec.cli import main
 from codec.errors import CodecError
+from codec.format.bitstream import CodesReader
 from codec.tokens import TokenDataset, extract_tokens, open_tokens
 from codec.tokens.extract import _encode, build_pattern
 from codec.tokens.writers import WORK, Journal

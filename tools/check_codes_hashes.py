@@ -3,9 +3,9 @@
 
 For each model (`--models`, names or files) and runtime (`--runtimes`), every clip is encoded by each path:
   - `file`: `codec encode CLIP OUT.codes` (one file; the bitrate rounds down between supported ones);
-  - `chunks`: `codec.compress.encode_blocks` fed random-sized blocks on the live runtime (length in an end record);
+  - `chunks`: `codec.coding.compress.encode_blocks` fed random blocks on the live runtime (length in an end record);
   - `pipe`: `codec stream-encode` reading the clip as a WAV on stdin;
-  - `server`: `codec serve` in this process, `codec.serve.encode_remote` one clip at a time (so that the
+  - `server`: `codec serve` in this process, `codec.server.serve.encode_remote` one clip at a time (so that the
     batcher's calls, and with them torch's rounding, do not depend on timing);
   - `batch`: `codec encode FOLDER OUT_FOLDER`;
 and the file path's `.codes` are decoded by `codec decode` (one file and a folder), `codec stream-decode` and the
@@ -88,7 +88,7 @@ def cli(argv: list[str], stdin: bytes = b"") -> bytes:
 
 
 def start_server(model) -> str:
-    from codec.serve import serve
+    from codec.server.serve import serve
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -104,9 +104,9 @@ def start_server(model) -> str:
 def run(model_name: str, runtime: str, clips: list[Path], tmp: Path, hashes: dict) -> None:
     from codec import load_model
     from codec.audio import read_audio
-    from codec.compress import encode_blocks
-    from codec.runtime import with_runtime
-    from codec.serve import decode_remote_sync, encode_remote_sync
+    from codec.coding.compress import encode_blocks
+    from codec.runtimes.runtime import with_runtime
+    from codec.server.serve import decode_remote_sync, encode_remote_sync
 
     base = load_model(model_name)
     rates = base.supported_bitrates()

@@ -37,10 +37,10 @@ import torch
 
 from codec import load_model
 from codec.audio import read_audio, resample
-from codec.bitstream import CodesReader
-from codec.compress import encode_audio
-from codec.runtime import with_runtime
-from codec.streaming import StreamingEncoder
+from codec.coding.compress import encode_audio
+from codec.coding.streaming import StreamingEncoder
+from codec.format.bitstream import CodesReader
+from codec.runtimes.runtime import with_runtime
 
 
 def codes_of(data: bytes) -> np.ndarray:
@@ -97,7 +97,7 @@ def pipe_codes(model_name: str, runtime: str, wav: Path, rng: random.Random) -> 
 
 
 def server_codes(model, clips: list[np.ndarray], rate: int) -> list[np.ndarray]:
-    from codec.serve import encode_remote, serve
+    from codec.server.serve import encode_remote, serve
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -37,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from codec.bitstream import CodesReader  # noqa: E402
+from codec.format.bitstream import CodesReader  # noqa: E402
 from tests import live_server  # noqa: E402
 from tests.live_server import codes_of  # noqa: E402
 
@@ -178,7 +178,7 @@ async def run_case(url: str, token: str, messages, wait: float, linger: float) -
 
 
 async def fuzz(args, server, token: str, clips: list[dict]) -> tuple[Counter, list[str], int]:
-    from codec.serve import MAX_MESSAGE_BYTES
+    from codec.server.serve import MAX_MESSAGE_BYTES
 
     outcomes: Counter = Counter()
     failures: list[str] = []

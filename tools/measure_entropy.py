@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
-from codec import bitstream, entropy
-from codec.bitstream import CodesHeader, CodesWriter
+from codec.format import bitstream, entropy
+from codec.format.bitstream import CodesHeader, CodesWriter
 
 tables = entropy.load_tables(sys.argv[1])
 folder = sys.argv[2]

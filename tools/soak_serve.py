@@ -54,7 +54,7 @@ async def misbehave(kind: str, url: str, token: str, clip: dict, rng) -> str | N
         code = await live_server.garbage(url, token, rng)
         return None if code in (1008, 1009) else f"garbage closed with {code}"
     data = clip["data"]  # slow_reader: the clip's packets after the first, over and over, at 768 kHz f32
-    from codec.bitstream import CodesReader
+    from codec.format.bitstream import CodesReader
 
     reader = CodesReader(io.BytesIO(data))
     spans = [(p.offset, p.offset + p.size) for p in reader.packets()]

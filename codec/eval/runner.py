@@ -83,8 +83,8 @@ class ModelSystem:
         )
 
     def run(self, audio: np.ndarray, sample_rate: int, content: str) -> Coded:
-        from codec.bitstream import CodesReader
-        from codec.compress import decode_stream, encode_audio
+        from codec.coding.compress import decode_stream, encode_audio
+        from codec.format.bitstream import CodesReader
 
         buffer = io.BytesIO()
         encode_audio(self.model, audio[None], sample_rate, buffer, levels=self.levels)

@@ -187,7 +187,7 @@ class CodecModel(StreamingModule, RateFacts):
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Audio [B, C, F * hop_length] from codes [B, n * G, F] for any n in 1..num_levels, `delay` samples late
-        (codec.streaming.DelayAlign lines it up with the input)."""
+        (codec.coding.streaming.DelayAlign lines it up with the input)."""
         if codes.dim() != 3:
             raise ValueError(f"codes must be [B, levels * G, F], got {tuple(codes.shape)}")
         return self.decoder(self.quantizer.decode(codes))

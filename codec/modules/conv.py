@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from codec.modules.streaming import State, StreamingModule
 
-# True only inside `exporting()` (codec.export_onnx, while it traces): a few layers then take the forms the ONNX
+# True only inside `exporting()` (runtimes/export_onnx.py, while it traces): a few layers then take the forms the ONNX
 # exporter handles best. A module flag, not torch.onnx.is_in_onnx_export(): that call imports torch.onnx (seconds of
 # cold start) and costs a Python call per layer per frame on the torch path.
 _exporting = False

@@ -225,7 +225,7 @@ def _encode(model: CodecModel, audios: list[np.ndarray], levels: int) -> list[to
     """Codes [N, F_i] of each mono utterance (model rate), F_i = its own frame count."""
     hop, device = model.hop_length, next(model.parameters()).device
     if len(audios) == 1 and audios[0].shape[0] > LONG_SECONDS * model.sample_rate:
-        from codec.streaming import StreamingEncoder
+        from codec.coding.streaming import StreamingEncoder
 
         encoder = StreamingEncoder(model, levels=levels)  # equals offline encoding, in bounded memory
         step = int(BLOCK_SECONDS * model.sample_rate)

@@ -49,7 +49,7 @@ def fmt(value, digits: int = 3) -> str:
 
 
 def model_section(exp: Path, config: str, train_set: Path) -> list[str]:
-    from codec.describe import model_info
+    from codec.commands.describe import model_info
 
     info = model_info(str(exp / "model.safetensors"))
     prov = info.get("provenance") or {}

@@ -208,7 +208,7 @@ def decode_many(
     overwrite: bool = False,
 ) -> BatchResult:
     """Decode every item, as `codec decode` does one file: with `model`, or (None) with the shipped model that
-    made each file, else the default, each loaded once per process and run by `runtime` (`codec.runtime`).
+    made each file, else the default, each loaded once per process and run by `runtime` (`codec.runtimes.runtime`).
     Failures are recorded, not raised. Outputs of an earlier run are kept if they open as audio, unless `overwrite`."""
     kept = None if overwrite else _kept_audio
     return _run(items, _decode_item, (_DecodeModels(model, device, runtime), conceal), kept, jobs=jobs,
@@ -283,7 +283,7 @@ def _attempt(task: Callable, item: Item, state: tuple, kept: Callable | None = N
 
 
 def _encode_item(item: Item, model: CodecModel, levels: int, packet_bytes: int, tables=None) -> Outcome:
-    from codec.compress import encode_audio, encode_file
+    from codec.coding.compress import encode_audio, encode_file
 
     utt = item.source
     if utt.is_pipe or utt.start or utt.end is not None:  # a command's output or a segment: read it whole
@@ -312,7 +312,7 @@ def _kept_codes(item: Item, model: CodecModel, levels: int, packet_bytes: int, t
     this run would code it (the same model, levels and entropy tables); else None."""
     import dataclasses
 
-    from codec.bitstream import CodesReader
+    from codec.format.bitstream import CodesReader
 
     try:
         with open(item.output, "rb") as f:
@@ -356,8 +356,8 @@ class _DecodeModels:
         self.loaded: dict[str, CodecModel] = {}
 
     def __call__(self, path: Path) -> CodecModel:
-        from codec import bitstream
-        from codec.compress import model_name_for_header
+        from codec.coding.compress import model_name_for_header
+        from codec.format import bitstream
 
         if self.model is not None:
             return self.model
@@ -370,16 +370,16 @@ class _DecodeModels:
         return self.loaded[name]
 
     def _load(self, name: str):
-        """The model `name` on `self.runtime`, as every coding verb picks it (codec.runtime.coding_model: its cached
+        """The model `name` on `self.runtime`, as every coding verb picks it (`runtime.coding_model`: its cached
         ONNX graphs without torch where they are, else the torch model; on `auto` and `onnx`, its graphs are built on
         first use)."""
-        from codec.runtime import coding_model
+        from codec.runtimes.runtime import coding_model
 
         return coding_model(name, self.runtime, device=self.device)
 
 
 def _decode_item(item: Item, models: _DecodeModels, conceal: bool) -> Outcome:
-    from codec.compress import decode_file
+    from codec.coding.compress import decode_file
 
     if item.source.is_pipe:
         raise CodecError("decode reads .codes files, not commands; write the command's output to a file first")

@@ -2,7 +2,7 @@
 
 `encode_remote` and `decode_remote` are coroutines (await them in async code); `encode_remote_sync` and
 `decode_remote_sync` block, for plain scripts; `encode_file_remote` and `decode_file_remote` code files (what
-`codec stream-client` runs). The protocol is in codec/serve.py, whose public names these stay too
+`codec stream-client` runs). The protocol is in codec/server/serve.py, whose public names these stay too
 (`from codec.serve import encode_remote`). The client needs no model and never imports torch.
 """
 
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from codec.access import resolve_token
 from codec.atomic import atomic_output
 from codec.audio import fit_length, read_audio, write_audio
-from codec.bitstream import CodesReader
 from codec.errors import CodecError
-from codec.pcmio import PcmFormat
+from codec.format.bitstream import CodesReader
+from codec.format.pcmio import PcmFormat
+from codec.server.access import resolve_token
 
 AHEAD_SECONDS = 2.0  # the clients here send at most this much audio (or codes) ahead of what has come back
 

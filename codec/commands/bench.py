@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codec import bitstream
-from codec.compress import encode_audio
+from codec.coding.compress import encode_audio
+from codec.coding.streaming import StreamingDecoder, StreamingEncoder
+from codec.format import bitstream
 from codec.models.codec import CodecModel
-from codec.streaming import StreamingDecoder, StreamingEncoder
 
 
 def emit(**fields) -> None:
@@ -90,12 +90,12 @@ def offline(model: CodecModel, seconds: float = 10.0, repeats: int = 7) -> None:
 
 
 def entropy_cost(model: CodecModel, tables, seconds: float = 10.0, repeats: int = 7) -> None:
-    """The cost of entropy coding (codec/entropy.py) in file coding: `encode_audio` and `decode_stream` of the
+    """The cost of entropy coding (codec/format/entropy.py) in file coding: `encode_audio` and `decode_stream` of the
     bundled speech clip (tiled to `seconds`, at the model's rate), plain against entropy coded, taking turns in one
     process (so that load on the machine falls on both alike); process-CPU medians, their ratio, and the bytes."""
     from codec.audio import read_audio
-    from codec.compress import decode_stream
-    from codec.demo import CLIP
+    from codec.coding.compress import decode_stream
+    from codec.commands.demo import CLIP
 
     clip, rate = read_audio(CLIP)  # [C, T]: the clip is mono
     audio = np.resize(clip[:1], (1, int(seconds * rate))).astype(np.float32)
@@ -191,9 +191,9 @@ def onnx_versus_torch(model: CodecModel, onnx_dir: str, frames: int = 500, secon
     encoder for fewer levels than `onnx_dir` searches is exported beside it with `-l` (so that it does not search
     levels it drops).
     """
-    from codec.export_onnx import export_onnx
-    from codec.onnx_runtime import OnnxDecoder, OnnxEncoder, load_manifest
-    from codec.runtime import FILE_FRAMES_PER_CALL
+    from codec.runtimes.export_onnx import export_onnx
+    from codec.runtimes.onnx_runtime import OnnxDecoder, OnnxEncoder, load_manifest
+    from codec.runtimes.runtime import FILE_FRAMES_PER_CALL
 
     hop = model.hop_length
     frame_ms = 1000 * hop / model.sample_rate
@@ -284,7 +284,7 @@ def process_costs(model: CodecModel, repeats: int = 3, stream_seconds: float = 6
     import soundfile as sf
 
     from codec.checkpoint import save_model
-    from codec.runtime import export_to_cache
+    from codec.runtimes.runtime import export_to_cache
 
     rng = np.random.default_rng(2)
     with tempfile.TemporaryDirectory(prefix="codec-bench-") as tmp:

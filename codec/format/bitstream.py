@@ -38,7 +38,7 @@ Every number is checked against `codec.limits` before it sizes anything (the met
 the decoder's output), and bytes are read in bounded pieces, so what a reader allocates grows only with the
 bytes that really arrive: a forged length costs the forger the bytes, not the reader the memory.
 
-Entropy-coded files (coder 1; version 3 before version 4; `codec encode --entropy`, codec/entropy.py,
+Entropy-coded files (coder 1; version 3 before version 4; `codec encode --entropy`, codec/format/entropy.py,
 docs/ENTROPY.md): each payload is the range-coded codes of its packet, `payload_len` bytes, under the context
 model named by the tables id (the first 4 bytes of the tables' sha256; coder 1 is the only one). A packet is
 coded on its own, so damage stays in it; it may hold at most 8 * payload_len + 8 frames per channel, so a forged
@@ -72,7 +72,7 @@ ENTROPY_VERSION = 3  # before version 4: entropy coded; crc_bits, coder and tabl
 VERSION = 4  # what this codec writes: crc_bits and coder always, and the header's own CRC-32 at its end
 VERSIONS = (PLAIN_VERSION, LIGHT_CRC_VERSION, ENTROPY_VERSION, VERSION)  # what this codec reads
 PLAIN_CODER = 0  # bit-packed codes
-ENTROPY_CODER = 1  # the context-mixture range coder of codec/entropy.py
+ENTROPY_CODER = 1  # the context-mixture range coder of codec/format/entropy.py
 CRC_BYTES = 4  # of the default packet check, CRC-32, and of the header's own check
 CRC_BITS = (32, 16, 8)
 
@@ -327,7 +327,7 @@ class CodesWriter:
         return self._write_body(codes.shape[0], encode_varint(codes.shape[0]) + pack_bits(codes, h.bits))
 
     def _write_entropy_packet(self, codes: np.ndarray) -> int:
-        from codec.entropy import encode_packet
+        from codec.format.entropy import encode_packet
 
         h = self.header
         payload = encode_packet(self.tables, codes, h.levels)
@@ -377,7 +377,7 @@ class CodesReader:
     `header_verified` says whether the header has passed a CRC check: at once in version 4, with the first
     packet's CRC in versions 1 to 3 (a caller that conceals damage must not conceal a damaged first packet there).
 
-    Entropy-coded packets are decoded with `tables` (codec.entropy.EntropyTables, set before reading
+    Entropy-coded packets are decoded with `tables` (codec.format.entropy.EntropyTables, set before reading
     packets); without them their packets come with `codes=None` and no error (for `codec info`).
     """
 
@@ -543,7 +543,7 @@ class CodesReader:
         if h.entropy_coded:
             if self.tables is None:
                 return Packet(index, offset, frames, None, None, size, payload_len)
-            from codec.entropy import decode_packet
+            from codec.format.entropy import decode_packet
 
             try:
                 codes = decode_packet(self.tables, payload, frames, h.channels, h.levels)

@@ -11,7 +11,7 @@ waiting threads spin, made verbs several times slower beside one busy process. M
 often a GPU; `codec --threads 1 train` on a shared CPU).
 
 With `--threads N` above 1, waiting threads sleep instead of spinning: ONNX Runtime's sessions are made with
-`session.intra_op.allow_spinning = 0` (codec.onnx_runtime.new_session) and OpenMP (torch's CPU threads) gets
+`session.intra_op.allow_spinning = 0` (codec.runtimes.onnx_runtime.new_session) and OpenMP (torch's CPU threads) gets
 `OMP_WAIT_POLICY=PASSIVE` before torch loads (`prepare`), unless the user set it.
 """
 

@@ -4,8 +4,8 @@
 its announced length, the packet size), writes the header, checks each block of input samples, packs codes into
 packets as frames complete (`Packetizer`), and ends the stream (the last codes, the checks of the length, the
 end record of a stream whose length was not known at the start). Its driver owns the I/O and the encoder:
-`codec.compress.encode_blocks` (files and pipes: blocks read, a `StreamingEncoder`, a file or stdout written) and
-the server's encode session (`codec.serve`: messages received, a `codec.batching.EncodeStream`, each write sent
+`codec.coding.compress.encode_blocks` (files and pipes: blocks read, a `StreamingEncoder`, a file or stdout written) and
+the server's encode session (`codec.server.serve`: messages received, a `batching.EncodeStream`, each write sent
 as a WebSocket message) drive the same object, so both write the same bytes for the same codes.
 
     session = EncodeSession(model, out, sample_rate=..., channels=..., levels=..., num_samples=None)
@@ -22,15 +22,16 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
-from codec import bitstream, limits
-from codec.bitstream import CodesHeader, CodesWriter
+from codec import limits
 from codec.errors import CodecError
+from codec.format import bitstream
+from codec.format.bitstream import CodesHeader, CodesWriter
 
-if TYPE_CHECKING:  # no torch import here: codes may come from an OnnxCodec (codec.runtime)
+if TYPE_CHECKING:  # no torch import here: codes may come from an OnnxCodec (codec.runtimes.runtime)
     import torch
 
-    from codec.entropy import EntropyTables
-    from codec.runtime import RunnableCodec
+    from codec.format.entropy import EntropyTables
+    from codec.runtimes.runtime import RunnableCodec
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def new_header(
     tables_id: str | None = None,
 ):
     """The .codes header of a stream coded by `model`; `crc_bits` 16 or 8 for lighter packet checks (live links);
-    `tables_id` for an entropy-coded payload (codec.entropy)."""
+    `tables_id` for an entropy-coded payload (codec.format.entropy)."""
     check_mono_network(model)
     return CodesHeader(
         model_id=model.model_id,
@@ -105,7 +106,7 @@ class EncodeSession:
     Everything is checked when the session is made, before a byte is written: the input's rate and channels
     (`codec.limits`, named as `names` says), `num_samples` (None: the length goes in an end record), and
     `packet_frames` (or `packet_bytes`, which sets it); `crc_bits` 16 or 8 makes a file with lighter packet checks
-    and `tables` (codec.entropy.tables_for) an entropy-coded one (codec/bitstream.py). `flush` (if given) is
+    and `tables` (`entropy.tables_for`) an entropy-coded one (codec/format/bitstream.py). `flush` (if given) is
     called after every packet and the end record (live pipes). `levels`: the checked level count (codec.rates).
     """
 

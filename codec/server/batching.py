@@ -35,7 +35,7 @@ MAX_ROWS = 64  # rows (stream channels) per model call; more waiting go into the
 class FrameBatcher:
     """Codes one frame of every waiting stream per tick, in one model call on a worker thread.
 
-    `model`: a `CodecModel` or a `codec.runtime.OnnxCodec`. Make streams with `encoder()` / `decoder()` and use
+    `model`: a `CodecModel` or a `codec.runtimes.runtime.OnnxCodec`. Make streams with `encoder()` / `decoder()` and use
     them from coroutines on one event loop; the batcher starts its tick task on first use.
     `ticks` and `rows_coded` count the work done (rows_coded / ticks is the mean batch).
     """

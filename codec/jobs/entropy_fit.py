@@ -1,4 +1,4 @@
-"""Fit the entropy tables of `codec.entropy` on a model's codes (`codec fit-entropy`): counts, pruning, EM weights.
+"""Fit the entropy tables of `format/entropy.py` on a model's codes (`codec fit-entropy`): counts, pruning, EM weights.
 
 Input: the codes of many utterances, each [levels * G, frames] in level-major order, at all of the model's levels
 (what `codec tokens --format npy` writes with the default pattern). Codes are cut into packets of
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from codec.entropy import BETA, COMPONENTS, MIN_WEIGHT, SCALE, SOURCES, EntropyTables, context_codes
 from codec.errors import CodecError
+from codec.format.entropy import BETA, COMPONENTS, MIN_WEIGHT, SCALE, SOURCES, EntropyTables, context_codes
 
 PACKET_FRAMES = 51  # frames of a 1024-byte packet at 8 kbps of a 50 Hz, 2 x 8 x 10-bit model: about what files use
 HELD_OUT = 10  # every HELD_OUT-th utterance fits the mixture weights instead of the counts
@@ -26,7 +26,7 @@ CLUSTER_STEPS = 15
 
 def _symbols(codes: np.ndarray, G: int, K: int, packet_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(codebook, code, context codes [sources, n]) of every code of one utterance [N, F], cut into packets as the
-    coder sees them (`codec.entropy.context_codes`: the one place that says where a context sits)."""
+    coder sees them (`codec.format.entropy.context_codes`: the one place that says where a context sits)."""
     N, F = codes.shape
     parts = [
         context_codes(codes[:, s : s + packet_frames].T[:, None, :], N // G, G, K) for s in range(0, F, packet_frames)

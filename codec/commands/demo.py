@@ -11,11 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from codec.compress import decode_file, encode_file
+from codec.coding.compress import decode_file, encode_file
 from codec.errors import CodecError
 from codec.models.codec import CodecModel
 
-CLIP = Path(__file__).parent / "assets" / "speech_en.flac"
+CLIP = Path(__file__).parents[1] / "assets" / "speech_en.flac"
 
 
 @dataclass(frozen=True)

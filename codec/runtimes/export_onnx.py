@@ -35,9 +35,9 @@ from codec import __version__
 from codec.errors import CodecError
 from codec.models.codec import CodecModel
 from codec.modules.conv import exporting
-from codec.onnx_runtime import GRAPH_REVISION
 from codec.quantization.search import book_terms, dequantize, scores_from
 from codec.rates import levels_or_all
+from codec.runtimes.onnx_runtime import GRAPH_REVISION
 
 MANIFEST = "manifest.json"
 FORMAT = "codec-onnx"
@@ -65,7 +65,7 @@ def _search(residual: torch.Tensor, step: EncoderStep) -> torch.Tensor:
     exporter's tracer and ONNX Runtime. Per level: each residual row times a constant pre-transposed codebook as its
     own matrix-vector product (rows on a batch axis), so a row's scores do not depend on how many rows the call
     holds (one MatMul over all rows takes another kernel, with other rounding, for one row than for several),
-    which keeps a stream's codes the same alone or batched with others (codec.batching); then the codeword terms
+    which keeps a stream's codes the same alone or batched with others (codec.server.batching); then the codeword terms
     (constants), argmin, and one Gather of the chosen codewords from the flattened codebooks."""
     r = residual.transpose(0, 1)  # [G, N, D]
     codes = []

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from codec import bitstream
 from codec.errors import CodecError
+from codec.format import bitstream
 
 
 def model_info(name_or_path: str) -> dict:
