@@ -49,15 +49,16 @@ FORMAT = "codec-entropy/3"
 SUFFIX = ".entropy"
 SOURCES = ("prev", "coarse", "cross", "coarse2", "prev2", "pcoarse", "prevx")  # context codes (`_plan`: where)
 # what `codec fit-entropy` fits: the sources alone, and the pairs that paid on dev (docs/ENTROPY.md)
-COMPONENTS = ("prev", "coarse", "cross", "prev*coarse", "prev*cross", "coarse*cross", "coarse*coarse2")
+COMPONENTS = (
+    "prev", "coarse", "cross", "prev*coarse", "prev*cross", "coarse*cross", "coarse*coarse2", "prev2", "pcoarse", "prevx",
+)
 BETA = 128  # weight of the smoothed histogram in each context's counts (Dirichlet prior)
 LOG_BITS = 8  # log2 of a frequency in fixed point: units of 2**-8 bits
 WEIGHT_BITS = 10  # the experts' weights in fixed point: units of 2**-10
-MAX_WEIGHT = 8  # |weight| (so a sum of weighted logs stays far inside int32)
+MAX_WEIGHT = 4  # |weight|: bounds the sums of weighted logs (and so the coder's table of powers)
 MAX_COMPONENTS = 10
 MAX_COUNT = 2**26  # codes per codebook: a frequency (count * U) stays below 2**53, a block's sum below 2**61
 EXP_TOP = 18  # the likeliest symbol of a step gets 2**18; 32 symbols sum to at most 2**23 (exact in float32)
-PAD = 1 << 28  # what a padding symbol of the high step loses, in weighted-log units: it falls to the floor
 CHUNK_SYMBOLS = 8192  # steps whose probability rows are gathered at once when encoding (bounds memory)
 MAX_TABLE_BYTES = 256 * 2**20  # an .entropy file larger than this is refused unread
 MAX_DENSE_ENTRIES = 2**25  # rows x codes of all components, held as float32 when coding (128 MiB)
@@ -342,22 +343,22 @@ class _Coding:
     product of experts: P(hi) is proportional to the product over experts of (the expert's sum over block hi) to the
     power of its high-step weight, P(lo | hi) to the product of the experts' frequencies in block hi to the power of
     their low-step weights (`_probs`). So the range coder sees alphabets of B symbols (32 at K = 1024), and a symbol's
-    probabilities come from 2 * B values per component. `table` [rows of all components * (H + 1), B] (int32): per
-    row, step 0 the weighted logs of the block sums (padded to B with -PAD), step 1 + hi those of block hi (the
-    histogram's own weighted logs are added to the first component's rows); `row` holds the index of a row's step 0.
-    A symbol's row of component j is `row[j, (codebook * S + q[x_j]) * S + q[y_j]]`, where q are the clusters of its
-    context codes (`source_map`: [sources, P * (K + 1)]), S the sources' clusters + 1, and x_j, y_j the sources of j
-    (y_j = x_j for one source).
+    probabilities come from 2 * B values per component. `table` [rows of all components * (H + 1), B] (int16 where
+    they fit, else int32; log units, each step centred on zero): per row, step 0 the weighted logs of the block sums (padding symbols, where H < B, far below any other),
+    step 1 + hi those of block hi (the histogram's own weighted logs are added to the first component's rows); `row`
+    holds the index of a row's step 0. A symbol's row of component j is `row[j, codebook * S * S + pair_j]` with
+    `pair_j = mix[j] @ q`: q [used sources, n] are the clusters of its context codes (`source_map`), S the sources'
+    clusters + 1, and pair_j = q[x] * S + q[y] for a component x*y (q[x] * (S + 1) for one source x).
     """
 
     table: np.ndarray
     row: np.ndarray  # flat: component j's rows (their step 0 in `table`) from row_offset[j]
     row_offset: np.ndarray  # [components, 1]
-    source_map: np.ndarray  # flat: source i's clusters from source_offset[i]
-    source_offset: np.ndarray  # [sources, 1]
-    x: np.ndarray  # [components]: the first source of each component
-    y: np.ndarray  # the second (the first again for a component of one source)
-    exp2: np.ndarray  # float32 [EXP_TOP << LOG_BITS]: the frequency of a symbol that many log units below the top
+    used: np.ndarray  # the sources (indices into SOURCES) that some component reads
+    source_map: np.ndarray  # flat: used source i's clusters from source_offset[i]
+    source_offset: np.ndarray  # [used sources, 1]
+    mix: np.ndarray  # [components, used sources]: S and 1 (or S + 1) where each component reads its sources
+    power: np.ndarray  # float32: power[-1 - d] is the frequency of a symbol d log units below the likeliest
     K1: int  # context codes: K and one for none
     S: int
     B: int
@@ -386,6 +387,11 @@ def log_rows(unigram: np.ndarray, extra: np.ndarray, indptr, codes, counts, owne
     return _ilog2(v.reshape(-1, K // B, B).sum(2), lut), _ilog2(v, lut)
 
 
+def _weighted(w: np.ndarray, logs: np.ndarray) -> np.ndarray:
+    """w * logs / 2**WEIGHT_BITS rounded to log units (integers: the same everywhere); w broadcasts over logs."""
+    return (w * logs + (1 << (WEIGHT_BITS - 1))) >> WEIGHT_BITS
+
+
 def _coding(t: EntropyTables) -> _Coding:
     """Built once per tables with integer arithmetic only (`_ilog2`, integer weights): so the frequencies, and the
     coded bytes, are the same on every machine."""
@@ -399,57 +405,56 @@ def _coding(t: EntropyTables) -> _Coding:
     W = a["weights"].astype(np.int64)
     unigram = a["unigram"].astype(np.int64)
     u_hi, u_lo = log_rows(unigram, np.ones(P, np.int64), np.zeros(P + 1, np.int64), [], [], np.arange(P), lut, B)
-    tables, row, x, y = [], [], [], []
-    offset = 0
+    used = sorted({SOURCES.index(x) for j in t.components for x in j.split("*")})
+    tables, row, mix = [], [], np.zeros((len(t.components), len(used)), dtype=np.int64)
+    offset = spread = 0
     for i, j in enumerate(t.components):
         R = a[f"{j}.extra"].shape[0] // P
         owner = np.repeat(np.arange(P), R)  # the codebook of each row
         hi, lo = log_rows(unigram, a[f"{j}.extra"], a[f"{j}.indptr"], a[f"{j}.codes"], a[f"{j}.counts"], owner, lut, B)
         d = np.zeros((P * R, H + 1, B), dtype=np.int64)
-        d[:, 0, :H] = W[owner, 1 + i, 0][:, None] * hi
-        d[:, 1:, :] = (W[owner, 1 + i, 1][:, None] * lo).reshape(-1, H, B)
-        if i == 0:  # the histogram's expert, and the high step's padding symbols (never coded)
-            d[:, 0, :H] += W[owner, 0, 0][:, None] * u_hi[owner]
-            d[:, 1:, :] += (W[owner, 0, 1][:, None] * u_lo[owner]).reshape(-1, H, B)
-            d[:, 0, H:] = -PAD
-        tables.append(d.reshape(-1, B).astype(np.int32))  # |entries| < 2**28: each sum of them fits int32
-        parts = j.split("*")
-        x.append(SOURCES.index(parts[0]))
-        y.append(SOURCES.index(parts[-1]))
+        d[:, 0, :H] = _weighted(W[owner, 1 + i, 0][:, None], hi)
+        d[:, 1:, :] = _weighted(W[owner, 1 + i, 1][:, None], lo).reshape(-1, H, B)
+        if i == 0:  # the histogram's expert
+            d[:, 0, :H] += _weighted(W[owner, 0, 0][:, None], u_hi[owner])
+            d[:, 1:, :] += _weighted(W[owner, 0, 1][:, None], u_lo[owner]).reshape(-1, H, B)
+        d -= (d.max(2, keepdims=True) + d.min(2, keepdims=True)) >> 1  # a constant per step cancels: centre it
+        spread += int(d.max() - d.min())
+        tables.append(d)
+        parts = [used.index(SOURCES.index(x)) for x in j.split("*")]
         if len(parts) == 2:
+            mix[i, parts[0]], mix[i, parts[1]] = S, 1
             cluster = a[f"{j}.map"].astype(np.int64).reshape(P, S * S)
-        else:
+        else:  # one source: pair_j = q * (S + 1) is the pair (q, q)
+            mix[i, parts[0]] = S + 1
             cluster = np.repeat(np.arange(S), S)[None, :].repeat(P, 0)  # the first source's cluster, any second
         row.append((offset + np.arange(P)[:, None] * R + cluster).reshape(-1) * (H + 1))
         offset += P * R
-    source_map = np.zeros((len(SOURCES), P * (K + 1)), dtype=np.int64)
-    for i, s in enumerate(SOURCES):
-        if f"{s}.map" in a:
-            source_map[i] = a[f"{s}.map"]
+    floor = EXP_TOP << LOG_BITS  # a symbol this far below the likeliest gets the floor frequency 1
+    tables[0][:, 0, H:] = -(spread + floor)  # padding symbols of the high step (H < B): always at the floor
+    power = np.ones(2 * spread + floor + 2, dtype=np.float32)
+    power[:floor] = a["exp2"]
+    source_map = np.zeros((len(used), P * (K + 1)), dtype=np.int64)
+    for i, s in enumerate(used):
+        source_map[i] = a[f"{SOURCES[s]}.map"]
     n, m = len(row), len(row[0])
+    table = np.concatenate([d.reshape(-1, B) for d in tables])
+    narrow = np.int16 if int(np.abs(table).max()) < 2**15 else np.int32  # the same sums; int16 gathers faster
     t._dense = _Coding(
-        np.concatenate(tables), np.concatenate(row), np.arange(n)[:, None] * m, source_map.ravel(),
-        np.arange(len(SOURCES))[:, None] * P * (K + 1), np.array(x), np.array(y), a["exp2"].astype(np.float32),
-        K + 1, S, B, H,
+        table.astype(narrow), np.concatenate(row),
+        np.arange(n)[:, None] * m, np.array(used), source_map.ravel(), np.arange(len(used))[:, None] * P * (K + 1),
+        mix, power[::-1].copy(), K + 1, S, B, H,
     )  # fmt: skip
     return t._dense
 
 
 def _probs(c: _Coding, rows: np.ndarray) -> np.ndarray:
     """The frequencies [n, B] (integers in float32, each step's sum below 2**23) of n steps whose rows in `c.table`
-    are `rows` [components, n]: the power of two of the experts' weighted logs, from the likeliest symbol down, as
-    integers from the stored table `exp2` (a symbol more than EXP_TOP bits below the likeliest gets its floor)."""
-    z = np.add.reduce(c.table[rows], axis=0, dtype=np.int32)
-    z -= z.max(1, keepdims=True)
-    np.negative(z, out=z)
-    z >>= WEIGHT_BITS
-    np.minimum(z, len(c.exp2) - 1, out=z)
-    return c.exp2[z]
-
-
-def _row_index(c: _Coding, codebook: np.ndarray, ctx: np.ndarray) -> np.ndarray:
-    """Rows [components, n] in `c.table` of n symbols: their codebooks, their context codes [sources, n]."""
-    return _rows_at(c, *_bases(c, codebook), ctx)
+    are `rows` [components, n]: the power of two of the experts' summed weighted logs, from the likeliest symbol
+    down, as integers from the stored table `exp2` (a symbol EXP_TOP bits or more below the likeliest gets 1)."""
+    z = np.add.reduce(c.table[rows], axis=0)  # int64 (numpy's default for a sum of smaller integers)
+    z -= z.max(1, keepdims=True) + 1  # -1 for the likeliest symbol, -1 - d for one d log units below it
+    return c.power[z]
 
 
 def _bases(c: _Coding, codebook: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -458,8 +463,8 @@ def _bases(c: _Coding, codebook: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _rows_at(c: _Coding, source_base: np.ndarray, row_base: np.ndarray, ctx: np.ndarray) -> np.ndarray:
-    q = c.source_map[source_base + ctx]
-    return c.row[row_base + q[c.x] * c.S + q[c.y]]
+    """Rows [components, n] in `c.table` of n symbols: their `_bases`, their used sources' context codes."""
+    return c.row[row_base + c.mix @ c.source_map[source_base + ctx]]
 
 
 def _family():
@@ -481,7 +486,7 @@ def encode_packet(t: EntropyTables, codes: np.ndarray, levels: int) -> bytes:
     flat = _padded(codes, levels, G, K, shape).ravel()
     coding = _coding(t)
     code = flat[at]
-    rows = _row_index(coding, codebook, flat[contexts])
+    rows = _rows_at(coding, *_bases(coding, codebook), flat[contexts[coding.used]])
     n = len(at)
     diagonal = np.repeat(np.arange(len(starts) - 1), np.diff(starts))
     source = np.empty(2 * n, dtype=np.int64)  # the symbol of each position of the payload's sequence
@@ -513,12 +518,14 @@ def decode_packet(t: EntropyTables, payload: bytes, frames: int, channels: int, 
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
     family = _family()
     source_base, row_base = _bases(coding, codebook)
+    contexts = contexts[coding.used]
+    padded = coding.H < coding.B  # a high part can decode to a padding symbol only then
     try:
         for d in range(len(starts) - 1):
             s = slice(starts[d], starts[d + 1])
             rows = _rows_at(coding, source_base[:, s], row_base[:, s], flat[contexts[:, s]])
             hi = decoder.decode(family, _probs(coding, rows))
-            if hi.size and hi.max() >= coding.H:  # a padding symbol: only a forged payload decodes one
+            if padded and hi.size and hi.max() >= coding.H:  # a padding symbol: only a forged payload decodes one
                 raise ValueError(f"a code beyond the codebook's {K}")
             lo = decoder.decode(family, _probs(coding, rows + 1 + hi))
             flat[at[s]] = hi * coding.B + lo
