@@ -358,7 +358,7 @@ class _Coding:
     source_map: np.ndarray  # flat: used source i's clusters from source_offset[i]
     source_offset: np.ndarray  # [used sources, 1]
     mix: np.ndarray  # [components, used sources]: S and 1 (or S + 1) where each component reads its sources
-    power: np.ndarray  # float32: power[-1 - d] is the frequency of a symbol d log units below the likeliest
+    power: np.ndarray  # float32: power[-d] is the frequency of a symbol d log units below the likeliest
     K1: int  # context codes: K and one for none
     S: int
     B: int
@@ -434,6 +434,7 @@ def _coding(t: EntropyTables) -> _Coding:
     tables[0][:, 0, H:] = -(spread + floor)  # padding symbols of the high step (H < B): always at the floor
     power = np.ones(2 * spread + floor + 2, dtype=np.float32)
     power[:floor] = a["exp2"]
+    power[1:] = power[1:][::-1].copy()  # power[-d]: d log units below the likeliest (power[0]: the likeliest)
     source_map = np.zeros((len(used), P * (K + 1)), dtype=np.int64)
     for i, s in enumerate(used):
         source_map[i] = a[f"{SOURCES[s]}.map"]
@@ -443,7 +444,7 @@ def _coding(t: EntropyTables) -> _Coding:
     t._dense = _Coding(
         table.astype(narrow), np.concatenate(row),
         np.arange(n)[:, None] * m, np.array(used), source_map.ravel(), np.arange(len(used))[:, None] * P * (K + 1),
-        mix, power[::-1].copy(), K + 1, S, B, H,
+        mix, power, K + 1, S, B, H,
     )  # fmt: skip
     return t._dense
 
@@ -453,7 +454,7 @@ def _probs(c: _Coding, rows: np.ndarray) -> np.ndarray:
     are `rows` [components, n]: the power of two of the experts' summed weighted logs, from the likeliest symbol
     down, as integers from the stored table `exp2` (a symbol EXP_TOP bits or more below the likeliest gets 1)."""
     z = np.add.reduce(c.table[rows], axis=0)  # int64 (numpy's default for a sum of smaller integers)
-    z -= z.max(1, keepdims=True) + 1  # -1 for the likeliest symbol, -1 - d for one d log units below it
+    z -= z.max(1, keepdims=True)  # 0 for the likeliest symbol, -d for one d log units below it
     return c.power[z]
 
 
@@ -527,7 +528,7 @@ def decode_packet(t: EntropyTables, payload: bytes, frames: int, channels: int, 
             hi = decoder.decode(family, _probs(coding, rows))
             if padded and hi.size and hi.max() >= coding.H:  # a padding symbol: only a forged payload decodes one
                 raise ValueError(f"a code beyond the codebook's {K}")
-            lo = decoder.decode(family, _probs(coding, rows + 1 + hi))
+            lo = decoder.decode(family, _probs(coding, rows + (hi + 1)))
             flat[at[s]] = hi * coding.B + lo
     except (ValueError, RuntimeError, AssertionError) as e:  # constriction on invalid data
         raise ValueError(f"its entropy-coded payload does not decode ({e})") from None
