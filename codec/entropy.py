@@ -52,7 +52,7 @@ SOURCES = ("prev", "coarse", "cross", "coarse2", "prev2", "pcoarse", "prevx")  #
 COMPONENTS = (
     "prev", "coarse", "cross", "prev*coarse", "prev*cross", "coarse*cross", "coarse*coarse2", "prev2", "pcoarse", "prevx",
 )
-BETA = 128  # weight of the smoothed histogram in each context's counts (Dirichlet prior)
+BETA = 512  # weight of the smoothed histogram in each context's counts (Dirichlet prior; 512 paid over 32 and 128)
 LOG_BITS = 8  # log2 of a frequency in fixed point: units of 2**-8 bits
 WEIGHT_BITS = 10  # the experts' weights in fixed point: units of 2**-10
 MAX_WEIGHT = 4  # |weight|: bounds the sums of weighted logs (and so the coder's table of powers)
@@ -453,9 +453,9 @@ def _probs(c: _Coding, rows: np.ndarray) -> np.ndarray:
     """The frequencies [n, B] (integers in float32, each step's sum below 2**23) of n steps whose rows in `c.table`
     are `rows` [components, n]: the power of two of the experts' summed weighted logs, from the likeliest symbol
     down, as integers from the stored table `exp2` (a symbol EXP_TOP bits or more below the likeliest gets 1)."""
-    z = np.add.reduce(c.table[rows], axis=0)  # int64 (numpy's default for a sum of smaller integers)
+    z = np.take(c.table, rows, axis=0).sum(0, dtype=np.int32)  # (np.take gathers rows faster than indexing)
     z -= z.max(1, keepdims=True)  # 0 for the likeliest symbol, -d for one d log units below it
-    return c.power[z]
+    return np.take(c.power, z)
 
 
 def _bases(c: _Coding, codebook: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -465,7 +465,7 @@ def _bases(c: _Coding, codebook: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _rows_at(c: _Coding, source_base: np.ndarray, row_base: np.ndarray, ctx: np.ndarray) -> np.ndarray:
     """Rows [components, n] in `c.table` of n symbols: their `_bases`, their used sources' context codes."""
-    return c.row[row_base + c.mix @ c.source_map[source_base + ctx]]
+    return np.take(c.row, row_base + c.mix @ np.take(c.source_map, source_base + ctx))
 
 
 def _family():
@@ -501,7 +501,7 @@ def encode_packet(t: EntropyTables, codes: np.ndarray, levels: int) -> bytes:
     family = _family()
     for i in range(0, 2 * n, CHUNK_SYMBOLS):
         s = slice(i, i + CHUNK_SYMBOLS)
-        encoder.encode(symbols[s], family, _probs(coding, rows[:, source[s]] + step[s]))
+        encoder.encode(symbols[s], family, _probs(coding, np.take(rows, source[s], axis=1) + step[s]))
     return encoder.get_compressed().astype("<u4").tobytes()
 
 

@@ -102,7 +102,7 @@ def _integer_tables(G: int = 2, L: int = 4, K: int = 16) -> entropy.EntropyTable
         arrays[f"{j}.indptr"] = np.concatenate([[0], np.cumsum(lengths)])
         arrays[f"{j}.codes"] = np.concatenate([rng.choice(K, n, replace=False) for n in lengths]).astype(np.uint16)
         arrays[f"{j}.counts"] = rng.integers(1, 500, int(lengths.sum())).astype(np.int32)
-        arrays[f"{j}.extra"] = rng.integers(entropy.BETA, 2**12, P * R)
+        arrays[f"{j}.extra"] = rng.integers(128, 2**12, P * R)
     return entropy.EntropyTables("01234567", "synthetic", G, L, K, arrays, {}, components=components, clusters=Q)
 
 
