@@ -522,19 +522,19 @@ def decode_packet(t: EntropyTables, payload: bytes, frames: int, channels: int, 
     contexts = contexts[coding.used]
     padded = coding.H < coding.B  # a high part can decode to a padding symbol only then
     table, power, source_map, row, mix, B = coding.table, coding.power, coding.source_map, coding.row, coding.mix, coding.B
-    take, decode = np.take, decoder.decode
-    try:
-        for d in range(len(starts) - 1):  # `_rows_at` and `_probs`, inlined: this loop's cost is per numpy call
+    decode = decoder.decode
+    try:  # `_rows_at` and `_probs` inlined, with indexing (np.take costs more on a diagonal's few symbols):
+        for d in range(len(starts) - 1):  # this loop's cost is per numpy call, not per symbol
             s = slice(starts[d], starts[d + 1])
-            rows = take(row, row_base[:, s] + mix @ take(source_map, source_base[:, s] + flat[contexts[:, s]]))
-            z = take(table, rows, axis=0).sum(0, dtype=np.int32)
+            rows = row[row_base[:, s] + mix @ source_map[source_base[:, s] + flat[contexts[:, s]]]]
+            z = table[rows].sum(0, dtype=np.int32)
             z -= z.max(1, keepdims=True)
-            hi = decode(family, take(power, z))
+            hi = decode(family, power[z])
             if padded and hi.size and hi.max() >= coding.H:  # a padding symbol: only a forged payload decodes one
                 raise ValueError(f"a code beyond the codebook's {K}")
-            z = take(table, rows + (hi + 1), axis=0).sum(0, dtype=np.int32)
+            z = table[rows + (hi + 1)].sum(0, dtype=np.int32)
             z -= z.max(1, keepdims=True)
-            flat[at[s]] = hi * B + decode(family, take(power, z))
+            flat[at[s]] = hi * B + decode(family, power[z])
     except (ValueError, RuntimeError, AssertionError) as e:  # constriction on invalid data
         raise ValueError(f"its entropy-coded payload does not decode ({e})") from None
     if not decoder.maybe_exhausted():
