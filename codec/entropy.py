@@ -1,33 +1,35 @@
 """Lossless entropy coding of codes: a context model fitted on training codes, and a range coder (constriction).
 
-Each code is coded under a mixture of distributions over the K codes of its codebook (its group g and level l),
-fitted by counting on a model's training codes:
+Each code is coded under a product of experts over the K codes of its codebook (its group g and level l), fitted
+by counting on a model's training codes:
 
-    P(c) = w0 u(c) + sum over components j of w_j P(c | the code's context under j)
+    P(c) proportional to u(c)**w0 * product over components j of P(c | the code's context under j)**w_j
 
 `u` is the codebook's smoothed histogram. A component conditions on one context code (a *source*: `prev`, the
-previous frame's code at the same group and level; `coarse`, this frame's code one level coarser, same group;
-`coarse2`, two levels coarser; `cross`, at level 0 the previous frame's code of the next group, deeper this frame's
-coarser code of the next group) grouped into clusters, or on the pair of two sources' clusters (`prev*coarse`),
-grouped again. Each component's counts are smoothed towards `u` (a Dirichlet prior of weight `BETA`), with the
-rare pairs pruned (counted with `u`); the weights are fitted per codebook by EM on held-out codes (docs/ENTROPY.md
-has what each context pays). Every context of a code sits one frame back at the same level or coarser in the same
-frame, so a decoder recovers a packet diagonal by diagonal (frame + level = d), all groups, levels and channels of
-a diagonal in two calls of the range decoder (`_Coding`: a code's high part, then its low part):
+previous frame's code at the same group and level; `prev2`, two frames back; `coarse`, this frame's code one level
+coarser, same group; `coarse2`, two levels coarser; `pcoarse`, the previous frame's code one level coarser; `cross`,
+at level 0 the previous frame's code of the next group, deeper this frame's coarser code of the next group; `prevx`,
+the previous frame's code of the next group at the same level) grouped into clusters, or on the pair of two
+sources' clusters (`prev*coarse`), grouped again. Each component's counts are smoothed towards `u` (a Dirichlet
+prior of weight `BETA`), with the rare pairs pruned (counted with `u`); the weights (any sign) are fitted per
+codebook and coding step on held-out codes (docs/ENTROPY.md has what each choice pays). Every context of a code
+sits one or two frames back, or at a coarser level of the same frame, so a decoder recovers a packet diagonal by
+diagonal (frame + level = d), all groups, levels and channels of a diagonal in two calls of the range decoder
+(`_Coding`: a code's high part, then its low part):
 
     level 2 |  2  3  4  5          the number is the diagonal: a code's contexts are on the ones before,
-    level 1 |  1  2  3  4          so diagonal d decodes in one step once d - 1 is known
+    level 1 |  1  2  3  4          so diagonal d decodes in one step once d - 1 and d - 2 are known
     level 0 |  0  1  2  3
             +------------ frame
 
-**Determinism.** The tables hold integers only: the mixture's coefficients are rounded to fixed point when the
-tables are fitted; each component's rows of frequencies are built from them with integer arithmetic, scaled by a
-shift so that a code's rows sum below 2**23, and held as float32, which is exact for those integers. So the
-frequencies are the same on every machine, and constriction turns them into its 24-bit fixed-point model with IEEE
-arithmetic in a fixed order: an encoder and a decoder on different machines agree bit for bit
-(`tests/test_entropy.py` pins the bytes of a coded packet).
+**Determinism.** No floating-point logarithm or power on the coding path: the tables hold integer counts, integer
+weights and two integer tables (`log2`, `exp2`); each row's logarithms come from integer frequencies by their bit
+length and `log2` (`_ilog2`), are weighted and rounded with integer arithmetic, summed in int32, and turned into
+frequencies (integers up to 2**EXP_TOP, a step's 32 summing below 2**23, exact in float32) by `exp2` (`_probs`).
+constriction turns those into its 24-bit fixed-point model with IEEE arithmetic in a fixed order: an encoder and a
+decoder on different machines agree bit for bit (`tests/test_entropy.py` pins the bytes of a coded packet).
 
-**Packets** are coded independently (the previous-frame context starts afresh in each), so a damaged packet loses
+**Packets** are coded independently (the previous-frame contexts start afresh in each), so a damaged packet loses
 only its own frames. The tables live in a file beside the model (`<model>.entropy`, a safetensors file of
 integer arrays with the model id, the components and the format in its metadata), written by `codec fit-entropy`.
 """
@@ -50,7 +52,16 @@ SUFFIX = ".entropy"
 SOURCES = ("prev", "coarse", "cross", "coarse2", "prev2", "pcoarse", "prevx")  # context codes (`_plan`: where)
 # what `codec fit-entropy` fits: the sources alone, and the pairs that paid on dev (docs/ENTROPY.md)
 COMPONENTS = (
-    "prev", "coarse", "cross", "prev*coarse", "prev*cross", "coarse*cross", "coarse*coarse2", "prev2", "pcoarse", "prevx",
+    "prev",
+    "coarse",
+    "cross",
+    "prev*coarse",
+    "prev*cross",
+    "coarse*cross",
+    "coarse*coarse2",
+    "prev2",
+    "pcoarse",
+    "prevx",
 )
 BETA = 512  # weight of the smoothed histogram in each context's counts (Dirichlet prior; 512 paid over 32 and 128)
 LOG_BITS = 8  # log2 of a frequency in fixed point: units of 2**-8 bits
@@ -185,10 +196,18 @@ def _check_shapes(t: EntropyTables, path: Path, fix: str) -> None:
     ok = 2 <= K <= 2**16 and 1 <= t.clusters and P * Rs * Rs <= MAX_DENSE_ENTRIES  # pair lookups: [P, Rs, Rs]
     ok = ok and 1 <= J <= MAX_COMPONENTS and set(t.components) <= known and len(set(t.components)) == J
     ok = ok and a.get("unigram", np.empty(0)).shape == (P, K) and a.get("weights", np.empty(0)).shape == (P, J + 1, 2)
-    ok = ok and a.get("log2", np.empty(0)).shape == (4096,) and a.get("exp2", np.empty(0)).shape == (EXP_TOP << LOG_BITS,)
+    ok = (
+        ok
+        and a.get("log2", np.empty(0)).shape == (4096,)
+        and a.get("exp2", np.empty(0)).shape == (EXP_TOP << LOG_BITS,)
+    )
     if ok:  # the bounds that keep every sum of the coder inside int32 and below 2**23
         u = a["unigram"]
-        ok = int(u.min()) >= 1 and int(u.sum(1).max()) < MAX_COUNT and int(np.abs(a["weights"]).max()) <= MAX_WEIGHT << WEIGHT_BITS
+        ok = (
+            int(u.min()) >= 1
+            and int(u.sum(1).max()) < MAX_COUNT
+            and int(np.abs(a["weights"]).max()) <= MAX_WEIGHT << WEIGHT_BITS
+        )
         ok = ok and 0 <= int(a["log2"].min()) and int(a["log2"].max()) <= 1 << LOG_BITS
         ok = ok and 1 <= int(a["exp2"].min()) and int(a["exp2"].max()) <= 1 << EXP_TOP
     sources = {s for j in t.components for s in j.split("*")} if ok else set()
@@ -285,9 +304,9 @@ def _plan(frames: int, channels: int, levels: int, groups: int) -> tuple:
     """Symbol order of a packet and where each symbol's context codes are, in a padded array.
 
     The packet's codes sit in X [C, frames + 2, levels + 2, G] at [c, t + 2, lv + 2, g]; rows 0-1 and columns 0-1
-    hold the no-context code K. Symbols go diagonal by diagonal (t + lv), then level, channel, group. Returns flat indices
-    into X of each symbol and [len(SOURCES), n] of its context codes, its codebook (lv * G + g), where each diagonal
-    starts, and X's shape.
+    hold the no-context code K. Symbols go diagonal by diagonal (t + lv), then level, channel, group. Returns flat
+    indices into X of each symbol and [len(SOURCES), n] of its context codes, its codebook (lv * G + g), where each
+    diagonal starts, and X's shape.
     """
     C, F, L, G = channels, frames, levels, groups
     t, lv, c, g = np.meshgrid(np.arange(F), np.arange(L), np.arange(C), np.arange(G), indexing="ij")
@@ -344,11 +363,12 @@ class _Coding:
     power of its high-step weight, P(lo | hi) to the product of the experts' frequencies in block hi to the power of
     their low-step weights (`_probs`). So the range coder sees alphabets of B symbols (32 at K = 1024), and a symbol's
     probabilities come from 2 * B values per component. `table` [rows of all components * (H + 1), B] (int16 where
-    they fit, else int32; log units, each step centred on zero): per row, step 0 the weighted logs of the block sums (padding symbols, where H < B, far below any other),
-    step 1 + hi those of block hi (the histogram's own weighted logs are added to the first component's rows); `row`
-    holds the index of a row's step 0. A symbol's row of component j is `row[j, codebook * S * S + pair_j]` with
-    `pair_j = mix[j] @ q`: q [used sources, n] are the clusters of its context codes (`source_map`), S the sources'
-    clusters + 1, and pair_j = q[x] * S + q[y] for a component x*y (q[x] * (S + 1) for one source x).
+    they fit, else int32; log units, each step centred on zero): per row, step 0 the weighted logs of the block sums
+    (padding symbols, where H < B, far below any other), step 1 + hi those of block hi (the histogram's own
+    weighted logs are added to the first component's rows); `row` holds the index of a row's step 0. A symbol's
+    row of component j is `row[j, codebook * S * S + pair_j]` with `pair_j = mix[j] @ q`: q [used sources, n] are
+    the clusters of its context codes (`source_map`), S the sources' clusters + 1, and pair_j = q[x] * S + q[y] for
+    a component x*y (q[x] * (S + 1) for one source x).
     """
 
     table: np.ndarray
@@ -521,7 +541,14 @@ def decode_packet(t: EntropyTables, payload: bytes, frames: int, channels: int, 
     source_base, row_base = _bases(coding, codebook)
     contexts = contexts[coding.used]
     padded = coding.H < coding.B  # a high part can decode to a padding symbol only then
-    table, power, source_map, row, mix, B = coding.table, coding.power, coding.source_map, coding.row, coding.mix, coding.B
+    table, power, source_map, row, mix, B = (
+        coding.table,
+        coding.power,
+        coding.source_map,
+        coding.row,
+        coding.mix,
+        coding.B,
+    )
     decode = decoder.decode
     try:  # `_rows_at` and `_probs` inlined, with indexing (np.take costs more on a diagonal's few symbols):
         for d in range(len(starts) - 1):  # this loop's cost is per numpy call, not per symbol

@@ -1,4 +1,4 @@
-"""Fit the entropy tables of `codec.entropy` on a model's codes (`codec fit-entropy`): counts, pruning, EM weights.
+"""Fit the entropy tables of `codec.entropy` on a model's codes (`codec fit-entropy`): counts, pruning, weights.
 
 Input: the codes of many utterances, each [levels * G, frames] in level-major order, at all of the model's levels
 (what `codec tokens --format npy` writes with the default pattern). Codes are cut into packets of
@@ -15,7 +15,16 @@ from pathlib import Path
 import numpy as np
 
 from codec.entropy import (
-    BETA, COMPONENTS, EXP_TOP, LOG_BITS, MAX_COUNT, MAX_WEIGHT, SOURCES, WEIGHT_BITS, EntropyTables, context_codes,
+    BETA,
+    COMPONENTS,
+    EXP_TOP,
+    LOG_BITS,
+    MAX_COUNT,
+    MAX_WEIGHT,
+    SOURCES,
+    WEIGHT_BITS,
+    EntropyTables,
+    context_codes,
     log_rows,
 )  # fmt: skip
 from codec.errors import CodecError
@@ -53,7 +62,7 @@ def fit_tables(
     joint_clusters: int = JOINT_CLUSTERS,
     components: tuple[str, ...] = COMPONENTS,
 ) -> EntropyTables:
-    """Count contexts on every utterance but each HELD_OUT-th, fit the mixture weights on those by EM, then count on
+    """Count contexts on every utterance but each HELD_OUT-th, fit the experts' weights on those, then count on
     all. `min_count`: pairs seen fewer times are pruned (their counts go to the histogram), which keeps the file
     small at a small cost in bits (docs/ENTROPY.md). Each source's context codes are first grouped into `clusters`
     clusters of codes that predict alike (per codebook, fitted on the counting part), which both shrinks the tables
@@ -159,7 +168,9 @@ def _unigram(codebook, code, P, K):
 # the fixed-point logarithm and power of two of the coder, stored in the tables (computed here, once, in floating
 # point: what a decoder uses is these integers, never its own machine's log or exp)
 LOG2 = np.array([round((1 << LOG_BITS) * math.log2(1 + i / 4096)) for i in range(4096)], dtype=np.int64)
-EXP2 = np.array([max(1, round(2.0 ** (EXP_TOP - i / (1 << LOG_BITS)))) for i in range(EXP_TOP << LOG_BITS)], dtype=np.int64)
+EXP2 = np.array(
+    [max(1, round(2.0 ** (EXP_TOP - i / (1 << LOG_BITS)))) for i in range(EXP_TOP << LOG_BITS)], dtype=np.int64
+)
 
 
 def _count_tables(part, P, K, rows, min_count, components) -> tuple[dict[str, np.ndarray], dict]:
@@ -209,7 +220,9 @@ def _fit_weights(arrays, held, P, K, rows, components) -> tuple[np.ndarray, list
         total = 0.0
         for k, (f, y) in enumerate(((f_hi, hi), (f_lo, lo))):
             f = f * (math.log(2) / (1 << LOG_BITS))  # natural-log units
-            w = np.clip(np.rint(_newton(f, y) * (1 << WEIGHT_BITS)), -MAX_WEIGHT << WEIGHT_BITS, MAX_WEIGHT << WEIGHT_BITS)
+            w = np.clip(
+                np.rint(_newton(f, y) * (1 << WEIGHT_BITS)), -MAX_WEIGHT << WEIGHT_BITS, MAX_WEIGHT << WEIGHT_BITS
+            )
             weights[p, :, k] = w
             total += _nll(w / (1 << WEIGHT_BITS), f, y)[0]
         bits.append(round(total / math.log(2) / max(len(at), 1), 3))

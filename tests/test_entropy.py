@@ -129,7 +129,9 @@ def test_fixed_point_log_is_integer_arithmetic():
     from codec.entropy_fit import LOG2
 
     rng = np.random.default_rng(3)
-    v = np.concatenate([np.arange(1, 5000), 2 ** np.arange(62), 2 ** np.arange(1, 62) - 1, rng.integers(1, 2**61, 5000)])
+    v = np.concatenate(
+        [np.arange(1, 5000), 2 ** np.arange(62), 2 ** np.arange(1, 62) - 1, rng.integers(1, 2**61, 5000)]
+    )
     want = []
     for x in v.tolist():
         e = x.bit_length() - 1
