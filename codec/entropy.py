@@ -549,7 +549,7 @@ def decode_packet(t: EntropyTables, payload: bytes, frames: int, channels: int, 
         coding.mix,
         coding.B,
     )
-    decode = decoder.decode
+    decode, steps = decoder.decode, table[1:]
     try:  # `_rows_at` and `_probs` inlined, with indexing (np.take costs more on a diagonal's few symbols):
         for d in range(len(starts) - 1):  # this loop's cost is per numpy call, not per symbol
             s = slice(starts[d], starts[d + 1])
@@ -559,7 +559,7 @@ def decode_packet(t: EntropyTables, payload: bytes, frames: int, channels: int, 
             hi = decode(family, power[z])
             if padded and hi.size and hi.max() >= coding.H:  # a padding symbol: only a forged payload decodes one
                 raise ValueError(f"a code beyond the codebook's {K}")
-            z = table[rows + (hi + 1)].sum(0, dtype=np.int32)
+            z = steps[rows + hi].sum(0, dtype=np.int32)  # step 1 + hi of each row
             z -= z.max(1, keepdims=True)
             flat[at[s]] = hi * B + decode(family, power[z])
     except (ValueError, RuntimeError, AssertionError) as e:  # constriction on invalid data
