@@ -63,7 +63,7 @@ COMPONENTS = (
     "pcoarse",
     "prevx",
 )
-BETA = 512  # weight of the smoothed histogram in each context's counts (Dirichlet prior; 512 paid over 32 and 128)
+BETA = 1024  # weight of the smoothed histogram in each context's counts (Dirichlet prior; docs/ENTROPY.md)
 LOG_BITS = 8  # log2 of a frequency in fixed point: units of 2**-8 bits
 WEIGHT_BITS = 10  # the experts' weights in fixed point: units of 2**-10
 MAX_WEIGHT = 4  # |weight|: bounds the sums of weighted logs (and so the coder's table of powers)

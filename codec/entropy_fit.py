@@ -32,7 +32,7 @@ from codec.errors import CodecError
 PACKET_FRAMES = 51  # frames of a 1024-byte packet at 8 kbps of a 50 Hz, 2 x 8 x 10-bit model: about what files use
 HELD_OUT = 10  # every HELD_OUT-th utterance fits the mixture weights instead of the counts
 NEWTON_STEPS = 30
-WEIGHT_FIT_CODES = 20000  # held-out codes per codebook that the experts' weights are fitted on (at most)
+WEIGHT_FIT_CODES = 100_000  # held-out codes per codebook that the experts' weights are fitted on (at most)
 CLUSTERS = 32  # context codes of a codebook are grouped into this many clusters (docs/ENTROPY.md: it pays)
 JOINT_CLUSTERS = 64  # pairs of clusters of a component a*b are grouped into this many
 CLUSTER_STEPS = 15
