@@ -82,13 +82,19 @@ def test_packets_round_trip_any_codes(tables):
 
 
 def _integer_tables(G: int = 2, L: int = 4, K: int = 16) -> entropy.EntropyTables:
-    """Tables made of integers drawn from a seeded generator (no fitting, so no floating point anywhere)."""
+    """Tables made of integers drawn from a seeded generator (no fitting, so no floating point anywhere but the
+    stored logarithm and power tables, which are integers too)."""
+    from codec.entropy_fit import EXP2, LOG2
+
     rng = np.random.default_rng(11)
     P, Q = G * L, 4  # four clusters of each source's context codes (and one for none)
-    arrays = {"unigram": rng.integers(1, 1000, (P, K)), "alpha0": rng.integers(1, 2**20, P)}
+    components = ("prev", "coarse", "cross", "prev*coarse", "prev*cross", "coarse*cross", "coarse*coarse2", "prevx")
+    J = len(components)
+    arrays = {"unigram": rng.integers(1, 1000, (P, K)), "log2": LOG2, "exp2": EXP2}
+    arrays["weights"] = rng.integers(-(1 << entropy.WEIGHT_BITS), 2 << entropy.WEIGHT_BITS, (P, J + 1, 2))
     for s in entropy.SOURCES:
         arrays[f"{s}.map"] = rng.integers(0, Q + 1, P * (K + 1)).astype(np.uint16)
-    for j in entropy.COMPONENTS:
+    for j in components:
         R = 7 if "*" in j else Q + 1  # a joint component: six clusters of pairs and one for none
         if "*" in j:
             arrays[f"{j}.map"] = rng.integers(0, R, P * (Q + 1) ** 2).astype(np.uint16)
@@ -96,9 +102,8 @@ def _integer_tables(G: int = 2, L: int = 4, K: int = 16) -> entropy.EntropyTable
         arrays[f"{j}.indptr"] = np.concatenate([[0], np.cumsum(lengths)])
         arrays[f"{j}.codes"] = np.concatenate([rng.choice(K, n, replace=False) for n in lengths]).astype(np.uint16)
         arrays[f"{j}.counts"] = rng.integers(1, 500, int(lengths.sum())).astype(np.int32)
-        arrays[f"{j}.gamma"] = rng.integers(1, 2**26, P * R)
-        arrays[f"{j}.alpha"] = rng.integers(1, 2**22, P * R)
-    return entropy.EntropyTables("01234567", "synthetic", G, L, K, arrays, {}, clusters=Q)
+        arrays[f"{j}.extra"] = rng.integers(128, 2**12, P * R)
+    return entropy.EntropyTables("01234567", "synthetic", G, L, K, arrays, {}, components=components, clusters=Q)
 
 
 def test_coded_bytes_are_pinned():
@@ -112,10 +117,27 @@ def test_coded_bytes_are_pinned():
 
 
 PINNED = (
-    "3fcb9b7f",
-    "d38e6bbe4e8634d25bc5e390efe1b4bae689434020a9774721cd7eff980cae2f",
-    464,
-)  # tables format codec-entropy/2; constriction 0.5; x86-64
+    "f485c939",
+    "fa5c67d6a1a0eec3551e54c29d335889e8ff43861430806453e41b194678370f",
+    756,
+)  # tables format codec-entropy/3; constriction 0.5; x86-64
+
+
+def test_fixed_point_log_is_integer_arithmetic():
+    """The coder's log2 of a frequency is the bit length plus the stored table's value of the next 12 bits, exactly
+    (no floating-point rounding anywhere, so every machine gets the same), from 1 up to the largest block sum."""
+    from codec.entropy_fit import LOG2
+
+    rng = np.random.default_rng(3)
+    v = np.concatenate(
+        [np.arange(1, 5000), 2 ** np.arange(62), 2 ** np.arange(1, 62) - 1, rng.integers(1, 2**61, 5000)]
+    )
+    want = []
+    for x in v.tolist():
+        e = x.bit_length() - 1
+        top = x >> (e - 12) if e >= 12 else x << (12 - e)
+        want.append((e << entropy.LOG_BITS) + int(LOG2[top - 4096]))
+    assert np.array_equal(entropy._ilog2(v, LOG2), np.array(want))
 
 
 def test_streaming_encode_equals_offline_bytes_included(tiny_model, tables):
@@ -195,17 +217,19 @@ def test_damaged_tables_file_is_refused(tables, tmp_path):
         entropy.load_tables(path)
 
 
-def test_tables_of_another_format_are_a_one_line_error(tables, tmp_path):
-    """Tables of format 1 (codec releases before the two-step coder) are refused by name, not read as damaged."""
+@pytest.mark.parametrize("old", ["codec-entropy/1", "codec-entropy/2"])
+def test_tables_of_another_format_are_a_one_line_error(tables, tmp_path, old):
+    """Tables of format 1 (before the two-step coder) and 2 (a linear mixture, before the product of experts) are
+    refused by name, not read as damaged."""
     from safetensors.numpy import load_file, save_file
 
     from codec.modelfile import read_metadata
 
     path = tmp_path / "old.entropy"
     tables.save(path)
-    meta = read_metadata(path) | {"format": "codec-entropy/1"}
+    meta = read_metadata(path) | {"format": old}
     save_file(load_file(str(path)), str(path), metadata=meta)
-    with pytest.raises(CodecError, match=r"format codec-entropy/1, which this codec does not read") as e:
+    with pytest.raises(CodecError, match=rf"format {old}, which this codec does not read") as e:
         entropy.load_tables(path)
     assert "\n" not in str(e.value)
 

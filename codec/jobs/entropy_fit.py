@@ -1,4 +1,4 @@
-"""Fit the entropy tables of `format/entropy.py` on a model's codes (`codec fit-entropy`): counts, pruning, EM weights.
+"""Fit the entropy tables of `codec.format.entropy` on a model's codes (`codec fit-entropy`): counts, pruning, weights.
 
 Input: the codes of many utterances, each [levels * G, frames] in level-major order, at all of the model's levels
 (what `codec tokens --format npy` writes with the default pattern). Codes are cut into packets of
@@ -8,17 +8,31 @@ Input: the codes of many utterances, each [levels * G, frames] in level-major or
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from codec.errors import CodecError
-from codec.format.entropy import BETA, COMPONENTS, MIN_WEIGHT, SCALE, SOURCES, EntropyTables, context_codes
+from codec.format.entropy import (
+    BETA,
+    COMPONENTS,
+    EXP_TOP,
+    LOG_BITS,
+    MAX_COUNT,
+    MAX_WEIGHT,
+    SOURCES,
+    WEIGHT_BITS,
+    EntropyTables,
+    context_codes,
+    log_rows,
+)  # fmt: skip
 
 PACKET_FRAMES = 51  # frames of a 1024-byte packet at 8 kbps of a 50 Hz, 2 x 8 x 10-bit model: about what files use
 HELD_OUT = 10  # every HELD_OUT-th utterance fits the mixture weights instead of the counts
-EM_STEPS = 40
+NEWTON_STEPS = 30
+WEIGHT_FIT_CODES = 100_000  # held-out codes per codebook that the experts' weights are fitted on (at most)
 CLUSTERS = 32  # context codes of a codebook are grouped into this many clusters (docs/ENTROPY.md: it pays)
 JOINT_CLUSTERS = 64  # pairs of clusters of a component a*b are grouped into this many
 CLUSTER_STEPS = 15
@@ -48,7 +62,7 @@ def fit_tables(
     joint_clusters: int = JOINT_CLUSTERS,
     components: tuple[str, ...] = COMPONENTS,
 ) -> EntropyTables:
-    """Count contexts on every utterance but each HELD_OUT-th, fit the mixture weights on those by EM, then count on
+    """Count contexts on every utterance but each HELD_OUT-th, fit the experts' weights on those, then count on
     all. `min_count`: pairs seen fewer times are pruned (their counts go to the histogram), which keeps the file
     small at a small cost in bits (docs/ENTROPY.md). Each source's context codes are first grouped into `clusters`
     clusters of codes that predict alike (per codebook, fitted on the counting part), which both shrinks the tables
@@ -84,16 +98,19 @@ def fit_tables(
     fit, held = ((cb, code, np.stack([_context(j, (cb, code, ctx), maps, Q) for j in components]))
                  for cb, code, ctx in (fit, held))  # fmt: skip
     rows = [(Qj if "*" in j else Q) + 1 for j in components]
-    weights, held_bits = _em_weights(fit, held, P, K, rows)
+    counted, _ = _count_tables(fit, P, K, rows, min_count, components)
+    weights, held_bits = _fit_weights(counted, held, P, K, rows, components)
     full = [np.concatenate([a, b], axis=-1) for a, b in zip(fit, held, strict=True)]
-    arrays, stats = _integer_tables(full, weights, P, K, rows, min_count, components)
+    arrays, stats = _count_tables(full, P, K, rows, min_count, components)
+    arrays.update(weights=weights, log2=LOG2, exp2=EXP2)
     for name, m in maps.items():
         arrays[f"{name}.map"] = m.reshape(-1).astype(np.uint16)
     info = {
         "frames": int(full[1].size // P),
         "held_out_bits_per_codebook": held_bits,
-        "weights": {
-            name: [round(float(w), 4) for w in weights[:, i]] for i, name in enumerate(("unigram", *components))
+        "weights": {  # high step, low step
+            name: [[round(float(w) / 2**WEIGHT_BITS, 3) for w in weights[:, i, k]] for k in (0, 1)]
+            for i, name in enumerate(("unigram", *components))
         },
         "min_count": min_count,
         "joint_clusters": Qj,
@@ -148,66 +165,108 @@ def _unigram(codebook, code, P, K):
     return np.bincount(codebook * K + code, minlength=P * K).reshape(P, K) + 1
 
 
-def _component_probs(fit, held, P, K, rows) -> np.ndarray:
-    """[1 + components, n] probability of each held-out code under the histogram and each smoothed context table."""
-    codebook, code, ctx = fit
-    u = _unigram(codebook, code, P, K)
-    u = u / u.sum(1, keepdims=True)
-    hb, hc, hctx = held
-    out = [u[hb, hc]]
-    for j, R in enumerate(rows):
-        n = _dense(codebook, code, ctx[j], P, K, R)
-        total = n.sum(2)
-        out.append((n[hb, hctx[j], hc] + BETA * u[hb, hc]) / (total[hb, hctx[j]] + BETA))
-    return np.stack(out)
+# the fixed-point logarithm and power of two of the coder, stored in the tables (computed here, once, in floating
+# point: what a decoder uses is these integers, never its own machine's log or exp)
+LOG2 = np.array([round((1 << LOG_BITS) * math.log2(1 + i / 4096)) for i in range(4096)], dtype=np.int64)
+EXP2 = np.array(
+    [max(1, round(2.0 ** (EXP_TOP - i / (1 << LOG_BITS)))) for i in range(EXP_TOP << LOG_BITS)], dtype=np.int64
+)
 
 
-def _em_weights(fit, held, P, K, rows) -> tuple[np.ndarray, list[float]]:
-    """Mixture weights [P, 1 + components] per codebook that maximise the held-out likelihood (EM), the
-    histogram's >= MIN_WEIGHT; and the held-out bits per code of each codebook under them (before rounding and
-    pruning)."""
-    probs = _component_probs(fit, held, P, K, rows)
-    hb = held[0]
-    w = np.full((P, probs.shape[0]), 1.0 / probs.shape[0])
-    for _ in range(EM_STEPS):
-        joint = w[hb].T * probs
-        resp = joint / joint.sum(0, keepdims=True)
-        mass = np.zeros_like(w)
-        for i in range(probs.shape[0]):
-            mass[:, i] = np.bincount(hb, weights=resp[i], minlength=P)
-        w = mass / np.maximum(mass.sum(1, keepdims=True), 1e-12)
-        w[:, 0] = np.maximum(w[:, 0], MIN_WEIGHT)
-        w /= w.sum(1, keepdims=True)
-    bits = -np.log2((w[hb].T * probs).sum(0))
-    per = np.bincount(hb, weights=bits, minlength=P) / np.maximum(np.bincount(hb, minlength=P), 1)
-    return w, [round(float(b), 3) for b in per]
-
-
-def _integer_tables(full, weights, P, K, rows, min_count, components) -> tuple[dict[str, np.ndarray], dict]:
-    codebook, code, ctx = full
-    counts_u = _unigram(codebook, code, P, K)
-    U = counts_u.sum(1)
-    arrays: dict[str, np.ndarray] = {
-        "unigram": counts_u.astype(np.int64),
-        "alpha0": np.rint(SCALE * weights[:, 0] / U).astype(np.int64),
-    }
+def _count_tables(part, P, K, rows, min_count, components) -> tuple[dict[str, np.ndarray], dict]:
+    """The integer arrays of `EntropyTables` (all but the weights) counted on `part`: per component, the kept
+    (context, code) counts and each row's `extra` (BETA plus its pruned counts, which go to the histogram)."""
+    codebook, code, ctx = part
+    unigram = _unigram(codebook, code, P, K)
+    if int(unigram.sum(1).max()) >= MAX_COUNT:
+        raise CodecError(f"over {MAX_COUNT} codes per codebook to fit the entropy tables on; fit them on fewer")
+    arrays: dict[str, np.ndarray] = {"unigram": unigram.astype(np.int64)}
     stats = {}
     for j, (name, R) in enumerate(zip(components, rows, strict=True)):
         n = _dense(codebook, code, ctx[j], P, K, R).reshape(P * R, K)
-        total = n.sum(1).astype(np.float64)
         kept = np.where(n >= min_count, n, 0)
-        pruned = total - kept.sum(1)
-        lam = np.repeat(weights[:, j + 1], R)
         r, cols = np.nonzero(kept)
         arrays[f"{name}.indptr"] = np.concatenate([[0], np.cumsum(np.bincount(r, minlength=P * R))])
         arrays[f"{name}.codes"] = cols.astype(np.uint16)
         counts = kept[r, cols]
         arrays[f"{name}.counts"] = counts.astype(np.uint16 if counts.size == 0 or counts.max() < 2**16 else np.int64)
-        arrays[f"{name}.gamma"] = np.rint(SCALE * lam / (total + BETA)).astype(np.int64)
-        alpha = SCALE * lam * (BETA + pruned) / (total + BETA) / np.repeat(U, R)
-        arrays[f"{name}.alpha"] = np.rint(alpha).astype(np.int64)
+        arrays[f"{name}.extra"] = BETA + n.sum(1) - kept.sum(1)
         stats[f"{name}_pairs"] = int(len(r))
     return arrays, stats
+
+
+def _fit_weights(arrays, held, P, K, rows, components) -> tuple[np.ndarray, list[float]]:
+    """The experts' weights [P, 1 + components, 2] (fixed point) per codebook and step that maximise the likelihood
+    of held-out codes under the coder's own fixed-point logs (Newton's method: the log-likelihood of a product of
+    experts is concave in the weights); and the held-out bits per code of each codebook under the rounded weights."""
+    B = 1 << (K.bit_length() // 2)
+    H = K // B
+    unigram = arrays["unigram"]
+    logs = [log_rows(unigram, np.ones(P, np.int64), np.arange(P + 1) * 0, [], [], np.arange(P), LOG2, B)]
+    for j, R in zip(components, rows, strict=True):
+        owner = np.repeat(np.arange(P), R)
+        logs.append(log_rows(unigram, arrays[f"{j}.extra"], arrays[f"{j}.indptr"], arrays[f"{j}.codes"],
+                             arrays[f"{j}.counts"], owner, LOG2, B))  # fmt: skip
+    codebook, code, ctx = held
+    weights = np.zeros((P, 1 + len(components), 2), dtype=np.int64)
+    bits = []
+    for p in range(P):
+        at = np.flatnonzero(codebook == p)
+        at = at[:: max(1, -(-len(at) // WEIGHT_FIT_CODES))]
+        hi, lo = code[at] // B, code[at] % B
+        r = [np.full(len(at), p)] + [p * R + ctx[j, at] for j, R in enumerate(rows)]
+        f_hi = np.stack([h[i] for (h, _), i in zip(logs, r, strict=True)], 1)  # [n, experts, H]
+        f_lo = np.stack([c.reshape(len(c), H, B)[i, hi] for (_, c), i in zip(logs, r, strict=True)], 1)  # [n, ., B]
+        total = 0.0
+        for k, (f, y) in enumerate(((f_hi, hi), (f_lo, lo))):
+            f = f * (math.log(2) / (1 << LOG_BITS))  # natural-log units
+            w = np.clip(
+                np.rint(_newton(f, y) * (1 << WEIGHT_BITS)), -MAX_WEIGHT << WEIGHT_BITS, MAX_WEIGHT << WEIGHT_BITS
+            )
+            weights[p, :, k] = w
+            total += _nll(w / (1 << WEIGHT_BITS), f, y)[0]
+        bits.append(round(total / math.log(2) / max(len(at), 1), 3))
+    return weights, bits
+
+
+def _nll(a, f, y):
+    """Negative log-likelihood of codes y [n] under softmax(f @ a) (f [n, experts, symbols]), and the softmax."""
+    z = np.einsum("j,njs->ns", a, f)
+    z -= z.max(1, keepdims=True)
+    lse = np.log(np.exp(z).sum(1))
+    return float((lse - z[np.arange(len(y)), y]).sum()), np.exp(z - lse[:, None])
+
+
+def _newton(f, y) -> np.ndarray:
+    """Weights that minimise `_nll` (a little ridge keeps experts that say the same thing finite), by Newton's method
+    with backtracking from the plain average of the context experts."""
+    n, J, _ = f.shape
+    a = np.full(J, 1.0 / max(J - 1, 1))
+    a[0] = 0.0
+    if n == 0:
+        return a
+    ridge = 1e-4 * n
+    target = f[np.arange(n), :, y].sum(0)
+    loss, p = _nll(a, f, y)
+    for _ in range(NEWTON_STEPS):
+        mean = np.einsum("ns,njs->nj", p, f)
+        grad = mean.sum(0) - target + ridge * a
+        hess = np.einsum("ns,njs,nks->jk", p, f, f) - mean.T @ mean + ridge * np.eye(J)
+        step = np.linalg.solve(hess, grad)
+        t = 1.0
+        while t > 1e-4:
+            new = a - t * step
+            new_loss, new_p = _nll(new, f, y)
+            if new_loss + 0.5 * ridge * new @ new <= loss + 0.5 * ridge * a @ a - 1e-4 * t * grad @ step:
+                break
+            t /= 2
+        else:
+            break
+        gain = loss + 0.5 * ridge * a @ a - new_loss - 0.5 * ridge * new @ new
+        a, loss, p = new, new_loss, new_p
+        if gain < 1e-6 * n:
+            break
+    return a
 
 
 def read_token_dir(folder: str | Path, model) -> list[np.ndarray]:
