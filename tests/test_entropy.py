@@ -84,7 +84,7 @@ def test_packets_round_trip_any_codes(tables):
 def _integer_tables(G: int = 2, L: int = 4, K: int = 16) -> entropy.EntropyTables:
     """Tables made of integers drawn from a seeded generator (no fitting, so no floating point anywhere but the
     stored logarithm and power tables, which are integers too)."""
-    from codec.entropy_fit import EXP2, LOG2
+    from codec.jobs.entropy_fit import EXP2, LOG2
 
     rng = np.random.default_rng(11)
     P, Q = G * L, 4  # four clusters of each source's context codes (and one for none)
@@ -126,7 +126,7 @@ PINNED = (
 def test_fixed_point_log_is_integer_arithmetic():
     """The coder's log2 of a frequency is the bit length plus the stored table's value of the next 12 bits, exactly
     (no floating-point rounding anywhere, so every machine gets the same), from 1 up to the largest block sum."""
-    from codec.entropy_fit import LOG2
+    from codec.jobs.entropy_fit import LOG2
 
     rng = np.random.default_rng(3)
     v = np.concatenate(
