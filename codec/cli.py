@@ -395,7 +395,7 @@ def cmd_fit_entropy(args) -> None:
 
 
 def cmd_stream_encode(args) -> None:
-    from codec.coding.compress import encode_blocks
+    from codec.coding.compress import EncodeSession, encode_blocks
     from codec.format.encode_session import InputNames
     from codec.format.pcmio import FrameReader, PcmFormat, check_format, read_wav_header
 
@@ -410,11 +410,12 @@ def cmd_stream_encode(args) -> None:
         fmt, frames = read_wav_header(stdin)
     reader = FrameReader(stdin, fmt, limit_frames=frames)
     blocks = reader.blocks(fmt.frame_bytes * max(1, fmt.sample_rate // 100))
-    encode_blocks(
-        model, blocks, stdout, sample_rate=fmt.sample_rate, channels=fmt.channels, levels=levels,
-        num_samples=frames, packet_frames=args.packet_frames, crc_bits=args.packet_crc, flush=stdout.flush,
+    session = EncodeSession(
+        model, stdout, sample_rate=fmt.sample_rate, channels=fmt.channels, levels=levels, num_samples=frames,
+        packet_frames=args.packet_frames, crc_bits=args.packet_crc, flush=stdout.flush,
         tables=_entropy_tables(model, args), names=names,
     )  # fmt: skip
+    encode_blocks(model, blocks, session)
     stdout.flush()
 
 

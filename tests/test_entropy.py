@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from codec.checkpoint import load_model, save_model
-from codec.coding.compress import decode_stream, encode_audio, encode_blocks
+from codec.coding.compress import EncodeSession, decode_stream, encode_audio, encode_blocks
 from codec.errors import CodecError
 from codec.format import bitstream, entropy
 from codec.jobs.entropy_fit import fit_tables
@@ -148,10 +148,11 @@ def test_streaming_encode_equals_offline_bytes_included(tiny_model, tables):
     frames = bitstream.frames_per_packet(dataclass_plain(header), 16)
     out = io.BytesIO()
     blocks = (audio[:, i : i + 37] for i in range(0, audio.shape[1], 37))  # chunks that do not divide a frame
-    encode_blocks(
-        tiny_model, blocks, out, sample_rate=rate, channels=1, levels=3, num_samples=audio.shape[1],
-        packet_frames=frames, tables=tables,
+    session = EncodeSession(
+        tiny_model, out, sample_rate=rate, channels=1, levels=3, num_samples=audio.shape[1], packet_frames=frames,
+        tables=tables,
     )  # fmt: skip
+    encode_blocks(tiny_model, blocks, session)
     assert out.getvalue() == offline
 
 

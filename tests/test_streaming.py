@@ -94,11 +94,12 @@ def test_long_file_streams_through_blocks_and_matches_whole_file(tmp_path, monke
 def test_streamed_file_without_length_decodes_to_the_exact_length(tiny_model):
     audio = tone(0.2, 8000)
     encoder_out = io.BytesIO()
-    from codec.coding.compress import encode_blocks
+    from codec.coding.compress import EncodeSession, encode_blocks
 
     blocks = (audio[:, i : i + 333] for i in range(0, audio.shape[1], 333))
-    encode_blocks(tiny_model, blocks, encoder_out, sample_rate=8000, channels=1, levels=2, num_samples=None,
-                  packet_frames=1)  # fmt: skip
+    session = EncodeSession(tiny_model, encoder_out, sample_rate=8000, channels=1, levels=2, num_samples=None,
+                            packet_frames=1)  # fmt: skip
+    encode_blocks(tiny_model, blocks, session)
     decoded, rate, report = decode_stream(tiny_model, io.BytesIO(encoder_out.getvalue()))
     assert decoded.shape == audio.shape and report.frames == -(-audio.shape[1] // HOP)
     reference = io.BytesIO()
@@ -280,12 +281,13 @@ def test_memory_stays_flat_for_long_files(tmp_path, tiny_model_file):
 
 
 def test_stream_without_its_end_record_is_reported_cut_short(tiny_model):
-    from codec.coding.compress import encode_blocks
+    from codec.coding.compress import EncodeSession, encode_blocks
     from codec.errors import CodecError
 
     audio = tone(0.2, 8000)
     out = io.BytesIO()
-    encode_blocks(tiny_model, [audio], out, sample_rate=8000, channels=1, levels=2, num_samples=None, packet_frames=4)
+    session = EncodeSession(tiny_model, out, sample_rate=8000, channels=1, levels=2, num_samples=None, packet_frames=4)
+    encode_blocks(tiny_model, [audio], session)
     data = out.getvalue()
     reader = CodesReader(io.BytesIO(data))
     last_packet_end = max(p.offset + p.size for p in reader.packets())

@@ -104,7 +104,7 @@ def start_server(model) -> str:
 def run(model_name: str, runtime: str, clips: list[Path], tmp: Path, hashes: dict) -> None:
     from codec import load_model
     from codec.audio import read_audio
-    from codec.coding.compress import encode_blocks
+    from codec.coding.compress import EncodeSession, encode_blocks
     from codec.runtimes.runtime import with_runtime
     from codec.server.serve import decode_remote_sync, encode_remote_sync
 
@@ -132,8 +132,8 @@ def run(model_name: str, runtime: str, clips: list[Path], tmp: Path, hashes: dic
             start += sizes[-1]
         starts = np.cumsum([0, *sizes])
         out = io.BytesIO()
-        encode_blocks(live, (audio[:, a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)), out,
-                      sample_rate=rate, channels=audio.shape[0], levels=2, num_samples=None)  # fmt: skip
+        session = EncodeSession(live, out, sample_rate=rate, channels=audio.shape[0], levels=2, num_samples=None)
+        encode_blocks(live, (audio[:, a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)), session)
         hashes[f"{key}/encode/chunks/{name}"] = sha(out.getvalue())
         hashes[f"{key}/encode/pipe/{name}"] = sha(cli(["stream-encode", *rt, "-l", "2"], clip.read_bytes()))
         served = encode_remote_sync(url, audio, rate, levels=2, chunk_seconds=0.0137)

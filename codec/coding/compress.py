@@ -34,43 +34,23 @@ BLOCK_SECONDS = 2.0  # audio read, encoded or decoded per step: bounds memory fo
 DECODE_FRAMES = 256  # frames decoded per step: a packet of many frames never sizes one big output
 
 
-def encode_blocks(
-    model: CodecModel,
-    blocks: Iterable[np.ndarray],
-    stream: BinaryIO,
-    *,
-    sample_rate: int,
-    channels: int,
-    levels: int,
-    num_samples: int | None,
-    packet_frames: int | None = None,
-    packet_bytes: int = bitstream.DEFAULT_PACKET_BYTES,
-    crc_bits: int = 32,
-    flush=None,
-    tables: EntropyTables | None = None,
-    names: InputNames = InputNames(),
-) -> CodesHeader:
-    """Encode float blocks [C, n] into `stream`. With `num_samples` None the length goes in an end record.
+def encode_blocks(model: CodecModel, blocks: Iterable[np.ndarray], session: EncodeSession) -> CodesHeader:
+    """Encode float blocks [C, n] through `session` (an `EncodeSession` on the output stream) and return its header.
 
-    The I/O-free `codec.format.encode_session.EncodeSession` checks everything before the header is written (the
-    input's rate and channels, named as `names` says: the CLI passes its flags, `packet_frames` / `packet_bytes` /
-    `crc_bits`, and the first block of samples) and writes the bytes; this function drives it with the blocks and
-    a `StreamingEncoder`. `crc_bits` 16 or 8 writes a file with lighter packet checks (codec/format/bitstream.py); with
-    `tables` (`entropy.tables_for`) the payload is entropy coded (packets keep the frame count they would have
-    had plain, so a damaged packet loses as much audio as before).
+    The I/O-free session has checked everything when it was made, before the header is written (the input's rate
+    and channels, named as its `names` say, the packet size, the length or None for an end record) and writes the
+    bytes; with entropy tables it codes the payload (packets keep the frame count they would have had plain, so a
+    damaged packet loses as much audio as before). This function drives it with the blocks and a
+    `StreamingEncoder` at the session's level count, channels and rate.
     """
-    session = EncodeSession(
-        model, stream, sample_rate=sample_rate, channels=channels, levels=levels, num_samples=num_samples,
-        packet_frames=packet_frames, packet_bytes=packet_bytes, crc_bits=crc_bits, flush=flush, tables=tables,
-        names=names,
-    )  # fmt: skip
-    encoder = StreamingEncoder(model, levels=levels, batch_size=channels, sample_rate=sample_rate)
+    h = session.header
+    encoder = StreamingEncoder(model, levels=h.levels, batch_size=h.channels, sample_rate=h.sample_rate)
     for block in blocks:
         if session.pcm(block).shape[1]:
             session.codes(encoder.push(block))
     session.check_complete()
     session.end(encoder.flush())
-    return session.header
+    return h
 
 
 def encode_audio(
@@ -87,10 +67,11 @@ def encode_audio(
     C, T = audio.shape
     step = int(BLOCK_SECONDS * sample_rate)
     blocks = (audio[:, i : i + step] for i in range(0, T, step))
-    return encode_blocks(
-        model, blocks, stream, sample_rate=sample_rate, channels=C, levels=levels, num_samples=T,
-        packet_bytes=packet_bytes, tables=tables,
+    session = EncodeSession(
+        model, stream, sample_rate=sample_rate, channels=C, levels=levels, num_samples=T, packet_bytes=packet_bytes,
+        tables=tables,
     )  # fmt: skip
+    return encode_blocks(model, blocks, session)
 
 
 def encode_file(
@@ -108,10 +89,11 @@ def encode_file(
         blocks = (block.T for block in f.blocks(blocksize=step, dtype="float32", always_2d=True))
         num_samples = f.frames if f.frames > 0 else None
         with atomic_output(output_path) as tmp, open(tmp, "wb") as out:
-            return encode_blocks(
-                model, blocks, out, sample_rate=f.samplerate, channels=f.channels, levels=levels,
-                num_samples=num_samples, packet_bytes=packet_bytes, tables=tables,
+            session = EncodeSession(
+                model, out, sample_rate=f.samplerate, channels=f.channels, levels=levels, num_samples=num_samples,
+                packet_bytes=packet_bytes, tables=tables,
             )  # fmt: skip
+            return encode_blocks(model, blocks, session)
 
 
 @dataclass
