@@ -4,7 +4,7 @@ Metadata (all strings, as safetensors requires):
     format_version   integer; files of an older version are migrated on load, newer ones refused
     config           JSON of the ModelConfig
     name, sample_rate
-    weights_hash     sha256 of the weights (names and bytes, sorted by name); checked on load
+    weights_hash     sha256 of the tensors (names and bytes, sorted by name; the level gains when set); checked on load
     provenance       JSON: recipe, data, steps, git commit, creation time, codec version, ...
 
 Training checkpoints (optimizers, discriminators, ...) are a different kind of file, written by the trainer.
@@ -26,7 +26,7 @@ from codec.atomic import atomic_output
 from codec.config import ModelConfig, from_dict, to_dict
 from codec.errors import CodecError
 from codec.modelfile import read_metadata, resolve_model_path, shipped_model_for_id  # noqa: F401 (re-exported)
-from codec.models.codec import CodecModel, build_model, weights_hash
+from codec.models.codec import LEVEL_GAIN_KEY, CodecModel, build_model, weights_hash
 
 FORMAT_VERSION = 1
 
@@ -38,7 +38,7 @@ def save_model(model: CodecModel, path: str | Path, provenance: dict | None = No
     """Write `model` to `path` atomically; returns the weights hash."""
     if model.config is None:
         raise ValueError("model has no config; build it with codec.models.codec.build_model")
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = model.saved_tensors()
     digest = weights_hash(state)
     provenance = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "codec_version": __version__, **(provenance or {})}
     metadata = {
@@ -93,6 +93,7 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> 
     if metadata.get("weights_hash") and weights_hash(tensors) != metadata["weights_hash"]:
         raise CodecError(f"{path} is corrupt: its weights do not match the hash recorded in it; get a fresh copy")
     model = build_model(config)
+    gain = tensors.pop(LEVEL_GAIN_KEY, None)
     missing, unexpected = _compare_keys(model.state_dict(), tensors)
     if missing or unexpected:
         raise CodecError(
@@ -100,7 +101,12 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> 
             f"(missing {missing[:3]}, unexpected {unexpected[:3]}); the file is damaged or was edited"
         )
     model.load_state_dict(tensors, strict=True)
-    model.weights_hash = metadata.get("weights_hash") or weights_hash(tensors)
+    if gain is not None:
+        try:
+            model.set_level_gain(gain)
+        except ValueError as e:
+            raise CodecError(f"{path} has unusable output level gains ({e}); the file is damaged or edited") from None
+    model.weights_hash = metadata.get("weights_hash") or model.weights_hash
     model.provenance = json.loads(metadata.get("provenance", "{}"))
     model.source = str(path)
     return model.to(device).eval()

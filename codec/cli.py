@@ -358,6 +358,31 @@ def cmd_export(args) -> None:
     )
 
 
+def cmd_calibrate_level(args) -> None:
+    from codec import limits
+    from codec.checkpoint import save_model
+    from codec.datadir import list_utterances
+    from codec.jobs.calibrate import calibrate_level
+
+    limits.check_int(args.max_clips, "--max-clips", 10, 100000)
+    if not 0.5 <= args.seconds <= 600:
+        raise CodecError(f"--seconds must lie in [0.5, 600], got {args.seconds}")
+    import numpy as np
+
+    if not args.out.endswith(".safetensors"):
+        raise CodecError(f"{args.out}: a model file is written as .safetensors; name the output <name>.safetensors")
+    model = _load(args.model)
+    utts = list_utterances(args.data)
+    pick = np.unique(np.linspace(0, len(utts) - 1, min(args.max_clips, len(utts))).round().astype(int))
+    gains, count = calibrate_level(model, [utts[i] for i in pick], seconds=args.seconds)
+    provenance = {**model.provenance, "level_calibration": {"data": str(args.data), "clips": count,
+                                                              "gain_db": [float(g) for g in gains]}}  # fmt: skip
+    digest = save_model(model, args.out, provenance)
+    gains_text = " / ".join(f"{g:+.2f}" for g in gains)
+    print(f"{args.out}: {model.name} (id {digest[:8]}), output gain {gains_text} dB at 1..{model.num_levels} levels, "
+          f"measured on {count} clips")  # fmt: skip
+
+
 def cmd_fit_entropy(args) -> None:
     from codec import limits
     from codec.format import entropy
@@ -806,6 +831,21 @@ def _add_training_commands(sub) -> None:
         help="clusters of context codes per codebook and source: fewer make a smaller file (docs/ENTROPY.md)",
     )
     p.set_defaults(func=cmd_fit_entropy)
+
+    p = sub.add_parser(
+        "calibrate-level",
+        help="set a model's output gain per bitrate so its output level matches its input's, measured on audio",
+        description="Code the clips of --data at every level count, measure the mean output level against the "
+        "input's (as `codec eval` reports it) and write a copy of the model whose decoder applies the gain that "
+        "brings it to 0 dB at each bitrate (codec/jobs/calibrate.py). Codes are unchanged; the model id changes, "
+        "so fit entropy tables after calibrating.",
+    )
+    p.add_argument("model", help="model file (.safetensors) or shipped model name to calibrate")
+    p.add_argument("out", help="calibrated model file to write (.safetensors)")
+    p.add_argument("--data", required=True, help="Kaldi data dir, wav.scp or folder of audio (training audio)")
+    p.add_argument("--max-clips", type=int, default=300, help="clips used, evenly spaced over --data (default 300)")
+    p.add_argument("--seconds", type=float, default=10.0, help="seconds of each clip used, from its start")
+    p.set_defaults(func=cmd_calibrate_level)
 
     p = sub.add_parser("export", help="write the inference model file of a training checkpoint")
     p.add_argument("checkpoint", help="training checkpoint (step_*.pt) or training output dir (its newest checkpoint)")

@@ -261,7 +261,9 @@ class TorchCoder:
         q = model.quantizer
         with torch.no_grad(), model.streaming_with(self._bound(values)):
             latent = [q.decode(torch.as_tensor(c, dtype=torch.long).to(self.device)) for c in codes]
-            return model.decoder(latent[0] if len(latent) == 1 else torch.cat(latent))[:, 0].cpu().numpy()
+            audio = model.decoder(latent[0] if len(latent) == 1 else torch.cat(latent))[:, 0]
+            levels = torch.cat([torch.full((c.shape[0],), c.shape[1] // model.num_groups) for c in codes])
+            return model.apply_level_gain(audio, levels.to(audio.device)).cpu().numpy()
 
     def _batched(self, states: list[CodingState], call) -> list[np.ndarray]:
         """`call(values)` on the states stacked along the batch axis; each state gets its rows of the next state."""

@@ -28,6 +28,10 @@ def weights_hash(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+LEVEL_GAIN_KEY = "level_gain_db"  # a model file's per-level-count output gains (present only when calibrated)
+MAX_LEVEL_GAIN_DB = 20.0
+
+
 class CodecModel(StreamingModule, RateFacts):
     """A streaming neural audio codec.
 
@@ -77,16 +81,47 @@ class CodecModel(StreamingModule, RateFacts):
             audio_channels,
             name,
         )
+        # Output gain in dB per level count (index n - 1 for n levels), set by `codec calibrate-level` (codec/jobs/
+        # calibrate.py): reconstruction losses that regress magnitudes under uncertainty leave the decoder's output
+        # quieter than its input, most at few levels. Zeros (no gain) unless calibrated; not part of state_dict
+        # (training, EMA and checkpoints never see it); a model file carries it only when it is not all zeros.
+        self.register_buffer("level_gain_db", torch.zeros(quantizer.num_levels), persistent=False)
         self.config: ModelConfig | None = None  # set by `build_model`; saved with the weights
         self._weights_hash: str | None = None
         self.provenance: dict = {}
         self.source: str | None = None
 
     # --- identity -------------------------------------------------------------------------------------
+    def saved_tensors(self) -> dict[str, torch.Tensor]:
+        """What a model file holds (and its weights hash covers): the state dict, plus the level gains when set."""
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        if bool(self.level_gain_db.any()):
+            state[LEVEL_GAIN_KEY] = self.level_gain_db.detach().cpu().float().contiguous()
+        return state
+
+    def set_level_gain(self, gain_db) -> None:
+        """Set the per-level-count output gains (dB, one per level count 1..num_levels); the model's id changes."""
+        gain = torch.as_tensor(gain_db, dtype=torch.float32).reshape(-1)
+        if gain.shape[0] != self.num_levels or not bool(torch.isfinite(gain).all()):
+            raise ValueError(f"level gains must be {self.num_levels} finite values in dB, got {tuple(gain.shape)}")
+        if float(gain.abs().max()) > MAX_LEVEL_GAIN_DB:
+            raise ValueError(f"level gains must lie within +-{MAX_LEVEL_GAIN_DB:g} dB, got {gain.tolist()}")
+        self.level_gain_db.copy_(gain.to(self.level_gain_db.device))
+        self._weights_hash = None
+
+    def apply_level_gain(self, audio: torch.Tensor, levels) -> torch.Tensor:
+        """audio [B, ...] decoded from `levels` levels (an int, or a [B] tensor of counts) times its level gain."""
+        if not bool(self.level_gain_db.any()):
+            return audio
+        if isinstance(levels, int):
+            return audio * (10.0 ** (self.level_gain_db[levels - 1] / 20.0))
+        scale = 10.0 ** (self.level_gain_db[levels.long() - 1] / 20.0)
+        return audio * scale.reshape(-1, *([1] * (audio.dim() - 1)))
+
     @property
     def weights_hash(self) -> str:
         if self._weights_hash is None:
-            self._weights_hash = weights_hash(self.state_dict())
+            self._weights_hash = weights_hash(self.saved_tensors())
         return self._weights_hash
 
     @weights_hash.setter
@@ -138,7 +173,8 @@ class CodecModel(StreamingModule, RateFacts):
         T, d = x.shape[-1], self.delay
         latent = self.encoder(self._pad_to_frames(F.pad(x, (0, d))))  # d more samples: the output's last d
         q = self.quantizer(latent, levels, bypass=not quantize, noise=noise)
-        return self.decoder(q.quantized)[..., d : d + T], q
+        audio = self.decoder(q.quantized)[..., d : d + T]
+        return (self.apply_level_gain(audio, q.levels) if quantize else audio), q
 
     # --- inference ------------------------------------------------------------------------------------
     def _init_streaming_state(self, batch_size: int) -> State:
@@ -190,7 +226,8 @@ class CodecModel(StreamingModule, RateFacts):
         (codec.coding.streaming.DelayAlign lines it up with the input)."""
         if codes.dim() != 3:
             raise ValueError(f"codes must be [B, levels * G, F], got {tuple(codes.shape)}")
-        return self.decoder(self.quantizer.decode(codes))
+        levels = codes.shape[1] // self.num_groups
+        return self.apply_level_gain(self.decoder(self.quantizer.decode(codes)), levels)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
