@@ -317,14 +317,16 @@ class EncoderStep(nn.Module):
             rows = self.rows(audio, states)  # [B * F, D]
             if not isinstance(q.in_proj, nn.Identity):
                 rows = q._frames(rows.reshape(B, -1, rows.shape[-1]).transpose(1, 2)).flatten(1)
+            frames = rows.reshape(rows.shape[0], q.num_groups, -1) if self.fsq is None else None
             next_state = [states[key] for key in self.keys]
         else:
             states = _with_state(self.model, self.keys, state)
             with self.model.streaming_with(states):
-                rows = q._frames(self.model.encoder(audio)).flatten(1)  # [B * F, G * d]
+                frames = q._frames(self.model.encoder(audio))  # [B * F, G, d]
+            rows = frames.flatten(1) if self.fsq is not None else None
             next_state = [states[layer][key] for layer, key in self.keys]
         if self.fsq is None:
-            return (q._pack_codes(_search(rows.reshape(rows.shape[0], q.num_groups, -1), self), B), *next_state)
+            return (q._pack_codes(_search(frames, self), B), *next_state)
         codes = self.fsq(rows)  # [B * F, levels * G], level-major as the output's axis
         if audio.shape[-1] == self.model.hop_length:  # one frame per stream: no transpose
             return (codes.reshape(B, -1, 1), *next_state)
