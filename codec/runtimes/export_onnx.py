@@ -195,7 +195,8 @@ class SpectralEncoderRows(_SpectralRows):
         windows = _frame_windows(padded, frames, self.hop, self.n_fft).reshape(-1, self.n_fft)  # rows [N, n_fft]
         states[("encoder.stft", "buffer")] = padded[:, None, frames * self.hop :]
         spectrum = (windows @ self.basis).reshape(-1, 2, self.bins)  # [N, Re / Im, K]
-        gain = ((spectrum * spectrum).sum(1, keepdim=True) + 1e-12).pow(0.5 * (self.power - 1))  # `compress`
+        # `compress` (its eps 1e-6, squared): magnitudes to the power, the phase kept
+        gain = ((spectrum * spectrum).sum(1, keepdim=True) + 1e-12).pow(0.5 * (self.power - 1))
         x = self.stack((spectrum * gain).reshape(-1, 2 * self.bins), B, states)
         return x @ self.out_weight + self.out_bias
 
