@@ -16,6 +16,7 @@ import torch
 from codec.config import builtin_config_path, load_model_config
 from codec.errors import CodecError
 from codec.models.codec import build_model
+from codec.quantization.search import TIE_RTOL
 from tests.conftest import tone
 from tests.near_ties import ONNX_TIE_RTOL, parting_gaps
 
@@ -154,3 +155,53 @@ def test_the_package_runner_works_with_torch_unimportable(tiny_onnx, tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert np.array_equal(np.load(tmp_path / "codes.npy"), OnnxEncoder(tiny_onnx).encode(audio))
+
+
+@pytest.mark.parametrize("fsq_levels", [[4, 4], [2, 8], [2, 2, 2, 2]])
+def test_fsq_search_by_rounding_gives_the_reference_codes_but_at_near_ties(fsq_levels):
+    """The graphs search FSQ levels by rounding the projected residual (`FsqSearch`), not over the codebook: the
+    reference search's codes, but where two codewords score within rounding of each other."""
+    from codec.quantization.search import search_torch
+    from codec.runtimes.export_onnx import FsqSearch
+
+    path, _ = VARIANTS["spectral16k"]
+    shrink = SHRINK + SHRINK_SPECTRAL + [f"quantizer.fsq_levels={fsq_levels}"]
+    torch.manual_seed(1)
+    model = build_model(load_model_config(path, [f"model.{o}" for o in shrink])).eval()
+    q = model.quantizer
+    with torch.no_grad():
+        for p in (q.fsq_directions, q.fsq_log_step, q.fsq_center):
+            p.add_(0.3 * torch.randn_like(p))
+    q._sync_codebooks()
+    residual = 2 * torch.randn(3000, q.num_groups, q.codebook_dim)
+    with torch.no_grad():
+        got = FsqSearch(q, q.num_levels)(residual.flatten(1)).view(-1, q.num_levels, q.num_groups)
+    ref, _ = search_torch(residual, q.codebooks, q.num_levels, "euclidean")
+    assert len(torch.unique(got[:, 0])) > q.codebook_size // 2  # the rounding reaches most of the codebook
+    r, books, groups = residual.double(), q.codebooks.double(), torch.arange(q.num_groups)[None]
+    parted = torch.zeros(r.shape[0], q.num_groups, dtype=torch.bool)
+    for level in range(q.num_levels):  # the first level where a row parts from the reference: a near-tie
+        book = books[:, level]
+        score = (book * book).sum(-1)[None] - 2 * torch.einsum("ngd,gkd->ngk", r, book)  # [N, G, K]
+        a, b = got[:, level], ref[:, level]
+        gap = (score.gather(-1, a[..., None]) - score.gather(-1, b[..., None]))[..., 0].abs()
+        scale = (r * r).sum(-1) + (book * book).sum(-1).max()
+        first = (a != b) & ~parted
+        assert (gap[first] <= TIE_RTOL * scale[first]).all(), f"level {level}: parts at a gap, not a near-tie"
+        parted |= first
+        r = r - book[groups, b]
+    assert parted.float().mean() < 0.01
+
+
+def test_spectral_graphs_are_rows_and_their_fsq_search_has_no_codebook_scan(tmp_path):
+    """The spectral family's graphs compute over rows (no convolution, no transposes but one per general graph) and
+    search FSQ levels without scoring every codeword (no ArgMin): the few-node forms of graph revision 3."""
+    import onnx
+
+    model = shrunk("spectral16k")
+    export_onnx(model, tmp_path)
+    for name in ("encoder_frame", "decoder_frame", "encoder", "decoder"):
+        ops = [n.op_type for n in onnx.load(str(tmp_path / f"{name}.onnx")).graph.node]
+        assert not {"Conv", "ArgMin", "ConvTranspose"} & set(ops), name
+        assert ops.count("Transpose") <= (0 if name.endswith("_frame") else 1), name
+        assert ops.count("LayerNormalization") == 2, name  # one block and the stack's final norm

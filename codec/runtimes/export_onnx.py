@@ -17,7 +17,8 @@ residual search of the reference backend for the exported level count (all level
 is a prefix of the codes). The decoder graphs take all levels; the levels a stream did not send are filled
 with `pad_code` (= codebook_size), which names an all-zero codeword. While tracing, the layers take the forms
 ONNX Runtime runs fastest (`codec.modules.conv.exporting`: 2-d convolutions, transposed convolutions as two
-matmuls); the arithmetic is the model's.
+matmuls); the arithmetic is the model's. The spectral family's graphs are written over rows instead (below:
+`SpectralEncoderRows`, `SpectralDecoderRows`), and FSQ levels are searched by rounding (`FsqSearch`).
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from codec import __version__
 from codec.errors import CodecError
 from codec.models.codec import CodecModel
-from codec.modules.conv import exporting
+from codec.modules.conv import StreamingConv1d, exporting
+from codec.modules.spectral import CausalConvNeXtBlock, SpectralDecoder, SpectralEncoder
 from codec.quantization.search import book_terms, dequantize, scores_from
 from codec.rates import levels_or_all
 from codec.runtimes.onnx_runtime import GRAPH_REVISION
@@ -77,6 +80,213 @@ def _search(residual: torch.Tensor, step: EncoderStep) -> torch.Tensor:
     return torch.stack(codes).permute(2, 0, 1)  # [N, levels, G]
 
 
+# --- the spectral family over rows --------------------------------------------------------------------------------
+# The spectral family runs at the frame rate, so a live frame is a handful of matrix-vector products; traced through
+# its torch modules ([B, C, F] layout, 2-d convolutions, transposes around every LayerNorm) the one-frame graph held
+# about 250 nodes after ONNX Runtime's own fusions, and their overhead, not the arithmetic, set its cost. The graphs
+# compute the same layers here over rows: every frame of every stream is a row [N = B * F, C] with channels last,
+# so a pointwise layer is one MatMul and bias (one Gemm in ONNX Runtime), a LayerNorm is one LayerNormalization,
+# and time appears only in the causal depthwise convolutions, whose state is held frames-first ([B, k - 1, C]: the
+# layout the next call concatenates). ONNX Runtime computes a row of a MatMul against a constant with the same
+# arithmetic however many rows there are, and the depthwise sum is such a MatMul (ones [1, k] @ taps x window), so a
+# frame's codes and states do not depend on the batch or on which of the two graphs ran it
+# (tests/test_spectral_family.py, the batcher's streams against each stream alone).
+
+
+def _pointwise(conv: StreamingConv1d, scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A pointwise convolution as rows @ weight + bias: weight [C_in, C_out], bias [C_out] (times `scale` [C_out])."""
+    weight, bias = conv.weight().detach()[:, :, 0], conv.bias.detach()
+    if scale is not None:
+        weight, bias = weight * scale[:, None], bias * scale
+    return weight.t().contiguous(), bias.clone()
+
+
+def _frame_windows(padded: torch.Tensor, frames: int, step: int, size: int) -> torch.Tensor:
+    """padded [B, T, ...] (T = (frames - 1) * step + size) -> [B, frames, size, ...]: window f starts at f * step
+    (for one frame: padded itself, [B, size, ...], the same numbers without the frames axis)."""
+    B = padded.shape[0]
+    if frames == 1:  # the one-frame graph: the window is the whole array (no index arithmetic, no copy)
+        return padded
+    starts = torch.arange(frames, device=padded.device)[:, None] * step
+    index = (starts + torch.arange(size, device=padded.device)).reshape(-1)
+    return padded.index_select(1, index).reshape(B, frames, size, *padded.shape[2:])
+
+
+class _BlockRows(nn.Module):
+    """`CausalConvNeXtBlock` over rows, its output scale folded into its last pointwise layer."""
+
+    def __init__(self, block: CausalConvNeXtBlock) -> None:
+        super().__init__()
+        depthwise = block.depthwise
+        self.kernel = depthwise.kernel_size
+        self.register_buffer("taps", depthwise.weight().detach()[:, 0].t().contiguous())  # [k, C]
+        self.register_buffer("taps_bias", depthwise.bias.detach().clone())
+        self.register_buffer("ones", torch.ones(1, self.kernel))
+        norm = block.norm.norm
+        self.eps = norm.eps
+        self.register_buffer("norm_weight", norm.weight.detach().clone())
+        self.register_buffer("norm_bias", norm.bias.detach().clone())
+        pointwise = {"up": _pointwise(block.up), "down": _pointwise(block.down, block.scale.detach()[:, 0])}
+        for name, (w, b) in pointwise.items():
+            self.register_buffer(f"{name}_weight", w)
+            self.register_buffer(f"{name}_bias", b)
+
+    def forward(self, x: torch.Tensor, buffer: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [B, F, C], buffer [B, k - 1, C] -> [B, F, C], the next buffer."""
+        B, frames, C = x.shape
+        padded = torch.cat([buffer, x], 1)  # [B, k - 1 + F, C]
+        windows = _frame_windows(padded, frames, 1, self.kernel)  # [B, F, k, C]
+        y = torch.matmul(self.ones, windows * self.taps).reshape(-1, C) + self.taps_bias  # rows [N, C]
+        y = F.layer_norm(y, self.norm_weight.shape, self.norm_weight, self.norm_bias, self.eps)
+        y = F.gelu(y @ self.up_weight + self.up_bias) @ self.down_weight + self.down_bias
+        return x + y.reshape(B, frames, C), padded[:, frames:]
+
+
+def _graph_state(key: tuple[str, str], state: torch.Tensor) -> torch.Tensor:
+    """A layer's streaming state in the spectral graphs' layout: depthwise buffers frames-first."""
+    return state.transpose(1, 2).contiguous() if key[0].endswith(".depthwise") else state
+
+
+class _SpectralRows(nn.Module):
+    """Shared by both sides: the ConvNeXt stack between two pointwise projections and a LayerNorm, over rows."""
+
+    def __init__(self, blocks: nn.Sequential, proj_in: StreamingConv1d, norm: nn.LayerNorm, side: str) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(_BlockRows(b) for b in blocks)
+        self.block_keys = [(f"{side}.blocks.{i}.depthwise", "buffer") for i in range(len(blocks))]
+        self.stateful = [not b.depthwise.pointwise for b in blocks]
+        w, b = _pointwise(proj_in)
+        self.register_buffer("in_weight", w)
+        self.register_buffer("in_bias", b)
+        self.eps = norm.eps
+        self.register_buffer("norm_weight", norm.weight.detach().clone())
+        self.register_buffer("norm_bias", norm.bias.detach().clone())
+
+    def stack(self, rows: torch.Tensor, B: int, states: dict) -> torch.Tensor:
+        """rows [N, C_in] -> the final LayerNorm's rows [N, C]; updates the depthwise buffers in `states`."""
+        x = rows @ self.in_weight + self.in_bias
+        x = x.reshape(B, -1, x.shape[-1])
+        for block, key, stateful in zip(self.blocks, self.block_keys, self.stateful, strict=True):
+            if stateful:
+                x, states[key] = block(x, states[key])
+            else:  # kernel 1: no frames before
+                x, _ = block(x, x.new_zeros(B, 0, x.shape[-1]))
+        x = x.reshape(-1, x.shape[-1])
+        return F.layer_norm(x, self.norm_weight.shape, self.norm_weight, self.norm_bias, self.eps)
+
+
+class SpectralEncoderRows(_SpectralRows):
+    """`SpectralEncoder` over rows: audio [B, 1, F * hop] -> latent rows [B * F, D]. The STFT is one MatMul of each
+    frame's n_fft samples with the constant windowed-DFT basis."""
+
+    def __init__(self, encoder: SpectralEncoder) -> None:
+        super().__init__(encoder.blocks, encoder.proj_in, encoder.norm.norm, "encoder")
+        stft = encoder.stft
+        self.hop, self.n_fft, self.bins, self.power = stft.stride, stft.kernel_size, encoder.bins, encoder.power
+        self.register_buffer("basis", stft.weight().detach()[:, 0].t().contiguous())  # [n_fft, 2K]
+        w, b = _pointwise(encoder.proj_out)
+        self.register_buffer("out_weight", w)
+        self.register_buffer("out_bias", b)
+
+    def forward(self, audio: torch.Tensor, states: dict) -> torch.Tensor:
+        B = audio.shape[0]
+        frames = audio.shape[-1] // self.hop
+        padded = torch.cat([states[("encoder.stft", "buffer")], audio], -1).reshape(B, -1)  # [B, n_fft - hop + F * hop]
+        windows = _frame_windows(padded, frames, self.hop, self.n_fft).reshape(-1, self.n_fft)  # rows [N, n_fft]
+        states[("encoder.stft", "buffer")] = padded[:, None, frames * self.hop :]
+        spectrum = (windows @ self.basis).reshape(-1, 2, self.bins)  # [N, Re / Im, K]
+        # `compress` (its eps 1e-6, squared): magnitudes to the power, the phase kept
+        gain = ((spectrum * spectrum).sum(1, keepdim=True) + 1e-12).pow(0.5 * (self.power - 1))
+        x = self.stack((spectrum * gain).reshape(-1, 2 * self.bins), B, states)
+        return x @ self.out_weight + self.out_bias
+
+
+class SpectralDecoderRows(_SpectralRows):
+    """`SpectralDecoder` over rows: latent rows [B * F, D] -> audio [B, 1, F * hop]. The inverse DFT is one MatMul
+    with the constant windowed basis, then the overlap-add with the state's tail."""
+
+    def __init__(self, decoder: SpectralDecoder) -> None:
+        super().__init__(decoder.blocks, decoder.proj_in, decoder.norm.norm, "decoder")
+        head = decoder.head
+        self.hop, self.overlap, self.bins, self.power = head.hop, head.overlap, head.bins, head.power
+        self.max_magnitude = head.max_magnitude
+        self.register_buffer("basis", head.basis.clone())  # [2K, h + o]
+        w, b = _pointwise(head.proj)
+        self.register_buffer("head_weight", w)
+        self.register_buffer("head_bias", b)
+
+    def forward(self, latent: torch.Tensor, B: int, states: dict) -> torch.Tensor:
+        x = self.stack(latent, B, states)
+        y = (x @ self.head_weight + self.head_bias).reshape(-1, 2, self.bins)  # [N, Re / Im, K]
+        magnitude2 = (y * y).sum(1, keepdim=True) + 1e-12  # `SpectralSynthesis.forward`, rows instead of [B, C, F]
+        limit = self.max_magnitude**2
+        gain = magnitude2.clamp(max=limit).pow(0.5 / self.power - 0.5) * (limit / magnitude2).clamp(max=1.0).sqrt()
+        segments = ((y * gain).reshape(-1, 2 * self.bins) @ self.basis).reshape(B, -1, self.hop + self.overlap)
+        frames, h, o = segments.shape[1], self.hop, self.overlap
+        tail = states[("decoder.head", "tail")]  # [B, 1, o]
+        if o == 0:
+            return segments.reshape(B, 1, -1)
+        if frames == 1:  # the one-frame graph: no concatenation over frames
+            head, own, spill = segments.split([o, h - o, o], -1)
+            states[("decoder.head", "tail")] = spill
+            return torch.cat([head + tail, own], -1)
+        spill = segments[..., h:]  # [B, F, o]: each segment's run into the next block
+        before = torch.cat([tail, spill[:, : frames - 1]], 1)
+        states[("decoder.head", "tail")] = spill[:, frames - 1 :]
+        return torch.cat([segments[..., :o] + before, segments[..., o:h]], -1).reshape(B, 1, frames * h)
+
+
+class FsqSearch(nn.Module):
+    """The residual search of FSQ levels (`level_type: fsq`) as rounding. Each level's codebook is centre + (grid *
+    step) @ directions^T with orthonormal directions, so the nearest codeword takes, per direction, the step nearest
+    to the projected residual (ties to the lower step, i.e. the lower code, as the reference search). Per level: one
+    Gemm projects both groups (a block-diagonal constant) into units of steps, Ceil and Clip give the digits, one
+    Gemm maps the digits back to the chosen codeword, which is subtracted; one MatMul at the end turns every level's
+    digits into codes. In exact arithmetic these are the reference search's codes; in fp32 they may part from them
+    only where two codewords score within rounding of each other (near-ties, as for any runtime: tests/test_onnx.py).
+    Each row is computed on its own (MatMuls against constants), so codes do not depend on the batch."""
+
+    def __init__(self, q, levels: int) -> None:
+        super().__init__()
+        G, d = q.num_groups, q.codebook_dim
+        directions = torch.linalg.qr(q.fsq_directions.detach()).Q[:, :levels].double()  # [G, levels, d, k], as q's
+        step = q.fsq_log_step.detach()[:, :levels].exp().double()  # [G, levels, k]
+        centre = q.fsq_center.detach()[:, :levels].double()  # [G, levels, d]
+        steps = (q.fsq_grid.max(0).values * 2 + 1).double()  # [k]: steps per direction
+        k = steps.numel()
+        low = -(steps - 1) / 2  # grid value of digit 0
+        to_steps = directions / step[:, :, None, :]  # residual @ to_steps: the projection in steps
+        shift = -low - 0.5 - (centre[:, :, None, :] @ to_steps)[:, :, 0]  # ceil(projection + shift) = nearest digit
+        to_codeword = step[..., None] * directions.transpose(-1, -2)  # digits @ to_codeword + base = the codeword
+        base = centre + (low * step)[:, :, None, :].matmul(directions.transpose(-1, -2))[:, :, 0]
+        project = torch.zeros(levels, G * d, G * k, dtype=torch.float64)
+        back = torch.zeros(levels, G * k, G * d, dtype=torch.float64)
+        for g in range(G):
+            project[:, g * d : (g + 1) * d, g * k : (g + 1) * k] = to_steps[g]
+            back[:, g * k : (g + 1) * k, g * d : (g + 1) * d] = to_codeword[g]
+        places = torch.cumprod(torch.cat([steps.new_ones(1), steps[:-1]]), 0)  # as q's grid: first direction fastest
+        place = torch.block_diag(*[places[:, None]] * (levels * G))  # [levels * G * k, levels * G]
+        self.register_buffer("project", project.float())
+        self.register_buffer("shift", shift.transpose(0, 1).reshape(levels, G * k).float())
+        self.register_buffer("back", back.float())
+        self.register_buffer("base", base.transpose(0, 1).reshape(levels, G * d).float())
+        self.register_buffer("place", place.float())
+        self.uniform = bool((steps == steps[0]).all())
+        self.top = float(steps[0] - 1)
+        self.register_buffer("tops", (steps - 1).repeat(G).float())
+        self.levels = levels
+
+    def forward(self, residual: torch.Tensor) -> torch.Tensor:
+        """residual rows [N, G * d] -> codes [N, levels * G] (level-major)."""
+        r, digits = residual, []
+        for level in range(self.levels):
+            t = torch.ceil(r @ self.project[level] + self.shift[level])
+            digits.append(t.clamp(0.0, self.top) if self.uniform else torch.minimum(t.clamp(min=0.0), self.tops))
+            if level + 1 < self.levels:
+                r = r - (digits[-1] @ self.back[level] + self.base[level])
+        return (torch.cat(digits, 1) @ self.place).long()
+
+
 class EncoderStep(nn.Module):
     """One frame of audio and the encoder's state -> the frame's codes and the next state."""
 
@@ -84,7 +294,11 @@ class EncoderStep(nn.Module):
         super().__init__()
         self.model, self.levels = model, levels
         self.keys, _ = _flat_state(model, "encoder")
+        self.rows = SpectralEncoderRows(model.encoder) if isinstance(model.encoder, SpectralEncoder) else None
         q = model.quantizer
+        self.fsq = FsqSearch(q, levels) if q.level_type == "fsq" else None
+        if self.fsq is not None:
+            return
         books = q.codebooks.detach()[:, :levels].transpose(0, 1)  # [levels, G, K, D]
         L, G, K, D = books.shape
         self.lookup = q.lookup
@@ -93,13 +307,31 @@ class EncoderStep(nn.Module):
         self.register_buffer("flat_books", books.reshape(L, G * K, D).contiguous())
         self.register_buffer("offsets", torch.arange(G)[:, None] * K)  # [G, 1]: group g's rows start at g * K
 
+    def graph_states(self) -> list[torch.Tensor]:
+        return _graph_states(self.model, "encoder", self.rows is not None)
+
     def forward(self, audio: torch.Tensor, *state: torch.Tensor):
         q = self.model.quantizer
-        states = _with_state(self.model, self.keys, state)
-        with self.model.streaming_with(states):
-            z = self.model.encoder(audio)
-        codes = _search(q._frames(z), self)
-        return (q._pack_codes(codes, audio.shape[0]), *(states[layer][key] for layer, key in self.keys))
+        B = audio.shape[0]
+        if self.rows is not None:
+            states = dict(zip(self.keys, state, strict=True))
+            rows = self.rows(audio, states)  # [B * F, D]
+            if not isinstance(q.in_proj, nn.Identity):
+                rows = q._frames(rows.reshape(B, -1, rows.shape[-1]).transpose(1, 2)).flatten(1)
+            frames = rows.reshape(rows.shape[0], q.num_groups, -1) if self.fsq is None else None
+            next_state = [states[key] for key in self.keys]
+        else:
+            states = _with_state(self.model, self.keys, state)
+            with self.model.streaming_with(states):
+                frames = q._frames(self.model.encoder(audio))  # [B * F, G, d]
+            rows = frames.flatten(1) if self.fsq is not None else None
+            next_state = [states[layer][key] for layer, key in self.keys]
+        if self.fsq is None:
+            return (q._pack_codes(_search(frames, self), B), *next_state)
+        codes = self.fsq(rows)  # [B * F, levels * G], level-major as the output's axis
+        if audio.shape[-1] == self.model.hop_length:  # one frame per stream: no transpose
+            return (codes.reshape(B, -1, 1), *next_state)
+        return (codes.reshape(B, -1, codes.shape[1]).transpose(1, 2), *next_state)
 
 
 class DecoderStep(nn.Module):
@@ -109,17 +341,48 @@ class DecoderStep(nn.Module):
         super().__init__()
         self.model = model
         self.keys, _ = _flat_state(model, "decoder")
-        books = model.quantizer.codebooks
-        self.register_buffer("books", torch.cat([books, books.new_zeros(*books.shape[:2], 1, books.shape[3])], 2))
+        self.rows = SpectralDecoderRows(model.decoder) if isinstance(model.decoder, SpectralDecoder) else None
+        books = model.quantizer.codebooks.detach()
+        books = torch.cat([books, books.new_zeros(*books.shape[:2], 1, books.shape[3])], 2)  # [G, L, K + 1, d]
+        if self.rows is None:
+            self.register_buffer("books", books)
+            return
+        # one Gather for every level and group: code c of level l, group g is row (l * G + g) * (K + 1) + c
+        G, L, K1, d = books.shape
+        self.register_buffer("table", books.transpose(0, 1).reshape(L * G * K1, d))
+        self.register_buffer("rows_of", torch.arange(L * G) * K1)
+
+    def graph_states(self) -> list[torch.Tensor]:
+        return _graph_states(self.model, "decoder", self.rows is not None)
 
     def forward(self, codes: torch.Tensor, *state: torch.Tensor):
         q = self.model.quantizer
         B = codes.shape[0]
-        latent = q._latent(dequantize(q._unpack_codes(codes), self.books), B)
-        states = _with_state(self.model, self.keys, state)
-        with self.model.streaming_with(states):
-            audio = self.model.decoder(latent)
-        return (audio, *(states[layer][key] for layer, key in self.keys))
+        if self.rows is None:
+            latent = q._latent(dequantize(q._unpack_codes(codes), self.books), B)
+            states = _with_state(self.model, self.keys, state)
+            with self.model.streaming_with(states):
+                audio = self.model.decoder(latent)
+            return (audio, *(states[layer][key] for layer, key in self.keys))
+        if codes.shape[-1] == 1:  # one frame per stream: no transpose
+            rows = codes.reshape(B, -1) + self.rows_of  # [B * F, L * G]
+        else:
+            rows = codes.transpose(1, 2).reshape(-1, codes.shape[1]) + self.rows_of
+        chosen = self.table[rows].reshape(rows.shape[0], q.num_levels, -1)  # [N, L, G * d]
+        latent = chosen.sum(1)  # `dequantize`: the sum over levels
+        if not isinstance(q.out_proj, nn.Identity):
+            latent = q._latent(latent.reshape(-1, q.num_groups, q.codebook_dim), B)
+            latent = latent.transpose(1, 2).reshape(-1, latent.shape[1])
+        states = dict(zip(self.keys, state, strict=True))
+        audio = self.rows(latent, B, states)
+        return (audio, *(states[key] for key in self.keys))
+
+
+def _graph_states(model: CodecModel, side: str, rows: bool) -> list[torch.Tensor]:
+    """A fresh state of `side` in the layout of its graphs' inputs (the manifest's shapes): the torch layers' own,
+    but for the spectral graphs' frames-first depthwise buffers."""
+    keys, states = _flat_state(model, side)
+    return [_graph_state(key, s) for key, s in zip(keys, states, strict=True)] if rows else states
 
 
 def _export(
@@ -164,8 +427,7 @@ def export_onnx(
     out.mkdir(parents=True, exist_ok=True)
     hop, C = model.hop_length, model.audio_channels
     encoder, decoder = EncoderStep(model, levels), DecoderStep(model)
-    _, enc_states = _flat_state(model, "encoder")
-    _, dec_states = _flat_state(model, "decoder")
+    enc_states, dec_states = encoder.graph_states(), decoder.graph_states()
     width = model.num_levels * model.num_groups
     for frames, suffix in ((2, ""), (1, "_frame")):  # any frames and streams per call; one frame of one stream
         audio, codes = torch.zeros(1, C, frames * hop), torch.zeros(1, width, frames, dtype=torch.long)

@@ -17,8 +17,10 @@ from codec.rates import check_levels
 
 # The exporter's revision (manifest "graph_revision"; cached graphs live in a folder named with it). 2: one-frame
 # graphs beside the general ones, 2-d convolutions, constant pre-transposed codebooks, a search whose rows do not
-# depend on the batch. Graphs of an older revision still run, slower.
-GRAPH_REVISION = 2
+# depend on the batch. 3: the spectral family over rows (channels last: MatMuls, LayerNormalization, the STFT and
+# inverse DFT as one MatMul each, depthwise buffers frames-first) and FSQ levels searched by rounding. Graphs of an
+# older revision still run, slower.
+GRAPH_REVISION = 3
 
 
 # what every manifest of format version 1 holds (per side: `SIDE_KEYS`)
