@@ -145,3 +145,25 @@ def test_cli_calibrate_level(tmp_path, capsys):
     assert ".safetensors" in capsys.readouterr().err
     assert main(["calibrate-level", str(src), str(out), "--data", str(tmp_path / "missing")]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+def test_onnx_graphs_apply_the_gains_as_torch_does(model, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from codec.runtimes.export_onnx import export_onnx
+    from codec.runtimes.onnx_runtime import OnnxDecoder
+
+    model.set_level_gain(GAINS)
+    try:
+        export_onnx(model, tmp_path)
+        audio = tone(12 * model.hop_length / model.sample_rate, model.sample_rate)
+        codes = model.encode(torch.from_numpy(audio)[None]).numpy()
+        for levels in (1, 3, model.num_levels):
+            prefix = codes[:, : levels * model.num_groups]
+            expected = model.decode(torch.from_numpy(prefix)).numpy()
+            plain = expected / 10 ** (GAINS[levels - 1] / 20)
+            for decoder in (OnnxDecoder(tmp_path, frames_per_call=1), OnnxDecoder(tmp_path, frames_per_call=5)):
+                decoded = decoder.decode(prefix)
+                assert np.abs(decoded - expected).max() < 1e-4 * max(1.0, np.abs(expected).max())
+                assert np.abs(decoded - plain).max() > 1e-3  # the gain is there, not only torch's
+    finally:
+        model.set_level_gain(torch.zeros(model.num_levels))

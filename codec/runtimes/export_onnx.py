@@ -342,6 +342,8 @@ class DecoderStep(nn.Module):
         self.model = model
         self.keys, _ = _flat_state(model, "decoder")
         self.rows = SpectralDecoderRows(model.decoder) if isinstance(model.decoder, SpectralDecoder) else None
+        # a calibrated model's output gain per level count (`CodecModel.apply_level_gain`), else none in the graph
+        self.gain = (10.0 ** (model.level_gain_db.detach() / 20.0)) if bool(model.level_gain_db.any()) else None
         books = model.quantizer.codebooks.detach()
         books = torch.cat([books, books.new_zeros(*books.shape[:2], 1, books.shape[3])], 2)  # [G, L, K + 1, d]
         if self.rows is None:
@@ -363,7 +365,7 @@ class DecoderStep(nn.Module):
             states = _with_state(self.model, self.keys, state)
             with self.model.streaming_with(states):
                 audio = self.model.decoder(latent)
-            return (audio, *(states[layer][key] for layer, key in self.keys))
+            return (self._level_gain(audio, codes), *(states[layer][key] for layer, key in self.keys))
         if codes.shape[-1] == 1:  # one frame per stream: no transpose
             rows = codes.reshape(B, -1) + self.rows_of  # [B * F, L * G]
         else:
@@ -375,7 +377,16 @@ class DecoderStep(nn.Module):
             latent = latent.transpose(1, 2).reshape(-1, latent.shape[1])
         states = dict(zip(self.keys, state, strict=True))
         audio = self.rows(latent, B, states)
-        return (audio, *(states[key] for key in self.keys))
+        return (self._level_gain(audio, codes), *(states[key] for key in self.keys))
+
+    def _level_gain(self, audio: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """audio [B, 1, n] times the gain of each stream's level count: its first frame's codes that are not
+        pad_code, over the groups (the levels a stream decodes are the same in every frame of a call)."""
+        if self.gain is None:
+            return audio
+        q = self.model.quantizer
+        levels = (codes[:, :, 0] < q.codebook_size).sum(1) // q.num_groups  # [B]
+        return audio * self.gain[levels - 1].reshape(-1, 1, 1)
 
 
 def _graph_states(model: CodecModel, side: str, rows: bool) -> list[torch.Tensor]:
