@@ -150,6 +150,21 @@ def test_cli_uses_the_default_without_model_option(default, tmp_path, capsys):
     assert default.name in capsys.readouterr().out
 
 
+def test_models_and_info_show_every_shipped_model(default, capsys):
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sorted(line.split(":")[0] for line in lines) == sorted(
+        f"{name} (default)" if name == default.name else name for name in SHIPPED
+    )
+    for name in SHIPPED:
+        assert main(["info", name]) == 0
+        out = capsys.readouterr().out
+        model_id = read_metadata(pretrained.find(name).path)["weights_hash"][:8]
+        assert f"{name} (id {model_id})" in out and "1, 2, 3, 4, 5, 6, 7, 8 kbps" in out, out
+        level_type = load_model_config(builtin_config_path(name)).quantizer.level_type
+        assert ("FSQ levels of" in out) == (level_type == "fsq"), out
+
+
 def test_codes_of_the_previous_default_decode_without_model_option(default, tmp_path, capsys):
     """A grvq16k file (the default before spectral16k) decodes by the model id in its header; naming the new
     default for it is a one-line error that names the model it needs."""
