@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Are the bytes every coding path writes the same as before a change? sha256 per model, runtime, path and clip.
 
-For each model (`--models`, names or files; every shipped model by default) and runtime (`--runtimes`), every clip is encoded by each path:
+For each model (`--models`, names or files; every shipped model by default) and runtime (`--runtimes`), every
+clip is encoded by each path:
   - `file`: `codec encode CLIP OUT.codes` (one file; the bitrate rounds down between supported ones);
   - `chunks`: `codec.coding.compress.encode_blocks` fed random blocks on the live runtime (length in an end record);
   - `pipe`: `codec stream-encode` reading the clip as a WAV on stdin;
