@@ -569,11 +569,15 @@ def cmd_tokens(args) -> None:
 
 
 def model_argument(p) -> None:
+    from codec import pretrained
+
+    default = pretrained.default_model()  # the registry is the one place that says which
     p.add_argument(
         "--model",
         "-m",
         default=None,
-        help="model name (see `codec models`) or path to a model file (default: the shipped default, grvq16k)",
+        help="model name (see `codec models`) or path to a model file (default: the shipped default"
+        + (f", {default.name})" if default else ")"),
     )
 
 

@@ -38,7 +38,7 @@ valid_set=dev            # held-out data set for validation during training
 test_sets="test"         # data sets to decode and score (space-separated)
 train_config=conf/grvq16k.yaml  # training config (model, data, train, discriminator, loss)
 train_args=              # extra dotted overrides for codec train, e.g. "train.max_steps=1000 train.batch_size=8"
-init_model=              # fine-tune: start training from this model file or checkpoint (e.g. grvq16k, the shipped one)
+init_model=              # fine-tune: start training from this model file or checkpoint (e.g. grvq16k, a shipped one)
 tag=                     # experiment name; default: the train config's file name
 min_seconds=0.5          # stage 2 drops train/valid utterances shorter than this (seconds)
 max_seconds=30           # stage 2 drops train/valid utterances longer than this (seconds; 0 = no limit)

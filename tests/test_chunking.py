@@ -112,15 +112,16 @@ DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "dev"
 
 @pytest.mark.slow
 @pytest.mark.skipif(not DEV.is_dir(), reason=f"{DEV} (real recordings) is not on this machine")
-def test_real_recordings_chunking(tmp_path):
-    """The shipped model on real speech: torch streaming in 1-sample, odd and 20 ms chunks gives `model.encode`'s
+@pytest.mark.parametrize("name", ["spectral16k", "grvq16k"])
+def test_real_recordings_chunking(tmp_path, name):
+    """Each shipped model on real speech: torch streaming in 1-sample, odd and 20 ms chunks gives `model.encode`'s
     codes but at near-ties; the ONNX encoder gives the same codes for every chunking."""
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     from codec.checkpoint import load_model
     from codec.runtimes.export_onnx import export_onnx
     from codec.runtimes.onnx_runtime import OnnxEncoder
 
-    model = load_model("grvq16k")
+    model = load_model(name)
     export_onnx(model, tmp_path)
     files = sorted(p for p in DEV.rglob("*") if p.suffix.lower() in (".wav", ".flac"))[: int(os.environ.get("N", 3))]
     if not files:

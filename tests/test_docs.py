@@ -58,10 +58,11 @@ def server_url():
     pytest.importorskip("websockets")
     from conftest import start_server
 
+    from codec import pretrained
     from codec.checkpoint import load_model
     from codec.runtimes.runtime import with_runtime
 
-    return start_server(with_runtime(load_model("grvq16k"), "auto", live=True))
+    return start_server(with_runtime(load_model(pretrained.default_model().name), "auto", live=True))
 
 
 def _folder(tmp_path: Path) -> dict:

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Are the bytes every coding path writes the same as before a change? sha256 per model, runtime, path and clip.
 
-For each model (`--models`, names or files) and runtime (`--runtimes`), every clip is encoded by each path:
+For each model (`--models`, names or files; every shipped model by default) and runtime (`--runtimes`), every
+clip is encoded by each path:
   - `file`: `codec encode CLIP OUT.codes` (one file; the bitrate rounds down between supported ones);
   - `chunks`: `codec.coding.compress.encode_blocks` fed random blocks on the live runtime (length in an end record);
   - `pipe`: `codec stream-encode` reading the clip as a WAV on stdin;
@@ -155,7 +156,7 @@ def run(model_name: str, runtime: str, clips: list[Path], tmp: Path, hashes: dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="a folder of real recordings (*.wav, *.flac)")
-    parser.add_argument("--models", default="grvq16k", help="comma-separated model names or files")
+    parser.add_argument("--models", help="comma-separated model names or files (default: every shipped model)")
     parser.add_argument("--runtimes", default="auto,torch")
     parser.add_argument("--out", required=True, help="the JSON file of hashes to write")
     parser.add_argument("--against", help="a JSON file of hashes written before: compare with it")
@@ -166,7 +167,10 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="codec-hashes-"))
     clips = pick_clips(Path(args.data), tmp)
     hashes: dict[str, str] = {}
-    for model in args.models.split(","):
+    from codec import pretrained
+
+    models = args.models.split(",") if args.models else [m.name for m in pretrained.shipped_models()]
+    for model in models:
         for runtime in args.runtimes.split(","):
             run(model, runtime, clips, tmp, hashes)
             print(f"{model} {runtime}: {len(hashes)} hashes so far", file=sys.stderr, flush=True)

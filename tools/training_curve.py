@@ -4,7 +4,7 @@
     # add a row: checkpoint of run F at step 8000, reached after 2.68 hours of one CPU thread
     python tools/training_curve.py add egs/folder/results/grvq16k_cpu/curve.tsv exp/sub_F8000/summary.json \
         --run F --step 8000 --hours 2.68
-    # draw speech PESQ-WB and STOI against hours, one line per run and bitrate
+    # draw speech PESQ-WB and STOI against hours, one line per run and bitrate (--kbps 3: only that bitrate)
     python tools/training_curve.py plot egs/folder/results/grvq16k_cpu/curve.tsv curve.png
 
 The table keeps the figures themselves (not paths to summaries), so the plot can be redrawn from the repository
@@ -90,10 +90,19 @@ def plot(args: argparse.Namespace) -> None:
     if not table:
         sys.exit(f"training_curve: {args.table} has no rows; add some first")
     metrics = ("pesq_wb", "stoi")
+    drawn = sorted({float(r["kbps"]) for r in table})
+    if args.kbps:
+        try:
+            wanted = {float(k) for k in args.kbps.split(",")}
+        except ValueError:
+            sys.exit(f"training_curve: --kbps takes comma-separated numbers, not {args.kbps!r}")
+        drawn = [k for k in drawn if k in wanted]
+        if not drawn:
+            sys.exit(f"training_curve: {args.table} has no rows at {args.kbps} kbps")
     fig = Figure(figsize=(5.5 * len(metrics), 4.0), layout="constrained")
     for axis, metric in zip(fig.subplots(1, len(metrics)), metrics, strict=True):
         for run in dict.fromkeys(r["run"] for r in table):
-            for kbps in sorted({float(r["kbps"]) for r in table}):
+            for kbps in drawn:
                 points = sorted(
                     (float(r["hours"]), float(r[metric]))
                     for r in table
@@ -105,7 +114,7 @@ def plot(args: argparse.Namespace) -> None:
         axis.set_xlabel("hours of training on one CPU thread")
         axis.set_ylabel(f"speech {metric} (dev subset)")
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7, loc="center right", framealpha=0.6)
+        axis.legend(fontsize=7, loc="best", framealpha=0.6)
     fig.savefig(args.out, format="png", dpi=90)
 
 
@@ -121,6 +130,7 @@ def main() -> None:
     p = sub.add_parser("plot", help="draw speech PESQ-WB and STOI against hours")
     p.add_argument("table")
     p.add_argument("out")
+    p.add_argument("--kbps", help="comma-separated bitrates to draw (0: the quantizer bypassed; default: all)")
     args = parser.parse_args()
     add(args) if args.verb == "add" else plot(args)
 

@@ -112,12 +112,11 @@ def check_compatible(model: CodecModel, header: CodesHeader, name: str) -> None:
         from codec.modelfile import shipped_model_for_id
         from codec.pretrained import retired_model
 
-        known = shipped_model_for_id(header.model_id) or retired_model(header.model_id)
+        shipped = shipped_model_for_id(header.model_id)
+        known = shipped or retired_model(header.model_id)
         made_by = f"model {known} (id {header.model_id})" if known else f"a model with id {header.model_id}"
-        raise CodecError(
-            f"{name} was encoded by {made_by}, not by {model.name} (id {ours}); "
-            "decode it with --model set to the model that encoded it"
-        )
+        fix = f"--model {shipped}, or no --model" if shipped else "--model set to the model that encoded it"
+        raise CodecError(f"{name} was encoded by {made_by}, not by {model.name} (id {ours}); decode it with {fix}")
     facts = {
         "sample rate": (header.model_sample_rate, model.sample_rate),
         "hop length": (header.hop_length, model.hop_length),

@@ -26,6 +26,8 @@ def model_info(name_or_path: str) -> dict:
         "codebook_size": model.codebook_size,
         "codebook_dim": q.codebook_dim,
         "lookup": q.lookup,
+        "level_type": model.config.quantizer.level_type,
+        "fsq_levels": list(model.config.quantizer.fsq_levels) if model.config.quantizer.level_type == "fsq" else None,
         "parameters": model.num_parameters(),
         "bitrates_kbps": [round(b / 1000, 4) for b in model.supported_bitrates()],
         "bitrates_are": "per channel (every channel of a file is its own stream)",
@@ -143,7 +145,8 @@ def info_lines(info: dict, target: str) -> list[str]:
             "model": f"{info['name']} (id {info['model_id']}), {info['file'] or 'not from a file'}",
             "audio": f"{info['sample_rate']} Hz, hop {info['hop_length']} ({info['frame_rate']:g} frames/s)",
             "quantizer": f"{info['groups x levels']} (groups x levels) of {info['codebook_size']} codes, "
-            f"{info['codebook_dim']}-d, {info['lookup']} lookup",
+            f"{info['codebook_dim']}-d, {info['lookup']} lookup"
+            + (f", FSQ levels of {'x'.join(map(str, info['fsq_levels']))} steps" if info["fsq_levels"] else ""),
             "parameters": f"{info['parameters'] / 1e6:.2f} M",
             "bitrates": f"{_kbps(info['bitrates_kbps'])}, per channel",
             "trained": ", ".join(t for t in trained if t) or "no provenance recorded",
