@@ -379,9 +379,9 @@ class CodesReader:
 
     Entropy-coded packets are decoded with `tables` (codec.format.entropy.EntropyTables, set before reading
     packets); without them their packets come with `codes=None` and no error (for `codec info`). With `read_ahead`
-    > 1, `packets()` reads up to that many packets before it yields the first of them and decodes their entropy-coded
-    payloads together (`entropy.decode_packets`, several times faster per packet): for files and whole streams, not
-    for live ones, whose packets should come out as they come in.
+    > 1, `packets()` reads up to that many packets before it yields the first of them and decodes their
+    entropy-coded payloads together (`entropy.decode_packets`: up to 3x faster per packet on long files): for files
+    and whole streams, not for live ones, whose packets should come out as they come in.
     """
 
     def __init__(self, stream: BinaryIO, name: str = "input", tables=None, read_ahead: int = 1) -> None:

@@ -29,9 +29,11 @@ frequencies (integers up to 2**EXP_TOP, a step's 32 summing below 2**23, exact i
 constriction turns those into its 24-bit fixed-point model with IEEE arithmetic in a fixed order: an encoder and a
 decoder on different machines agree bit for bit (`tests/test_entropy.py` pins the bytes of a coded packet).
 
-**Packets** are coded independently (the previous-frame contexts start afresh in each), so a damaged packet loses
-only its own frames. The tables live in a file beside the model (`<model>.entropy`, a safetensors file of
-integer arrays with the model id, the components and the format in its metadata), written by `codec fit-entropy`.
+**Packets** are coded independently (the previous-frame contexts start afresh in each), so a damaged packet loses only
+its own frames. A file's packets are decoded in lock-step (`decode_packets`): each diagonal's numpy calls serve all of
+them, then each packet's own range decoder reads its own symbols. The tables live in a file beside the model
+(`<model>.entropy`, a safetensors file of integer arrays with the model id, the components and the format in its
+metadata), written by `codec fit-entropy`.
 """
 
 from __future__ import annotations
@@ -488,14 +490,6 @@ def _rows(c: _Coding, base: np.ndarray, ctx: np.ndarray) -> np.ndarray:
     return np.take(c.row, q[0] + q[1])
 
 
-def decode_packet(t: EntropyTables, payload: bytes, frames: int, channels: int, levels: int) -> np.ndarray:
-    """Inverse of `encode_packet`: codes [frames, C, levels * G]; ValueError if the payload does not decode."""
-    got = decode_packets(t, [payload], [frames], channels, levels)[0]
-    if isinstance(got, ValueError):
-        raise got
-    return got
-
-
 def _family():
     import constriction
 
@@ -579,7 +573,7 @@ def decode_packets(
             decoders[p] = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4").astype(np.uint32))
     # a packet of fewer frames than F decodes in a slot of F frames: at diagonal d it has the symbols of the levels
     # lv > d - its frames, the last of the slot's (`_plan` orders a diagonal's symbols by level); frames past its own
-    # are nobody's context but their own and are never decoded (their codes stay 0)
+    # are nobody's context but their own and are not decoded (they are written as code 0)
     short = [(p, f) for p, f in enumerate(frames) if f < F]
     X = np.full(shape, K, dtype=np.int64)
     flat = X.ravel()
@@ -607,7 +601,7 @@ def decode_packets(
             errors[p], decoders[p] = f"its entropy-coded payload does not decode ({e})", None
             return np.zeros(len(probs), dtype=np.int32)
 
-    for d, n in enumerate(per):  # this loop's cost is per numpy call, not per symbol: `_rows`, `_probs` inlined
+    for d, n in enumerate(per):  # its numpy calls (`_rows`, `_probs` inlined) are shared by all the packets
         s = slice(starts[d], starts[d + 1])
         q = lookup[base[s] + flat[ctx[s]]]
         rows = row[q[:, 0] + q[:, 1]].T  # [J, symbols]
@@ -628,3 +622,11 @@ def decode_packets(
         ValueError(errors[p]) if errors[p] else X[p, :, 2 : f + 2, 2:, :].transpose(1, 0, 2, 3).reshape(f, C, L * G)
         for p, f in enumerate(frames)
     ]
+
+
+def decode_packet(t: EntropyTables, payload: bytes, frames: int, channels: int, levels: int) -> np.ndarray:
+    """Inverse of `encode_packet`: codes [frames, C, levels * G]; ValueError if the payload does not decode."""
+    got = decode_packets(t, [payload], [frames], channels, levels)[0]
+    if isinstance(got, ValueError):
+        raise got
+    return got
