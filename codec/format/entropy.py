@@ -527,7 +527,7 @@ def encode_packet(t: EntropyTables, codes: np.ndarray, levels: int) -> bytes:
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=8)  # a plan of 32 packets takes about 8 MiB and 3-6 ms to build (grvq16k's default packets)
 def _lockstep_plan(frames: int, packets: int, channels: int, levels: int, groups: int, coding_key: tuple) -> tuple:
     """`_plan` of `packets` packets of `frames` frames decoded together: their codes sit in X [packets, C, frames + 2,
     levels + 2, G], and each diagonal's symbols are packet 0's (in `_plan`'s order), then packet 1's, and so on.
