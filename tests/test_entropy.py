@@ -81,6 +81,96 @@ def test_packets_round_trip_any_codes(tables):
             assert np.array_equal(entropy.decode_packet(tables, payload, frames, channels, levels), codes)
 
 
+def _outcome(decode):
+    try:
+        return decode()
+    except ValueError as e:
+        return e
+
+
+def test_packets_decoded_together_are_decoded_as_alone(tables):
+    """`decode_packets` (lock-step, as files are read) gives every packet what `decode_packet` gives it alone: its
+    codes, or its own error; packets of fewer frames, and damaged or forged payloads beside good ones, included."""
+    rng = np.random.default_rng(1)
+    G, K = tables.num_groups, tables.codebook_size
+    for levels in (1, 2, tables.num_levels):
+        for channels in (1, 2):
+            frames = [9, 9, 1, 9, 4, 9, 8]
+            codes = [rng.integers(0, K, (f, channels, levels * G)) // (1 + i % 3) for i, f in enumerate(frames)]
+            payloads = [entropy.encode_packet(tables, c, levels) for c in codes]
+            payloads[1] = payloads[1][:-4]  # cut short
+            payloads[3] = bytes(b ^ 0x5A for b in payloads[3])  # damaged throughout
+            payloads[5] = payloads[5] + b"\0\0"  # not a whole number of words
+            payloads.append(rng.integers(0, 2**32, 3, dtype=np.uint64).astype("<u4").tobytes())  # forged
+            frames.append(6)
+            together = entropy.decode_packets(tables, payloads, frames, channels, levels)
+            for i, (payload, f) in enumerate(zip(payloads, frames, strict=True)):
+                alone = _outcome(lambda p=payload, f=f, c=channels, n=levels: entropy.decode_packet(tables, p, f, c, n))
+                if isinstance(alone, ValueError):
+                    assert isinstance(together[i], ValueError) and str(together[i]) == str(alone)
+                else:
+                    assert np.array_equal(together[i], alone)
+                if i in (0, 2, 4, 6):
+                    assert np.array_equal(together[i], codes[i])  # the good ones are untouched by the bad
+            assert isinstance(together[5], ValueError)
+
+
+def test_a_forged_padding_symbol_fails_only_its_packet():
+    """A codebook of 8 codes is coded as 2 high parts padded to 4 symbols: a forged packet whose first high part is
+    a padding symbol, decoded in lock-step with good packets, is an error of its own; the good packets decode."""
+    import constriction
+
+    rng = np.random.default_rng(6)
+    walk = [np.cumsum(rng.integers(0, 2, (2, 120)), axis=1) % 8 for _ in range(4)]
+    tables = fit_tables(
+        walk, model_id="89abcdef", model_name="pad", num_groups=1, num_levels=2, codebook_size=8, min_count=1,
+        clusters=3, joint_clusters=4,
+    )  # fmt: skip
+    coding = entropy._coding(tables)
+    assert coding.H < coding.B
+    at, contexts, codebook, starts, shape = entropy._plan(9, 1, 2, 1)
+    none = np.full(int(np.prod(shape)), tables.codebook_size)  # diagonal 0: every context is "none"
+    rows = entropy._rows(coding, entropy._bases(coding, codebook), none[contexts[coding.slots]])
+    encoder = constriction.stream.queue.RangeEncoder()
+    first = slice(0, starts[1])
+    encoder.encode(np.full(starts[1], coding.H, np.int32), entropy._family(), entropy._probs(coding, rows[:, first]))
+    forged = encoder.get_compressed().astype("<u4").tobytes()
+    with pytest.raises(ValueError, match="a code beyond the codebook's 8"):
+        entropy.decode_packet(tables, forged, 9, 1, 2)
+    good = [walk[i].T[:9, None, :] for i in range(3)]
+    payloads = [
+        entropy.encode_packet(tables, good[0], 2),
+        forged,
+        *(entropy.encode_packet(tables, g, 2) for g in good[1:]),
+    ]
+    together = entropy.decode_packets(tables, payloads, [9, 9, 9, 5], 1, 2)
+    assert isinstance(together[1], ValueError) and "a code beyond the codebook's 8" in str(together[1])
+    assert np.array_equal(together[0], good[0]) and np.array_equal(together[2], good[1])
+    assert isinstance(together[3], ValueError)  # 9 frames' payload read as 5: more data than its frames
+
+
+def test_reading_ahead_changes_nothing_but_speed(tiny_model, tables):
+    """A reader that decodes packets several at a time yields the same packets, codes and errors as one that reads
+    them one by one (a damaged packet, a cut-short tail)."""
+    rate = 8000
+    coded = _encode(tiny_model, tone(2.0, rate, seed=8), rate, 3, tables, packet_bytes=20)
+    alone = list(bitstream.CodesReader(io.BytesIO(coded), tables=tables).packets())
+    damaged = bytearray(coded[: alone[-1].offset + alone[-1].size // 2])  # the last packet cut short
+    damaged[alone[3].offset + alone[3].size // 2] ^= 0x08
+    for data in (coded, bytes(damaged)):
+        one = list(bitstream.CodesReader(io.BytesIO(data), tables=tables).packets())
+        for ahead in (2, 5, 64):
+            many = list(bitstream.CodesReader(io.BytesIO(data), tables=tables, read_ahead=ahead).packets())
+            assert [(p.index, p.offset, p.frames, p.error, p.size) for p in many] == [
+                (p.index, p.offset, p.frames, p.error, p.size) for p in one
+            ]
+            assert all(
+                a.codes is None and b.codes is None or np.array_equal(a.codes, b.codes)
+                for a, b in zip(one, many, strict=True)
+            )
+    assert sum(p.error is not None for p in one) == 2
+
+
 def _integer_tables(G: int = 2, L: int = 4, K: int = 16) -> entropy.EntropyTables:
     """Tables made of integers drawn from a seeded generator (no fitting, so no floating point anywhere but the
     stored logarithm and power tables, which are integers too)."""

@@ -54,7 +54,7 @@ for levels in range(1, man["levels"] + 1):
             t0 = time.perf_counter()
             we.write_packet(pk[s : s + fpp])
             t_enc += time.perf_counter() - t0
-        r = bitstream.CodesReader(io.BytesIO(oute.getvalue()), tables=tables)
+        r = bitstream.CodesReader(io.BytesIO(oute.getvalue()), tables=tables, read_ahead=32)  # as files are read
         back = np.concatenate([p.codes for p in r.packets()])
         assert np.array_equal(back, pk), uid  # lossless: the same codes, so the same audio
         plain += len(outp.getvalue())

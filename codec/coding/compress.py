@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # no torch import here: with an OnnxCodec (codec.runtimes.run
 
 BLOCK_SECONDS = 2.0  # audio read, encoded or decoded per step: bounds memory for long files
 DECODE_FRAMES = 256  # frames decoded per step: a packet of many frames never sizes one big output
+READ_AHEAD = 32  # entropy-coded packets of a file decoded together (`CodesReader`): grvq16k's, 30 s to 4 min of audio
 
 
 def encode_blocks(model: CodecModel, blocks: Iterable[np.ndarray], session: EncodeSession) -> CodesHeader:
@@ -254,7 +255,7 @@ def decode_stream(
     model: CodecModel, stream: BinaryIO, *, name: str = "input", conceal: bool = False, tables=None
 ) -> tuple[np.ndarray, int, DecodeReport]:
     """Decode a whole .codes stream into memory: float audio [C, T] at the input's rate and length."""
-    reader = CodesReader(stream, name)
+    reader = CodesReader(stream, name, read_ahead=READ_AHEAD)
     pieces: list[np.ndarray] = []
     report = _drain(decode_blocks(model, reader, conceal=conceal, tables=tables), pieces.append)
     audio = np.concatenate(pieces, axis=1) if pieces else np.zeros((reader.header.channels, 0), np.float32)
@@ -272,7 +273,7 @@ def decode_file(
     if not input_path.is_file():
         raise CodecError(f"input file {input_path} not found")
     with open(input_path, "rb") as f:
-        reader = CodesReader(f, str(input_path))
+        reader = CodesReader(f, str(input_path), read_ahead=READ_AHEAD)
         h = reader.header
         with atomic_output(output_path) as tmp, _open_output(tmp, output_path, h, fmt) as out:
             blocks = decode_blocks(model, reader, conceal=conceal, tables=tables)

@@ -378,11 +378,14 @@ class CodesReader:
     packet's CRC in versions 1 to 3 (a caller that conceals damage must not conceal a damaged first packet there).
 
     Entropy-coded packets are decoded with `tables` (codec.format.entropy.EntropyTables, set before reading
-    packets); without them their packets come with `codes=None` and no error (for `codec info`).
+    packets); without them their packets come with `codes=None` and no error (for `codec info`). With `read_ahead`
+    > 1, `packets()` reads up to that many packets before it yields the first of them and decodes their
+    entropy-coded payloads together (`entropy.decode_packets`: up to 3x faster per packet on long files): for files
+    and whole streams, not for live ones, whose packets should come out as they come in.
     """
 
-    def __init__(self, stream: BinaryIO, name: str = "input", tables=None) -> None:
-        self.stream, self.name, self.tables = stream, name, tables
+    def __init__(self, stream: BinaryIO, name: str = "input", tables=None, read_ahead: int = 1) -> None:
+        self.stream, self.name, self.tables, self.read_ahead = stream, name, tables, read_ahead
         self._raw_header = b""
         self.header = self._read_header()
         # a version-4 header has passed its own CRC; an older one is trusted once the first packet passes its CRC
@@ -491,11 +494,22 @@ class CodesReader:
         return len(self._raw_header)
 
     def packets(self) -> Iterator[Packet]:
-        """Every packet until the end of the stream (or the end record)."""
-        while (packet := self.read_packet()) is not None:
-            yield packet
-            if packet.error is not None and packet.frames == 0:
-                return  # the rest of the stream cannot be framed
+        """Every packet until the end of the stream (or the end record), `read_ahead` at a time."""
+        ahead: list[tuple[Packet, bytes | None]] = []
+        while True:
+            try:
+                got = self._read()
+            except CodecError:  # a damaged end record: the packets before it first
+                yield from self._decoded(ahead)
+                raise
+            if got is not None:
+                ahead.append(got)
+            last = got is None or (got[0].error is not None and got[0].frames == 0)  # the rest cannot be framed
+            if last or len(ahead) >= self.read_ahead:
+                yield from self._decoded(ahead)
+                ahead = []
+            if last:
+                return
 
     def read_packet(self) -> Packet | None:
         """The next packet from `self.stream`, or None at the end of the stream or after the end record.
@@ -503,6 +517,31 @@ class CodesReader:
         The reader keeps its place (packet index and byte offset), so `stream` may be swapped for the next
         piece of a file as it arrives (one packet per WebSocket message, say).
         """
+        got = self._read()
+        return None if got is None else self._decoded([got])[0]
+
+    def _decoded(self, read: list[tuple[Packet, bytes | None]]) -> list[Packet]:
+        """The packets `_read` returned, their entropy-coded payloads (those not None) decoded together."""
+        waiting = [i for i, (_, payload) in enumerate(read) if payload is not None]
+        packets = [packet for packet, _ in read]
+        if waiting:
+            from codec.format.entropy import decode_packets
+
+            h = self.header
+            payloads, frames = [read[i][1] for i in waiting], [packets[i].frames for i in waiting]
+            for i, codes in zip(
+                waiting, decode_packets(self.tables, payloads, frames, h.channels, h.levels), strict=True
+            ):
+                p = packets[i]
+                if isinstance(codes, ValueError):
+                    packets[i] = dataclasses.replace(p, error=f"packet {p.index} (byte {p.offset}): {codes}")
+                else:
+                    packets[i] = dataclasses.replace(p, codes=codes)
+        return packets
+
+    def _read(self) -> tuple[Packet, bytes | None] | None:
+        """`read_packet` but for the payload of an entropy-coded packet that passed its CRC: that packet comes with
+        `codes=None` and its payload, to be decoded (`_decoded`); every other packet with None."""
         h = self.header
         index, offset = self._index, self._offset
         recorder = _Recorder(self.stream)
@@ -526,34 +565,30 @@ class CodesReader:
             payload = _read_exact(recorder, payload_len)
             check = int.from_bytes(_read_exact(recorder, h.crc_bytes), "big")
         except _Truncated:
-            return Packet(index, offset, 0, None, f"file ends in the middle of packet {index} (byte {offset})")
+            return Packet(index, offset, 0, None, f"file ends in the middle of packet {index} (byte {offset})"), None
         except ValueError:
             return Packet(
                 index, offset, 0, None,
                 f"packet {index} (byte {offset}) has a damaged frame count (over {limits.MAX_PACKET_FRAMES} frames "
                 f"or {limits.MAX_PACKET_BYTES} bytes)",
-            )  # fmt: skip
+            ), None  # fmt: skip
         size = len(recorder.data)
         self._index, self._offset = index + 1, offset + size
         body = recorder.data[: -h.crc_bytes]
         covers_header = index == 0 and not h.checks_itself
         if crc(body, h.crc_bits, crc(self._raw_header, h.crc_bits) if covers_header else None) != check:
-            return Packet(index, offset, frames, None, f"packet {index} (byte {offset}) fails its CRC check", size)
+            return Packet(
+                index, offset, frames, None, f"packet {index} (byte {offset}) fails its CRC check", size
+            ), None
         self.header_verified |= covers_header
         if h.entropy_coded:
-            if self.tables is None:
-                return Packet(index, offset, frames, None, None, size, payload_len)
-            from codec.format.entropy import decode_packet
-
-            try:
-                codes = decode_packet(self.tables, payload, frames, h.channels, h.levels)
-            except ValueError as e:
-                return Packet(index, offset, frames, None, f"packet {index} (byte {offset}): {e}", size, payload_len)
-            return Packet(index, offset, frames, codes, None, size, payload_len)
+            return Packet(index, offset, frames, None, None, size, payload_len), (
+                payload if self.tables is not None else None
+            )
         codes = unpack_bits(payload, h.bits, frames * h.channels * h.num_codebooks)
         return Packet(
             index, offset, frames, codes.reshape(frames, h.channels, h.num_codebooks), None, size, payload_len
-        )
+        ), None
 
     def _read_end(self, recorder: _Recorder, offset: int) -> None:
         try:

@@ -29,9 +29,11 @@ frequencies (integers up to 2**EXP_TOP, a step's 32 summing below 2**23, exact i
 constriction turns those into its 24-bit fixed-point model with IEEE arithmetic in a fixed order: an encoder and a
 decoder on different machines agree bit for bit (`tests/test_entropy.py` pins the bytes of a coded packet).
 
-**Packets** are coded independently (the previous-frame contexts start afresh in each), so a damaged packet loses
-only its own frames. The tables live in a file beside the model (`<model>.entropy`, a safetensors file of
-integer arrays with the model id, the components and the format in its metadata), written by `codec fit-entropy`.
+**Packets** are coded independently (the previous-frame contexts start afresh in each), so a damaged packet loses only
+its own frames. A file's packets are decoded in lock-step (`decode_packets`): each diagonal's numpy calls serve all of
+them, then each packet's own range decoder reads its own symbols. The tables live in a file beside the model
+(`<model>.entropy`, a safetensors file of integer arrays with the model id, the components and the format in its
+metadata), written by `codec fit-entropy`.
 """
 
 from __future__ import annotations
@@ -365,19 +367,20 @@ class _Coding:
     probabilities come from 2 * B values per component. `table` [rows of all components * (H + 1), B] (int16 where
     they fit, else int32; log units, each step centred on zero): per row, step 0 the weighted logs of the block sums
     (padding symbols, where H < B, far below any other), step 1 + hi those of block hi (the histogram's own
-    weighted logs are added to the first component's rows); `row` holds the index of a row's step 0. A symbol's
-    row of component j is `row[j, codebook * S * S + pair_j]` with `pair_j = mix[j] @ q`: q [used sources, n] are
-    the clusters of its context codes (`source_map`), S the sources' clusters + 1, and pair_j = q[x] * S + q[y] for
-    a component x*y (q[x] * (S + 1) for one source x).
+    weighted logs are added to the first component's rows); `row` holds the index of a row's step 0.
+
+    A symbol's row of component j is `row[j * P * S * S + codebook * S * S + pair]`, pair = S * q[x] + q[y] for a
+    component x*y (S * q[x] + q[x] for one source x), q[s] the cluster of the symbol's context code under source s.
+    `lookup` [2, components, P, K + 1] folds all of it but `row` into two gathers: slot 0 of component j holds
+    j * P * S * S + codebook * S * S + S * q[x] for each context code of x, slot 1 holds q[y] (`_rows`); `slots`
+    [2, components] names the source (index into SOURCES) each slot reads.
     """
 
     table: np.ndarray
-    row: np.ndarray  # flat: component j's rows (their step 0 in `table`) from row_offset[j]
-    row_offset: np.ndarray  # [components, 1]
-    used: np.ndarray  # the sources (indices into SOURCES) that some component reads
-    source_map: np.ndarray  # flat: used source i's clusters from source_offset[i]
-    source_offset: np.ndarray  # [used sources, 1]
-    mix: np.ndarray  # [components, used sources]: S and 1 (or S + 1) where each component reads its sources
+    row: np.ndarray  # flat [components * P * S * S]: index in `table` of the row's step 0
+    lookup: np.ndarray  # flat [2 * components * P * (K + 1)]
+    slots: np.ndarray  # [2, components]
+    slot_base: np.ndarray  # [2, components]: where slot k of component j starts in `lookup`
     power: np.ndarray  # float32: power[-d] is the frequency of a symbol d log units below the likeliest
     K1: int  # context codes: K and one for none
     S: int
@@ -425,8 +428,10 @@ def _coding(t: EntropyTables) -> _Coding:
     W = a["weights"].astype(np.int64)
     unigram = a["unigram"].astype(np.int64)
     u_hi, u_lo = log_rows(unigram, np.ones(P, np.int64), np.zeros(P + 1, np.int64), [], [], np.arange(P), lut, B)
-    used = sorted({SOURCES.index(x) for j in t.components for x in j.split("*")})
-    tables, row, mix = [], [], np.zeros((len(t.components), len(used)), dtype=np.int64)
+    J, K1 = len(t.components), K + 1
+    slots = np.array([[SOURCES.index(x) for x in (j.split("*") * 2)[:2]] for j in t.components]).T  # [2, J]
+    tables, row = [], []
+    lookup = np.zeros((2, J, P, K1), dtype=np.int64)
     offset = spread = 0
     for i, j in enumerate(t.components):
         R = a[f"{j}.extra"].shape[0] // P
@@ -441,30 +446,25 @@ def _coding(t: EntropyTables) -> _Coding:
         d -= (d.max(2, keepdims=True) + d.min(2, keepdims=True)) >> 1  # a constant per step cancels: centre it
         spread += int(d.max() - d.min())
         tables.append(d)
-        parts = [used.index(SOURCES.index(x)) for x in j.split("*")]
-        if len(parts) == 2:
-            mix[i, parts[0]], mix[i, parts[1]] = S, 1
+        if "*" in j:
             cluster = a[f"{j}.map"].astype(np.int64).reshape(P, S * S)
-        else:  # one source: pair_j = q * (S + 1) is the pair (q, q)
-            mix[i, parts[0]] = S + 1
+        else:  # one source: the pair (q, q), whose row is the cluster q
             cluster = np.repeat(np.arange(S), S)[None, :].repeat(P, 0)  # the first source's cluster, any second
         row.append((offset + np.arange(P)[:, None] * R + cluster).reshape(-1) * (H + 1))
         offset += P * R
+        first, second = (a[f"{SOURCES[s]}.map"].astype(np.int64).reshape(P, K1) for s in slots[:, i])
+        lookup[0, i] = (i * P + np.arange(P)[:, None]) * S * S + S * first
+        lookup[1, i] = second
     floor = EXP_TOP << LOG_BITS  # a symbol this far below the likeliest gets the floor frequency 1
     tables[0][:, 0, H:] = -(spread + floor)  # padding symbols of the high step (H < B): always at the floor
     power = np.ones(2 * spread + floor + 2, dtype=np.float32)
     power[:floor] = a["exp2"]
     power[1:] = power[1:][::-1].copy()  # power[-d]: d log units below the likeliest (power[0]: the likeliest)
-    source_map = np.zeros((len(used), P * (K + 1)), dtype=np.int64)
-    for i, s in enumerate(used):
-        source_map[i] = a[f"{SOURCES[s]}.map"]
-    n, m = len(row), len(row[0])
     table = np.concatenate([d.reshape(-1, B) for d in tables])
     narrow = np.int16 if int(np.abs(table).max()) < 2**15 else np.int32  # the same sums; int16 gathers faster
+    slot_base = (np.arange(2)[:, None] * J + np.arange(J)[None, :]) * P * K1
     t._dense = _Coding(
-        table.astype(narrow), np.concatenate(row),
-        np.arange(n)[:, None] * m, np.array(used), source_map.ravel(), np.arange(len(used))[:, None] * P * (K + 1),
-        mix, power, K + 1, S, B, H,
+        table.astype(narrow), np.concatenate(row), lookup.ravel(), slots, slot_base, power, K1, S, B, H
     )  # fmt: skip
     return t._dense
 
@@ -478,14 +478,16 @@ def _probs(c: _Coding, rows: np.ndarray) -> np.ndarray:
     return np.take(c.power, z)
 
 
-def _bases(c: _Coding, codebook: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """What `_rows_at` needs of the symbols' codebooks (a decoder takes it once per packet, not per diagonal)."""
-    return c.source_offset + codebook * c.K1, c.row_offset + codebook * (c.S * c.S)
+def _bases(c: _Coding, codebook: np.ndarray) -> np.ndarray:
+    """Where in `c.lookup` [2, components, n] the context codes of n symbols of these codebooks are looked up."""
+    return c.slot_base[:, :, None] + np.asarray(codebook) * c.K1
 
 
-def _rows_at(c: _Coding, source_base: np.ndarray, row_base: np.ndarray, ctx: np.ndarray) -> np.ndarray:
-    """Rows [components, n] in `c.table` of n symbols: their `_bases`, their used sources' context codes."""
-    return np.take(c.row, row_base + c.mix @ np.take(c.source_map, source_base + ctx))
+def _rows(c: _Coding, base: np.ndarray, ctx: np.ndarray) -> np.ndarray:
+    """Rows [components, n] in `c.table` of n symbols: their `_bases` and the context codes [2, components, n]
+    that each component's two slots read."""
+    q = np.take(c.lookup, base + ctx)
+    return np.take(c.row, q[0] + q[1])
 
 
 def _family():
@@ -507,7 +509,7 @@ def encode_packet(t: EntropyTables, codes: np.ndarray, levels: int) -> bytes:
     flat = _padded(codes, levels, G, K, shape).ravel()
     coding = _coding(t)
     code = flat[at]
-    rows = _rows_at(coding, *_bases(coding, codebook), flat[contexts[coding.used]])
+    rows = _rows(coding, _bases(coding, codebook), flat[contexts[coding.slots]])
     n = len(at)
     diagonal = np.repeat(np.arange(len(starts) - 1), np.diff(starts))
     source = np.empty(2 * n, dtype=np.int64)  # the symbol of each position of the payload's sequence
@@ -525,45 +527,106 @@ def encode_packet(t: EntropyTables, codes: np.ndarray, levels: int) -> bytes:
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
-def decode_packet(t: EntropyTables, payload: bytes, frames: int, channels: int, levels: int) -> np.ndarray:
-    """Inverse of `encode_packet`: codes [frames, C, levels * G]; ValueError if the payload does not decode."""
+@lru_cache(maxsize=8)  # a plan of 32 packets takes about 8 MiB and 3-6 ms to build (grvq16k's default packets)
+def _lockstep_plan(frames: int, packets: int, channels: int, levels: int, groups: int, coding_key: tuple) -> tuple:
+    """`_plan` of `packets` packets of `frames` frames decoded together: their codes sit in X [packets, C, frames + 2,
+    levels + 2, G], and each diagonal's symbols are packet 0's (in `_plan`'s order), then packet 1's, and so on.
+    Returns per symbol in that order [M] its flat index in X, and [M, 2, components] the flat indices in X of the
+    context codes its components' slots read and their `_bases`; where each diagonal starts in M, how many symbols
+    a packet has there, and X's shape. `coding_key`: the tables' `_Coding` (slots, slot_base, K1) as tuples."""
+    slots, slot_base, K1 = np.array(coding_key[0]), np.array(coding_key[1]), coding_key[2]
+    at, contexts, codebook, starts, one = _plan(frames, channels, levels, groups)
+    N, n, size = packets, len(at), int(np.prod(one))
+    per = np.diff(starts)  # a packet's symbols per diagonal
+    diagonal = np.repeat(np.arange(len(per)), per)
+    # symbol i (of diagonal d) of packet p goes to N * starts[d] + p * per[d] + (i - starts[d])
+    where = (N - 1) * starts[diagonal] + np.arange(N)[:, None] * per[diagonal] + np.arange(n)
+    order = np.empty(N * n, dtype=np.int64)
+    order[where.ravel()] = np.arange(N * n)
+    packet, i = np.divmod(order, n)
+    ctx = contexts[slots][:, :, i].transpose(2, 0, 1) + (packet * size)[:, None, None]
+    base = slot_base + (codebook[i] * K1)[:, None, None]
+    return at[i] + packet * size, np.ascontiguousarray(ctx), base, (N * starts).tolist(), per.tolist(), (N, *one)
+
+
+def decode_packets(
+    t: EntropyTables, payloads: list[bytes], frames: list[int], channels: int, levels: int
+) -> list[np.ndarray | ValueError]:
+    """`decode_packet` of several packets: for each, its codes [frames, C, levels * G], or the ValueError that says
+    why it does not decode (each packet is still coded on its own, so a damaged one loses only its own frames).
+
+    The packets are decoded in lock-step, diagonal by diagonal: one set of numpy calls per diagonal for all of them
+    (a diagonal's cost is in its numpy calls more than in its symbols), then each packet's own range decoder."""
     import constriction
 
     G, K = t.num_groups, t.codebook_size
-    if len(payload) % 4:
-        raise ValueError("the payload is not a whole number of 32-bit words")
-    at, contexts, codebook, starts, shape = _plan(frames, channels, levels, G)
+    coding = _coding(t)
+    key = (tuple(map(tuple, coding.slots.tolist())), tuple(map(tuple, coding.slot_base.tolist())), coding.K1)
+    F, N, C, L = max(frames), len(payloads), channels, levels
+    at, ctx, base, starts, per, shape = _lockstep_plan(F, N, C, L, G, key)
+    errors: list[str | None] = [None] * N
+    decoders: list = [None] * N
+    for p, payload in enumerate(payloads):
+        if len(payload) % 4:
+            errors[p] = "the payload is not a whole number of 32-bit words"
+        else:
+            decoders[p] = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4").astype(np.uint32))
+    # a packet of fewer frames than F decodes in a slot of F frames: at diagonal d it has the symbols of the levels
+    # lv > d - its frames, the last of the slot's (`_plan` orders a diagonal's symbols by level); frames past its own
+    # are nobody's context but their own and are not decoded (they are written as code 0)
+    short = [(p, f) for p, f in enumerate(frames) if f < F]
     X = np.full(shape, K, dtype=np.int64)
     flat = X.ravel()
-    coding = _coding(t)
-    decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
     family = _family()
-    source_base, row_base = _bases(coding, codebook)
-    contexts = contexts[coding.used]
-    padded = coding.H < coding.B  # a high part can decode to a padding symbol only then
-    table, power, source_map, row, mix, B = (
-        coding.table,
-        coding.power,
-        coding.source_map,
-        coding.row,
-        coding.mix,
-        coding.B,
-    )
-    decode, steps = decoder.decode, table[1:]
-    try:  # `_rows_at` and `_probs` inlined, with indexing (np.take costs more on a diagonal's few symbols):
-        for d in range(len(starts) - 1):  # this loop's cost is per numpy call, not per symbol
-            s = slice(starts[d], starts[d + 1])
-            rows = row[row_base[:, s] + mix @ source_map[source_base[:, s] + flat[contexts[:, s]]]]
-            z = table[rows].sum(0, dtype=np.int32)
-            z -= z.max(1, keepdims=True)
-            hi = decode(family, power[z])
-            if padded and hi.size and hi.max() >= coding.H:  # a padding symbol: only a forged payload decodes one
-                raise ValueError(f"a code beyond the codebook's {K}")
-            z = steps[rows + hi].sum(0, dtype=np.int32)  # step 1 + hi of each row
-            z -= z.max(1, keepdims=True)
-            flat[at[s]] = hi * B + decode(family, power[z])
-    except (ValueError, RuntimeError, AssertionError) as e:  # constriction on invalid data
-        raise ValueError(f"its entropy-coded payload does not decode ({e})") from None
-    if not decoder.maybe_exhausted():
-        raise ValueError("its entropy-coded payload holds more data than its frames")
-    return X[:, 2:, 2:, :].transpose(1, 0, 2, 3).reshape(frames, channels, levels * G)
+    table, power, lookup, row, B, H = coding.table, coding.power, coding.lookup, coding.row, coding.B, coding.H
+    steps = table[1:]
+    bad = f"its entropy-coded payload does not decode (a code beyond the codebook's {K})"
+
+    def decode(probs: np.ndarray, d: int, n: int) -> np.ndarray:  # each packet's symbols, by its own decoder
+        if N == 1 and not short and decoders[0] is not None:
+            return run(0, probs)
+        out = np.zeros(len(probs), dtype=np.int32)  # a lost packet's: any code, so that the others go on
+        skip = [0] * N
+        for p, f in short:
+            skip[p] = C * G * (max(0, d - f + 1) - max(0, d - F + 1)) if d < f + L - 1 else n
+        for p in range(N):
+            if decoders[p] is not None and skip[p] < n:
+                out[p * n + skip[p] : (p + 1) * n] = run(p, probs[p * n + skip[p] : (p + 1) * n])
+        return out
+
+    def run(p: int, probs: np.ndarray) -> np.ndarray:
+        try:
+            return decoders[p].decode(family, probs)
+        except (ValueError, RuntimeError, AssertionError) as e:  # constriction on invalid data
+            errors[p], decoders[p] = f"its entropy-coded payload does not decode ({e})", None
+            return np.zeros(len(probs), dtype=np.int32)
+
+    for d, n in enumerate(per):  # its numpy calls (`_rows`, `_probs` inlined) are shared by all the packets
+        s = slice(starts[d], starts[d + 1])
+        q = lookup[base[s] + flat[ctx[s]]]
+        rows = row[q[:, 0] + q[:, 1]].T  # [J, symbols]
+        z = np.take(table, rows, axis=0).sum(0, dtype=np.int32)
+        z -= z.max(1, keepdims=True)
+        hi = decode(power[z], d, n)
+        if H < B and hi.max() >= H:  # a padding symbol: only a forged payload decodes one
+            for p in np.unique(np.nonzero(hi >= H)[0] // n).tolist():
+                errors[p], decoders[p] = bad, None
+                hi[p * n : (p + 1) * n] = 0
+        z = np.take(steps, rows + hi, axis=0).sum(0, dtype=np.int32)  # step 1 + hi of each row
+        z -= z.max(1, keepdims=True)
+        flat[at[s]] = hi * B + decode(power[z], d, n)
+    for p, decoder in enumerate(decoders):
+        if decoder is not None and not decoder.maybe_exhausted():
+            errors[p] = "its entropy-coded payload holds more data than its frames"
+    return [
+        ValueError(errors[p]) if errors[p] else X[p, :, 2 : f + 2, 2:, :].transpose(1, 0, 2, 3).reshape(f, C, L * G)
+        for p, f in enumerate(frames)
+    ]
+
+
+def decode_packet(t: EntropyTables, payload: bytes, frames: int, channels: int, levels: int) -> np.ndarray:
+    """Inverse of `encode_packet`: codes [frames, C, levels * G]; ValueError if the payload does not decode."""
+    got = decode_packets(t, [payload], [frames], channels, levels)[0]
+    if isinstance(got, ValueError):
+        raise got
+    return got
