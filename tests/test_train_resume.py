@@ -16,7 +16,7 @@ import yaml
 from conftest import tone
 from train_fixtures import TINY_TRAINING, make_data_dir, tiny_training_config
 
-from codec.checkpoint import load_model
+from codec.checkpoint import load_model, save_model
 from codec.cli import main
 from codec.config import builtin_config_path
 from codec.errors import CodecError
@@ -132,6 +132,9 @@ def test_init_from_fine_tunes_from_weights_with_fresh_critics_and_step(straight_
     _, trainer, _, _ = straight_and_resumed
     exported = tmp_path / "model.safetensors"
     assert main(["export", str(trainer.output_dir), str(exported)]) == 0
+    calibrated = load_model(exported)  # a shipped model is calibrated: its output gains must not reach training
+    calibrated.set_level_gain([3.0] * calibrated.num_levels)
+    save_model(calibrated, exported, calibrated.provenance)
     # from a model file, with other critics than the run had (a GAN fine-tune of a reconstruction-only model)
     for source in (str(exported), str(trainer.output_dir)):
         out = tmp_path / f"fine{len(source)}"
@@ -148,6 +151,7 @@ def test_init_from_fine_tunes_from_weights_with_fresh_critics_and_step(straight_
         assert tuned.step == 0 and all(name.startswith("msstft") for name in tuned.disc.critics)
         assert tuned.init_steps == STEPS  # its exported model counts the steps of the weights it started from
         assert_same_state(tuned.model.state_dict(), trainer.ema.model.state_dict())  # the EMA weights are taken
+        assert not tuned.model.level_gain_db.any() and "level_gain_db" not in checkpoints.extra_buffers(tuned.model)
         tuned.close()
     (tmp_path / "other").mkdir()
     other = tiny_training_config(

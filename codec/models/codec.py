@@ -61,6 +61,7 @@ class CodecModel(StreamingModule, RateFacts):
     """
 
     runtime = "torch"
+    deployment_buffers = frozenset({"level_gain_db"})  # model-file state that training never carries (checkpoints)
 
     def __init__(
         self,

@@ -28,11 +28,13 @@ NAME = re.compile(r"step_(\d+)\.pt$")
 def extra_buffers(module: nn.Module) -> dict[str, torch.Tensor]:
     """Non-persistent buffers (left out of state_dict) by full name, e.g. the quantizer's EMA sums.
 
-    state_dict rebuilds them on load only up to rounding; saving them makes resume bit-exact.
+    state_dict rebuilds them on load only up to rounding; saving them makes resume bit-exact. A module's
+    `deployment_buffers` (a calibrated model's output level gains) are not training state: left out, so a run
+    started from a calibrated model file trains without them.
     """
     out = {}
     for prefix, m in module.named_modules():
-        for name in m._non_persistent_buffers_set:
+        for name in m._non_persistent_buffers_set - getattr(m, "deployment_buffers", set()):
             if m._buffers.get(name) is not None:
                 out[f"{prefix}.{name}" if prefix else name] = m._buffers[name].detach().clone()
     return out
