@@ -363,6 +363,7 @@ def cmd_calibrate_level(args) -> None:
     from codec.checkpoint import save_model
     from codec.datadir import list_utterances
     from codec.jobs.calibrate import calibrate_level
+    from codec.train.export import portable_paths
 
     limits.check_int(args.max_clips, "--max-clips", 10, 100000)
     if not 0.5 <= args.seconds <= 600:
@@ -377,7 +378,7 @@ def cmd_calibrate_level(args) -> None:
     gains, count = calibrate_level(model, [utts[i] for i in pick], seconds=args.seconds)
     provenance = {**model.provenance, "level_calibration": {"data": str(args.data), "clips": count,
                                                               "gain_db": [float(g) for g in gains]}}  # fmt: skip
-    digest = save_model(model, args.out, provenance)
+    digest = save_model(model, args.out, portable_paths(provenance))
     gains_text = " / ".join(f"{g:+.2f}" for g in gains)
     print(f"{args.out}: {model.name} (id {digest[:8]}), output gain {gains_text} dB at 1..{model.num_levels} levels, "
           f"measured on {count} clips")  # fmt: skip
