@@ -115,17 +115,22 @@ def test_packets_decoded_together_are_decoded_as_alone(tables):
             assert isinstance(together[5], ValueError)
 
 
+def _padded_tables(rng):
+    """Tables of a codebook of 8 codes (2 high parts padded to 4 symbols) and the random walks (drawn from `rng`)
+    they are fitted on."""
+    walk = [np.cumsum(rng.integers(0, 2, (2, 120)), axis=1) % 8 for _ in range(4)]
+    return walk, fit_tables(
+        walk, model_id="89abcdef", model_name="pad", num_groups=1, num_levels=2, codebook_size=8, min_count=1,
+        clusters=3, joint_clusters=4,
+    )  # fmt: skip
+
+
 def test_a_forged_padding_symbol_fails_only_its_packet():
     """A codebook of 8 codes is coded as 2 high parts padded to 4 symbols: a forged packet whose first high part is
     a padding symbol, decoded in lock-step with good packets, is an error of its own; the good packets decode."""
     import constriction
 
-    rng = np.random.default_rng(6)
-    walk = [np.cumsum(rng.integers(0, 2, (2, 120)), axis=1) % 8 for _ in range(4)]
-    tables = fit_tables(
-        walk, model_id="89abcdef", model_name="pad", num_groups=1, num_levels=2, codebook_size=8, min_count=1,
-        clusters=3, joint_clusters=4,
-    )  # fmt: skip
+    walk, tables = _padded_tables(np.random.default_rng(6))
     coding = entropy._coding(tables)
     assert coding.H < coding.B
     at, contexts, codebook, starts, shape = entropy._plan(9, 1, 2, 1)
@@ -399,11 +404,7 @@ def test_random_payloads_decode_or_raise_value_error():
     """A codebook of 8 codes is coded as 2 high parts padded to 4 symbols: a forged payload that decodes a padding
     symbol (or anything else) is a ValueError, never another exception or a code outside the codebook."""
     rng = np.random.default_rng(5)
-    walk = [np.cumsum(rng.integers(0, 2, (2, 120)), axis=1) % 8 for _ in range(4)]
-    tables = fit_tables(
-        walk, model_id="89abcdef", model_name="pad", num_groups=1, num_levels=2, codebook_size=8, min_count=1,
-        clusters=3, joint_clusters=4,
-    )  # fmt: skip
+    _, tables = _padded_tables(rng)
     outcomes = {"decoded": 0, "error": 0}
     for _ in range(300):
         payload = rng.integers(0, 2**32, rng.integers(1, 4), dtype=np.uint64).astype("<u4").tobytes()
