@@ -11,8 +11,6 @@ and changes no code and no other sample: PESQ and STOI, which align levels, do n
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
 
@@ -22,13 +20,11 @@ from codec.errors import CodecError
 from codec.eval.metrics import level_db
 
 
-def measure_levels(
-    model, utterances: list[Utterance], *, seconds: float = 10.0, progress: Callable[[int], None] | None = None
-) -> tuple[np.ndarray, int]:
+def measure_levels(model, utterances: list[Utterance], *, seconds: float = 10.0) -> tuple[np.ndarray, int]:
     """Mean output level (dB against the input) per level count 1..num_levels as the model is now, and the number
     of clips measured: each utterance's first `seconds`, every channel on its own; silent or unreadable clips skip."""
     sums, count = np.zeros(model.num_levels), 0
-    for i, utt in enumerate(utterances):
+    for utt in utterances:
         try:
             audio, rate = read_span(utt, 0.0, seconds)
         except AudioError:
@@ -44,16 +40,14 @@ def measure_levels(
             if np.all(np.isfinite(values)):
                 sums += values
                 count += 1
-        if progress is not None:
-            progress(i + 1)
     return (sums / max(count, 1)), count
 
 
-def calibrate_level(model, utterances: list[Utterance], *, seconds: float = 10.0, min_clips: int = 10, progress=None):
+def calibrate_level(model, utterances: list[Utterance], *, seconds: float = 10.0, min_clips: int = 10):
     """Set `model`'s level gains so its mean output level on `utterances` is 0 dB at every level count; returns
     (gains in dB, clips measured). Measured with the gains off, so calibrating twice gives the same gains."""
     model.set_level_gain(torch.zeros(model.num_levels))
-    mean, count = measure_levels(model, utterances, seconds=seconds, progress=progress)
+    mean, count = measure_levels(model, utterances, seconds=seconds)
     if count < min_clips:
         raise CodecError(
             f"only {count} usable clips to calibrate the output level on (at least {min_clips}); pass more audio"

@@ -61,7 +61,7 @@ class CodecModel(StreamingModule, RateFacts):
     """
 
     runtime = "torch"
-    deployment_buffers = frozenset({"level_gain_db"})  # model-file state that training never carries (checkpoints)
+    deployment_buffers = frozenset({LEVEL_GAIN_KEY})  # model-file state that training never carries (checkpoints)
 
     def __init__(
         self,
@@ -86,7 +86,7 @@ class CodecModel(StreamingModule, RateFacts):
         # calibrate.py): reconstruction losses that regress magnitudes under uncertainty leave the decoder's output
         # quieter than its input, most at few levels. Zeros (no gain) unless calibrated; not part of state_dict
         # (training, EMA and checkpoints never see it); a model file carries it only when it is not all zeros.
-        self.register_buffer("level_gain_db", torch.zeros(quantizer.num_levels), persistent=False)
+        self.register_buffer(LEVEL_GAIN_KEY, torch.zeros(quantizer.num_levels), persistent=False)
         self.config: ModelConfig | None = None  # set by `build_model`; saved with the weights
         self._weights_hash: str | None = None
         self.provenance: dict = {}
