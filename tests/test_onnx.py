@@ -161,8 +161,8 @@ def test_the_package_runner_works_with_torch_unimportable(tiny_onnx, tmp_path):
 def test_fsq_search_by_rounding_gives_the_reference_codes_but_at_near_ties(fsq_levels):
     """The graphs search FSQ levels by rounding the projected residual (`FsqSearch`), not over the codebook: the
     reference search's codes, but where two codewords score within rounding of each other."""
+    from codec.quantization.fsq import FsqSearch
     from codec.quantization.search import search_torch
-    from codec.runtimes.export_onnx import FsqSearch
 
     path, _ = VARIANTS["spectral16k"]
     shrink = SHRINK + SHRINK_SPECTRAL + [f"quantizer.fsq_levels={fsq_levels}"]

@@ -265,6 +265,28 @@ def test_fsq_search_is_rounding_along_each_direction(backend):
         assert len(torch.unique(expected)) == quantizer.codebook_size  # every cell of the grid was visited
 
 
+def test_fsq_training_forward_rounds_and_finds_the_codes_encode_finds(monkeypatch):
+    """The training forward searches FSQ levels by rounding (`FsqSearch`: no scan of the codebook, which took a tenth
+    of a CPU training step) and picks the codes that `encode`'s codebook scan picks, but at near-ties."""
+    import codec.quantization.grvq as grvq
+
+    quantizer = _fsq_quantizer(seed=3)
+    quantizer.dropout = 0.0
+    quantizer.initialized.fill_(True)
+    generator = torch.Generator().manual_seed(4)
+    z = torch.randn(4, quantizer.dim, 250, generator=generator) * 3
+    expected = quantizer.eval().encode(z)
+    scans = []
+    original = grvq.rvq_search
+    monkeypatch.setattr(grvq, "rvq_search", lambda *a, **k: scans.append(1) or original(*a, **k))
+    for mode in (quantizer.train, quantizer.eval):
+        mode()
+        codes = quantizer(z).codes
+        assert codes.shape == expected.shape
+        assert (codes == expected).float().mean() > 0.99
+    assert not scans
+
+
 def test_fsq_codebooks_stay_synced_after_an_optimizer_step():
     model = make_spectral("fsq", **{"quantizer.dropout": 0.0}).train()
     quantizer = model.quantizer
