@@ -40,6 +40,7 @@ from codec.audio import read_audio, resample
 from codec.coding.compress import encode_audio
 from codec.coding.streaming import StreamingEncoder
 from codec.format.bitstream import CodesReader
+from codec.modelfile import default_model_name
 from codec.runtimes.runtime import with_runtime
 
 
@@ -122,10 +123,11 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="a folder of real recordings (searched for *.wav, *.flac)")
     parser.add_argument("--clips", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=8.0, help="at most this much of each clip")
-    parser.add_argument("--model", default="grvq16k")
+    parser.add_argument("--model", default=None, help="model name or file (default: the shipped default)")
     parser.add_argument("--runtimes", default="torch,onnx")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    args.model = args.model or default_model_name("no shipped default model: pass --model")
     torch.set_num_threads(1)
     files = sorted(p for p in Path(args.data).rglob("*") if p.suffix in (".wav", ".flac"))[: args.clips]
     if not files:

@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from codec.format.bitstream import CodesReader  # noqa: E402
+from codec.modelfile import default_model_name  # noqa: E402
 from tests import live_server  # noqa: E402
 from tests.live_server import codes_of  # noqa: E402
 
@@ -220,7 +221,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cases", type=int, default=5000)
     p.add_argument("--minutes", type=float, default=None, help="stop starting new cases after this long")
-    p.add_argument("--model", default="grvq16k")
+    p.add_argument("--model", default=None, help="model name or file (default: the shipped default)")
     p.add_argument("--runtime", default="onnx", help="the server's and `codec encode`'s --runtime")
     p.add_argument("--parallel", type=int, default=8, help="cases at once")
     p.add_argument("--case-seconds", type=float, default=10.0, help="how long a case may wait for the server")
@@ -228,6 +229,7 @@ def main() -> int:
     p.add_argument("--bystander-every", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
+    args.model = args.model or default_model_name("no shipped default model: pass --model")
     if not (1 <= args.cases <= 10**6 and 1 <= args.parallel <= 32):
         raise SystemExit("fuzz_serve: --cases 1..1000000, --parallel 1..32")
     token = secrets.token_urlsafe(24)

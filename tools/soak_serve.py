@@ -33,6 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from codec.modelfile import default_model_name  # noqa: E402
 from tests import live_server  # noqa: E402
 from tests.live_server import codes_of  # noqa: E402
 
@@ -111,7 +112,7 @@ def main() -> int:
     p.add_argument("--minutes", type=float, default=20.0, help="how long the sessions keep coming (at most 120)")
     p.add_argument("--sessions", type=int, default=16, help="live sessions at once (at most 64, the server's bound)")
     p.add_argument("--bad-share", type=float, default=0.25, help="share of sessions that misbehave")
-    p.add_argument("--model", default="grvq16k")
+    p.add_argument("--model", default=None, help="model name or file (default: the shipped default)")
     p.add_argument("--runtime", default="onnx", help="the server's and `codec encode`'s --runtime")
     p.add_argument("--clips", type=int, default=6)
     p.add_argument("--every", type=float, default=30.0, help="seconds between rows of RSS and file descriptors")
@@ -121,6 +122,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--progress", action="store_true", help="print each row to stderr as it is taken")
     args = p.parse_args()
+    args.model = args.model or default_model_name("no shipped default model: pass --model")
     if not (0 < args.minutes <= 120 and 1 <= args.sessions <= 64 and 0 <= args.bad_share <= 1):
         raise SystemExit("soak_serve: --minutes 0..120, --sessions 1..64, --bad-share 0..1")
     token = secrets.token_urlsafe(24)
