@@ -637,8 +637,9 @@ def entropy_options(p, live: bool = False) -> None:
     p.add_argument(
         "--entropy",
         action="store_true",
-        help="entropy-code the payload with the model's context tables (lossless, same audio; about 15-25%% fewer "
-        "bytes on speech and music, docs/ENTROPY.md); without tables for the model the plain payload is written"
+        help="entropy-code the payload with the model's context tables (lossless, same audio; fewer bytes as the "
+        "model's codes are predictable: on dev 4-14%% for the default spectral16k, 20-23%% for grvq16k, "
+        "docs/ENTROPY.md); without tables for the model the plain payload is written"
         + (" (live streams: variable-size packets)" if live else ""),
     )
     tables_option(p)
