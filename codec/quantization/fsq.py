@@ -31,8 +31,9 @@ class FsqSearch(nn.Module):
         shift = -low - 0.5 - (centre[:, :, None, :] @ to_steps)[:, :, 0]  # ceil(projection + shift) = nearest digit
         to_codeword = step[..., None] * directions.transpose(-1, -2)  # digits @ to_codeword + base = the codeword
         base = centre + (low * step)[:, :, None, :].matmul(directions.transpose(-1, -2))[:, :, 0]
-        project = torch.zeros(levels, G * d, G * k, dtype=torch.float64)
-        back = torch.zeros(levels, G * k, G * d, dtype=torch.float64)
+        device = directions.device  # the quantizer's: the training forward builds this on the GPU it trains on
+        project = torch.zeros(levels, G * d, G * k, dtype=torch.float64, device=device)
+        back = torch.zeros(levels, G * k, G * d, dtype=torch.float64, device=device)
         for g in range(G):
             project[:, g * d : (g + 1) * d, g * k : (g + 1) * k] = to_steps[g]
             back[:, g * k : (g + 1) * k, g * d : (g + 1) * d] = to_codeword[g]
