@@ -37,6 +37,7 @@ import torch
 
 from codec import load_model
 from codec.audio import read_audio, resample
+from codec.cli import NO_DEFAULT
 from codec.coding.compress import encode_audio
 from codec.coding.streaming import StreamingEncoder
 from codec.format.bitstream import CodesReader
@@ -127,7 +128,7 @@ def main() -> None:
     parser.add_argument("--runtimes", default="torch,onnx")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    args.model = args.model or default_model_name("no shipped default model: pass --model")
+    args.model = args.model or default_model_name(NO_DEFAULT)
     torch.set_num_threads(1)
     files = sorted(p for p in Path(args.data).rglob("*") if p.suffix in (".wav", ".flac"))[: args.clips]
     if not files:

@@ -37,6 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from codec.cli import NO_DEFAULT  # noqa: E402
 from codec.format.bitstream import CodesReader  # noqa: E402
 from codec.modelfile import default_model_name  # noqa: E402
 from tests import live_server  # noqa: E402
@@ -229,7 +230,7 @@ def main() -> int:
     p.add_argument("--bystander-every", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    args.model = args.model or default_model_name("no shipped default model: pass --model")
+    args.model = args.model or default_model_name(NO_DEFAULT)
     if not (1 <= args.cases <= 10**6 and 1 <= args.parallel <= 32):
         raise SystemExit("fuzz_serve: --cases 1..1000000, --parallel 1..32")
     token = secrets.token_urlsafe(24)

@@ -33,6 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from codec.cli import NO_DEFAULT  # noqa: E402
 from codec.modelfile import default_model_name  # noqa: E402
 from tests import live_server  # noqa: E402
 from tests.live_server import codes_of  # noqa: E402
@@ -122,7 +123,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--progress", action="store_true", help="print each row to stderr as it is taken")
     args = p.parse_args()
-    args.model = args.model or default_model_name("no shipped default model: pass --model")
+    args.model = args.model or default_model_name(NO_DEFAULT)
     if not (0 < args.minutes <= 120 and 1 <= args.sessions <= 64 and 0 <= args.bad_share <= 1):
         raise SystemExit("soak_serve: --minutes 0..120, --sessions 1..64, --bad-share 0..1")
     token = secrets.token_urlsafe(24)
