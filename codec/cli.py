@@ -541,10 +541,11 @@ def cmd_export_onnx(args) -> None:
     from codec.runtimes.export_onnx import export_onnx
 
     model = _load(args.model)
-    manifest = export_onnx(model, args.out_dir, levels=_levels(model, args))
+    manifest = export_onnx(model, args.out_dir, levels=_levels(model, args), weights=args.weights)
     files = [manifest[side][key] for side in ("encoder", "decoder") for key in ("file", "frame_file")]
     print(f"{args.out_dir}: {', '.join(files)}, manifest.json ({manifest['model']} {manifest['model_id']}, "
-          f"{manifest['levels']} levels, {manifest['bitrate'] / 1000:g} kbps at most)")  # fmt: skip
+          f"{manifest['levels']} levels, {manifest['bitrate'] / 1000:g} kbps at most, "
+          f"{manifest['weights']} weights)")  # fmt: skip
 
 
 def cmd_tokens(args) -> None:
@@ -618,9 +619,10 @@ def runtime_option(p) -> None:
         choices=RUNTIMES,
         default="auto",
         help="what runs the model: onnx (ONNX Runtime on the CPU; the model's graphs are built into the user's "
-        "cache on first use, with a notice; 4.2-6.3x less CPU per live frame, no torch import once built), or "
-        "torch; auto (default): onnx wherever it can run the model, else torch (--device cuda, a model that codes "
-        "channels jointly)",
+        "cache on first use, with a notice; 4.2-6.3x less CPU per live frame, no torch import once built), "
+        "onnx-int8 (the same with a spectral model's block weights as integers: about 1.4x less CPU per live frame "
+        "again; its codes and audio are close to onnx's, not equal), or torch; auto (default): onnx wherever it can "
+        "run the model, else torch (--device cuda, a model that codes channels jointly)",
     )
 
 
@@ -940,7 +942,8 @@ def _add_streaming_commands(sub) -> None:
     p.add_argument(
         "--onnx",
         action="store_true",
-        help="torch eager vs ONNX Runtime: per frame, offline, cold start of a 1 s encode and stream-encode of 60 s",
+        help="torch eager vs ONNX Runtime (fp32 graphs, and int8 ones for a spectral model): per frame, offline, "
+        "cold start of a 1 s encode and stream-encode of 60 s",
     )
     p.set_defaults(func=cmd_bench)
 
@@ -951,6 +954,14 @@ def _add_onnx_commands(sub) -> None:
     p = sub.add_parser("export-onnx", help="write the encoder and decoder steps as ONNX graphs with a manifest")
     p.add_argument("model", help="model name (see `codec models`) or model file")
     p.add_argument("out_dir", help="folder for encoder.onnx, decoder.onnx and manifest.json")
+    p.add_argument(
+        "--weights",
+        choices=("fp32", "int8"),
+        default="fp32",
+        help="fp32 (default): the model's arithmetic; int8: a spectral model's block weights as 7-bit integers over "
+        "8-bit rows (a live frame reads a third of the bytes; codes and audio close to fp32's, not equal; "
+        "docs/ONNX.md)",
+    )
     rate_options(p)
     p.set_defaults(func=cmd_export_onnx)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -412,6 +413,98 @@ def test_batched_streams_give_each_stream_its_own_codes(spectral, onnx_spectral)
             assert_codes_of(spectral, torch.from_numpy(stream_audio(i, rate, channels))[:, None], codes, levels)
         else:
             assert codes.shape == _alone(spectral, i).shape
+
+
+@pytest.fixture(scope="module")
+def onnx_int8(spectral, tmp_path_factory):
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    pytest.importorskip("onnx", reason="the onnx extra is not installed")
+    from codec.runtimes.runtime import with_runtime
+
+    root = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CODEC_CACHE_DIR", str(root))
+        return with_runtime(spectral, "onnx-int8")
+
+
+def test_int8_graphs_hold_integer_weights_and_compute_their_torch_reference(spectral, onnx_int8):
+    """`--weights int8`: the blocks' pointwise layers run as MatMulInteger over 7-bit weights; the graph computes
+    what its torch reference (`DecoderStep(int8=True)`) computes, and stays close to the fp32 model."""
+    import onnx
+
+    from codec.runtimes.export_onnx import INT8_WEIGHT_MAX, DecoderStep
+
+    assert onnx_int8.manifest["weights"] == "int8" and str(onnx_int8.onnx_dir).endswith("-int8")
+    graph = onnx.load(str(onnx_int8.onnx_dir / "encoder_frame.onnx")).graph
+    blocks = len(spectral.encoder.blocks)
+    assert sum(n.op_type == "MatMulInteger" for n in graph.node) == 2 * blocks
+    weights = [onnx.numpy_helper.to_array(i) for i in graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert len(weights) == 2 * blocks and all(np.abs(w).max() == INT8_WEIGHT_MAX for w in weights)
+    codes = spectral.encode(_audio(1, 0.3), 4)
+    decoder = StreamingDecoder(onnx_int8)
+    onnx_audio = np.concatenate([decoder.push(codes[..., f : f + 1].numpy()) for f in range(codes.shape[-1])], -1)
+    reference = DecoderStep(spectral, int8=True).eval()
+    states = reference.graph_states()
+    ref = []
+    with torch.no_grad():
+        for f in range(codes.shape[-1]):
+            frame = torch.full((1, spectral.num_levels * spectral.num_groups, 1), spectral.codebook_size)
+            frame[:, : codes.shape[1]] = codes[..., f : f + 1]
+            audio, *states = reference(frame, *states)
+            ref.append(audio[:, 0].numpy())
+    ref = np.concatenate(ref, -1)
+    assert np.abs(onnx_audio - ref).max() < 1e-4 * max(1.0, np.abs(ref).max())
+    fp32 = spectral.decode(codes)[:, 0].numpy()
+    error = np.sqrt(np.mean((onnx_audio - fp32) ** 2) / np.mean(fp32**2))
+    assert error < 0.1, f"int8 decode is {20 * np.log10(error):.1f} dB from fp32's"
+
+
+def test_int8_graphs_code_each_frame_and_stream_on_its_own(spectral, onnx_int8):
+    """Each row is quantized with its own scale: the codes do not depend on chunking or on the batch."""
+    from tests.test_batching import STREAMS, _alone, _run_all
+
+    audio = tone(0.5, 8000, channels=2, seed=4)
+    whole = StreamingEncoder(onnx_int8, levels=3, batch_size=2)
+    expected = np.concatenate([whole.push(audio), whole.flush()], -1)
+    chunked = StreamingEncoder(onnx_int8, levels=3, batch_size=2)
+    got = [chunked.push(audio[:, i : i + 7]) for i in range(0, audio.shape[1], 7)]
+    assert np.array_equal(np.concatenate([*got, chunked.flush()], -1), expected)
+    files = type(onnx_int8)(spectral, onnx_int8.onnx_dir, frames_per_call=100)  # blocks of frames, as `encode`
+    blocks = StreamingEncoder(files, levels=3, batch_size=2)
+    assert np.array_equal(np.concatenate([blocks.push(audio), blocks.flush()], -1), expected)
+    got, _ = _run_all(onnx_int8)
+    for i, codes in enumerate(got):
+        assert torch.equal(codes, _alone(onnx_int8, i)), f"stream {i} {STREAMS[i]}"
+
+
+def test_int8_is_only_for_the_spectral_family(tiny_model, tmp_path, monkeypatch):
+    from codec.errors import CodecError
+    from codec.runtimes.export_onnx import export_onnx
+    from codec.runtimes.runtime import with_runtime
+
+    monkeypatch.setenv("CODEC_CACHE_DIR", str(tmp_path))
+    with pytest.raises(CodecError, match="spectral family.*use --runtime onnx"):
+        with_runtime(tiny_model, "onnx-int8")
+    with pytest.raises(CodecError, match="spectral family"):
+        export_onnx(tiny_model, tmp_path / "out", weights="int8")
+    with pytest.raises(CodecError, match="not one of: fp32, int8"):
+        export_onnx(tiny_model, tmp_path / "out", weights="fp16")
+
+
+def test_fp32_and_int8_graphs_share_the_cache(spectral, tmp_path, monkeypatch):
+    """Building one kind of graphs keeps the other (only older exporter revisions are cleared)."""
+    from codec.runtimes.runtime import onnx_cache_dir, with_runtime
+
+    monkeypatch.setenv("CODEC_CACHE_DIR", str(tmp_path))
+    fp32 = with_runtime(spectral, "onnx").onnx_dir
+    int8 = with_runtime(spectral, "onnx-int8").onnx_dir
+    old = onnx_cache_dir(spectral).parent / f"{spectral.name}-{spectral.model_id}-r1-int8"
+    old.mkdir()
+    (old / "manifest.json").write_text("{}")
+    assert fp32 == onnx_cache_dir(spectral) and int8 == onnx_cache_dir(spectral, weights="int8") and fp32 != int8
+    assert (fp32 / "manifest.json").is_file() and (int8 / "manifest.json").is_file()
+    shutil.rmtree(fp32)
+    assert with_runtime(spectral, "onnx").onnx_dir == fp32 and (int8 / "manifest.json").is_file() and not old.exists()
 
 
 # --- synthesis delay (model.spectral.delay) ------------------------------------------------------------------------

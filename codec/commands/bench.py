@@ -198,10 +198,15 @@ def onnx_versus_torch(model: CodecModel, onnx_dir: str, frames: int = 500, secon
     hop = model.hop_length
     frame_ms = 1000 * hop / model.sample_rate
     top = load_manifest(onnx_dir)["levels"]
-    dirs = {top: Path(onnx_dir)}
+    graphs = {"onnxruntime": {top: Path(onnx_dir)}}  # runtime -> levels -> folder
+    if getattr(model.config, "family", None) == "spectral":  # int8 block weights (`--runtime onnx-int8`) beside
+        graphs["onnxruntime-int8"] = {top: Path(onnx_dir) / "int8"}
+        export_onnx(model, graphs["onnxruntime-int8"][top], levels=top, weights="int8")
     for levels in sorted({1, top} - {top}):
-        dirs[levels] = Path(onnx_dir) / f"levels-{levels}"
-        export_onnx(model, dirs[levels], levels=levels)
+        for runtime, dirs in graphs.items():
+            dirs[levels] = Path(onnx_dir) / f"levels-{levels}-{runtime}"
+            export_onnx(model, dirs[levels], levels=levels, weights="int8" if runtime.endswith("int8") else "fp32")
+    dirs = graphs["onnxruntime"]
     audio = (0.1 * np.random.default_rng(0).standard_normal((1, hop * frames))).astype(np.float32)
     block = 25  # frames a runtime and mode runs in a row before the next takes over
     for levels in sorted(dirs):
@@ -210,9 +215,9 @@ def onnx_versus_torch(model: CodecModel, onnx_dir: str, frames: int = 500, secon
         def pair(runtime: str, levels: int = levels) -> tuple:
             if runtime == "torch":
                 return StreamingEncoder(model, levels=levels).push, StreamingDecoder(model).push
-            return OnnxEncoder(dirs[levels]).push, OnnxDecoder(dirs[levels]).push
+            return OnnxEncoder(graphs[runtime][levels]).push, OnnxDecoder(graphs[runtime][levels]).push
 
-        runtimes = ("torch", "onnxruntime")
+        runtimes = ("torch", *graphs)
         coders = {(runtime, mode): pair(runtime) for runtime in runtimes for mode in ("alone", "duplex")}
         codes_of = {}  # the codes each runtime's decoder alone is given, frame by frame
         for runtime in runtimes:
@@ -247,23 +252,23 @@ def onnx_versus_torch(model: CodecModel, onnx_dir: str, frames: int = 500, secon
     audio_s = x.shape[-1] / model.sample_rate
     per_call = FILE_FRAMES_PER_CALL  # what `codec encode` / `decode` on the ONNX runtime call the graphs with
     for levels in sorted(dirs):
-        encoder = OnnxEncoder(dirs[levels], frames_per_call=per_call)
-        decoder = OnnxDecoder(dirs[levels], frames_per_call=per_call)
         codes = model.encode(torch.from_numpy(x)[None], levels)
-        onnx_codes = encoder.encode(x)
-        figures = {
-            "torch": (partial(model.encode, torch.from_numpy(x)[None], levels), partial(model.decode, codes)),
-            "onnxruntime": (partial(encoder.encode, x), partial(decoder.decode, onnx_codes)),
-        }
+        figures = {"torch": (partial(model.encode, torch.from_numpy(x)[None], levels), partial(model.decode, codes))}
+        codes_of = {"torch": codes.numpy()}
+        for runtime, folders in graphs.items():
+            encoder = OnnxEncoder(folders[levels], frames_per_call=per_call)
+            decoder = OnnxDecoder(folders[levels], frames_per_call=per_call)
+            codes_of[runtime] = encoder.encode(x)
+            figures[runtime] = (partial(encoder.encode, x), partial(decoder.decode, codes_of[runtime]))
         for runtime, (encode, decode) in figures.items():
             (enc, enc_cpu), (dec, dec_cpu) = _cpu_and_wall(encode, 3), _cpu_and_wall(decode, 3)
             emit(what="realtime_factor", runtime=runtime, levels=levels, kbps=model.bitrate(levels) / 1000,
-                 frames_per_call=per_call if runtime == "onnxruntime" else "all",
+                 frames_per_call="all" if runtime == "torch" else per_call,
                  audio_seconds=round(audio_s, 3), encode_seconds=round(enc, 4), decode_seconds=round(dec, 4),
                  encode_x_realtime=round(audio_s / enc, 1), decode_x_realtime=round(audio_s / dec, 1),
                  encode_cpu_x_realtime=round(audio_s / enc_cpu, 1), decode_cpu_x_realtime=round(audio_s / dec_cpu, 1),
-                 frames_with_other_codes=int((onnx_codes != codes.numpy()).any(1).sum()) if runtime == "onnxruntime"
-                 else None)  # fmt: skip
+                 frames_with_other_codes=None if runtime == "torch"
+                 else int((codes_of[runtime] != codes_of["torch"]).any(1).sum()))  # fmt: skip
 
 
 def process_costs(model: CodecModel, repeats: int = 3, stream_seconds: float = 60.0) -> None:

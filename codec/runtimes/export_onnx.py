@@ -113,10 +113,57 @@ def _frame_windows(padded: torch.Tensor, frames: int, step: int, size: int) -> t
     return padded.index_select(1, index).reshape(B, frames, size, *padded.shape[2:])
 
 
+# `weights="int8"`: the blocks' pointwise layers (most of the weights a frame reads) as 7-bit integer weights, one
+# scale per output channel, over 8-bit rows, one scale per row. Weights within +-63 keep every pair of products of
+# an unsigned activation and a signed weight inside int16 (255 x 63 x 2 < 2^15), so the integer products are exact
+# on every CPU (VNNI or not: no saturating instruction can clip them), and a row's result depends on that row only.
+INT8_WEIGHT_MAX = 63
+INT8_ROW_MAX = 127
+WEIGHTS = ("fp32", "int8")
+
+
+class _MatMulInteger(torch.autograd.Function):
+    """uint8 rows [N, K] (zero point `zero`) @ int8 weights [K, M] -> int32, exported as ONNX MatMulInteger."""
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor, weight: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+        # exact in float64: every sum is below 2^53 (K x 127 x 63)
+        return ((rows.double() - zero.double()) @ weight.double()).to(torch.int32)
+
+    @staticmethod
+    def symbolic(g, rows, weight, zero):
+        return g.op("MatMulInteger", rows, weight, zero)
+
+
+class _Pointwise(nn.Module):
+    """rows [N, C_in] -> rows @ weight + bias [N, C_out], in fp32, or with int8 weights (above) when `int8`."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, *, int8: bool = False) -> None:
+        super().__init__()
+        self.int8 = int8
+        self.register_buffer("bias", bias)
+        if not int8:
+            self.register_buffer("weight", weight)
+            return
+        scale = weight.abs().amax(0).clamp_min(1e-12) / INT8_WEIGHT_MAX  # [C_out]
+        self.register_buffer(
+            "weight", torch.round(weight / scale).clamp(-INT8_WEIGHT_MAX, INT8_WEIGHT_MAX).to(torch.int8)
+        )
+        self.register_buffer("scale", scale)
+        self.register_buffer("zero", torch.tensor(128, dtype=torch.uint8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.int8:
+            return x @ self.weight + self.bias
+        step = x.abs().amax(-1, keepdim=True).clamp_min(1e-12) / INT8_ROW_MAX  # [N, 1]
+        rows = (torch.round(x / step) + 128).to(torch.uint8)
+        return _MatMulInteger.apply(rows, self.weight, self.zero).to(x.dtype) * step * self.scale + self.bias
+
+
 class _BlockRows(nn.Module):
     """`CausalConvNeXtBlock` over rows, its output scale folded into its last pointwise layer."""
 
-    def __init__(self, block: CausalConvNeXtBlock) -> None:
+    def __init__(self, block: CausalConvNeXtBlock, *, int8: bool = False) -> None:
         super().__init__()
         depthwise = block.depthwise
         self.kernel = depthwise.kernel_size
@@ -127,10 +174,8 @@ class _BlockRows(nn.Module):
         self.eps = norm.eps
         self.register_buffer("norm_weight", norm.weight.detach().clone())
         self.register_buffer("norm_bias", norm.bias.detach().clone())
-        pointwise = {"up": _pointwise(block.up), "down": _pointwise(block.down, block.scale.detach()[:, 0])}
-        for name, (w, b) in pointwise.items():
-            self.register_buffer(f"{name}_weight", w)
-            self.register_buffer(f"{name}_bias", b)
+        self.up = _Pointwise(*_pointwise(block.up), int8=int8)
+        self.down = _Pointwise(*_pointwise(block.down, block.scale.detach()[:, 0]), int8=int8)
 
     def forward(self, x: torch.Tensor, buffer: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [B, F, C], buffer [B, k - 1, C] -> [B, F, C], the next buffer."""
@@ -139,7 +184,7 @@ class _BlockRows(nn.Module):
         windows = _frame_windows(padded, frames, 1, self.kernel)  # [B, F, k, C]
         y = torch.matmul(self.ones, windows * self.taps).reshape(-1, C) + self.taps_bias  # rows [N, C]
         y = F.layer_norm(y, self.norm_weight.shape, self.norm_weight, self.norm_bias, self.eps)
-        y = F.gelu(y @ self.up_weight + self.up_bias) @ self.down_weight + self.down_bias
+        y = self.down(F.gelu(self.up(y)))
         return x + y.reshape(B, frames, C), padded[:, frames:]
 
 
@@ -151,21 +196,21 @@ def _graph_state(key: tuple[str, str], state: torch.Tensor) -> torch.Tensor:
 class _SpectralRows(nn.Module):
     """Shared by both sides: the ConvNeXt stack between two pointwise projections and a LayerNorm, over rows."""
 
-    def __init__(self, blocks: nn.Sequential, proj_in: StreamingConv1d, norm: nn.LayerNorm, side: str) -> None:
+    def __init__(
+        self, blocks: nn.Sequential, proj_in: StreamingConv1d, norm: nn.LayerNorm, side: str, *, int8: bool = False
+    ) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(_BlockRows(b) for b in blocks)
+        self.blocks = nn.ModuleList(_BlockRows(b, int8=int8) for b in blocks)
         self.block_keys = [(f"{side}.blocks.{i}.depthwise", "buffer") for i in range(len(blocks))]
         self.stateful = [not b.depthwise.pointwise for b in blocks]
-        w, b = _pointwise(proj_in)
-        self.register_buffer("in_weight", w)
-        self.register_buffer("in_bias", b)
+        self.proj_in = _Pointwise(*_pointwise(proj_in))
         self.eps = norm.eps
         self.register_buffer("norm_weight", norm.weight.detach().clone())
         self.register_buffer("norm_bias", norm.bias.detach().clone())
 
     def stack(self, rows: torch.Tensor, B: int, states: dict) -> torch.Tensor:
         """rows [N, C_in] -> the final LayerNorm's rows [N, C]; updates the depthwise buffers in `states`."""
-        x = rows @ self.in_weight + self.in_bias
+        x = self.proj_in(rows)
         x = x.reshape(B, -1, x.shape[-1])
         for block, key, stateful in zip(self.blocks, self.block_keys, self.stateful, strict=True):
             if stateful:
@@ -180,14 +225,12 @@ class SpectralEncoderRows(_SpectralRows):
     """`SpectralEncoder` over rows: audio [B, 1, F * hop] -> latent rows [B * F, D]. The STFT is one MatMul of each
     frame's n_fft samples with the constant windowed-DFT basis."""
 
-    def __init__(self, encoder: SpectralEncoder) -> None:
-        super().__init__(encoder.blocks, encoder.proj_in, encoder.norm.norm, "encoder")
+    def __init__(self, encoder: SpectralEncoder, *, int8: bool = False) -> None:
+        super().__init__(encoder.blocks, encoder.proj_in, encoder.norm.norm, "encoder", int8=int8)
         stft = encoder.stft
         self.hop, self.n_fft, self.bins, self.power = stft.stride, stft.kernel_size, encoder.bins, encoder.power
         self.register_buffer("basis", stft.weight().detach()[:, 0].t().contiguous())  # [n_fft, 2K]
-        w, b = _pointwise(encoder.proj_out)
-        self.register_buffer("out_weight", w)
-        self.register_buffer("out_bias", b)
+        self.proj_out = _Pointwise(*_pointwise(encoder.proj_out))
 
     def forward(self, audio: torch.Tensor, states: dict) -> torch.Tensor:
         B = audio.shape[0]
@@ -199,26 +242,24 @@ class SpectralEncoderRows(_SpectralRows):
         # `compress` (its eps 1e-6, squared): magnitudes to the power, the phase kept
         gain = ((spectrum * spectrum).sum(1, keepdim=True) + 1e-12).pow(0.5 * (self.power - 1))
         x = self.stack((spectrum * gain).reshape(-1, 2 * self.bins), B, states)
-        return x @ self.out_weight + self.out_bias
+        return self.proj_out(x)
 
 
 class SpectralDecoderRows(_SpectralRows):
     """`SpectralDecoder` over rows: latent rows [B * F, D] -> audio [B, 1, F * hop]. The inverse DFT is one MatMul
     with the constant windowed basis, then the overlap-add with the state's tail."""
 
-    def __init__(self, decoder: SpectralDecoder) -> None:
-        super().__init__(decoder.blocks, decoder.proj_in, decoder.norm.norm, "decoder")
+    def __init__(self, decoder: SpectralDecoder, *, int8: bool = False) -> None:
+        super().__init__(decoder.blocks, decoder.proj_in, decoder.norm.norm, "decoder", int8=int8)
         head = decoder.head
         self.hop, self.overlap, self.bins, self.power = head.hop, head.overlap, head.bins, head.power
         self.max_magnitude = head.max_magnitude
         self.register_buffer("basis", head.basis.clone())  # [2K, h + o]
-        w, b = _pointwise(head.proj)
-        self.register_buffer("head_weight", w)
-        self.register_buffer("head_bias", b)
+        self.head = _Pointwise(*_pointwise(head.proj))
 
     def forward(self, latent: torch.Tensor, B: int, states: dict) -> torch.Tensor:
         x = self.stack(latent, B, states)
-        y = (x @ self.head_weight + self.head_bias).reshape(-1, 2, self.bins)  # [N, Re / Im, K]
+        y = self.head(x).reshape(-1, 2, self.bins)  # [N, Re / Im, K]
         magnitude2 = (y * y).sum(1, keepdim=True) + 1e-12  # `SpectralSynthesis.forward`, rows instead of [B, C, F]
         limit = self.max_magnitude**2
         gain = magnitude2.clamp(max=limit).pow(0.5 / self.power - 0.5) * (limit / magnitude2).clamp(max=1.0).sqrt()
@@ -240,11 +281,12 @@ class SpectralDecoderRows(_SpectralRows):
 class EncoderStep(nn.Module):
     """One frame of audio and the encoder's state -> the frame's codes and the next state."""
 
-    def __init__(self, model: CodecModel, levels: int) -> None:
+    def __init__(self, model: CodecModel, levels: int, *, int8: bool = False) -> None:
         super().__init__()
         self.model, self.levels = model, levels
         self.keys, _ = _flat_state(model, "encoder")
-        self.rows = SpectralEncoderRows(model.encoder) if isinstance(model.encoder, SpectralEncoder) else None
+        spectral = isinstance(model.encoder, SpectralEncoder)
+        self.rows = SpectralEncoderRows(model.encoder, int8=int8) if spectral else None
         q = model.quantizer
         self.fsq = FsqSearch(q, levels) if q.level_type == "fsq" else None
         if self.fsq is not None:
@@ -287,11 +329,12 @@ class EncoderStep(nn.Module):
 class DecoderStep(nn.Module):
     """One frame of codes (all levels, missing ones = pad_code) and the decoder's state -> audio, next state."""
 
-    def __init__(self, model: CodecModel) -> None:
+    def __init__(self, model: CodecModel, *, int8: bool = False) -> None:
         super().__init__()
         self.model = model
         self.keys, _ = _flat_state(model, "decoder")
-        self.rows = SpectralDecoderRows(model.decoder) if isinstance(model.decoder, SpectralDecoder) else None
+        spectral = isinstance(model.decoder, SpectralDecoder)
+        self.rows = SpectralDecoderRows(model.decoder, int8=int8) if spectral else None
         # a calibrated model's output gain per level count (`CodecModel.apply_level_gain`), else none in the graph
         self.gain = (10.0 ** (model.level_gain_db.detach() / 20.0)) if bool(model.level_gain_db.any()) else None
         books = model.quantizer.codebooks.detach()
@@ -370,10 +413,16 @@ def _export(
 
 
 def export_onnx(
-    model: CodecModel, out_dir: str | Path, *, levels: int | None = None, on_graph: Callable[[str], None] | None = None
+    model: CodecModel,
+    out_dir: str | Path,
+    *,
+    levels: int | None = None,
+    weights: str = "fp32",
+    on_graph: Callable[[str], None] | None = None,
 ) -> dict:
-    """Write the four graphs and manifest.json for `model` into `out_dir`; returns the manifest. `on_graph` is
-    called with each graph's file name once it is written (a progress bar)."""
+    """Write the four graphs and manifest.json for `model` into `out_dir`; returns the manifest. `weights`: "fp32"
+    (the model's arithmetic) or "int8" (the spectral family's block weights as integers, docs/ONNX.md). `on_graph`
+    is called with each graph's file name once it is written (a progress bar)."""
     try:
         import onnx  # noqa: F401  (torch's exporter needs it to check and save the graphs)
     except ImportError:
@@ -383,11 +432,17 @@ def export_onnx(
     model.quantizer._sync_codebooks()  # simvq: the searched codebooks are basis x map; the graphs hold constants
     if model.audio_channels != 1:
         raise CodecError(f"model {model.name} codes {model.audio_channels} channels jointly; ONNX export is mono")
+    if weights not in WEIGHTS:
+        raise CodecError(f"weights {weights!r} is not one of: {', '.join(WEIGHTS)}")
+    int8 = weights == "int8"
+    if int8 and not isinstance(model.encoder, SpectralEncoder):
+        raise CodecError(f"int8 weights are for the spectral family's graphs; {model.name} is a SEANet model: "
+                         "export it with fp32 weights")  # fmt: skip
     levels = levels_or_all(levels, model.num_levels)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     hop, C = model.hop_length, model.audio_channels
-    encoder, decoder = EncoderStep(model, levels), DecoderStep(model)
+    encoder, decoder = EncoderStep(model, levels, int8=int8), DecoderStep(model, int8=int8)
     enc_states, dec_states = encoder.graph_states(), decoder.graph_states()
     width = model.num_levels * model.num_groups
     for frames, suffix in ((2, ""), (1, "_frame")):  # any frames and streams per call; one frame of one stream
@@ -410,6 +465,7 @@ def export_onnx(
         "torch_version": torch.__version__,
         "opset": OPSET,
         "graph_revision": GRAPH_REVISION,
+        "weights": weights,
         "sample_rate": model.sample_rate,
         "channels": C,
         "hop_length": hop,

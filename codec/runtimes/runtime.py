@@ -1,10 +1,14 @@
-"""`--runtime torch|onnx|auto`: which engine runs a model's frames in the coding verbs and the server.
+"""`--runtime torch|onnx|onnx-int8|auto`: which engine runs a model's frames in the coding verbs and the server.
 
 - ``torch``: the model's own streaming encoder and decoder (any device).
 - ``onnx``: the graphs of `codec export-onnx`, run by ONNX Runtime on the CPU, one frame per call
   (`codec.runtimes.onnx_runtime`). The graphs are built on first use into the user's cache
   (`$CODEC_CACHE_DIR`, else `$XDG_CACHE_HOME/codec`, else `~/.cache/codec`; never into the package), under
   `onnx/<model name>-<model id>-r<exporter revision>/`, and reused after that.
+- ``onnx-int8``: the same with the spectral family's block weights as 7-bit integers over 8-bit rows
+  (`codec export-onnx --weights int8`, docs/ONNX.md), cached in `...-r<revision>-int8/`: a live frame reads about
+  a third of the bytes and costs about 1.4x less CPU; the codes are valid codes of the same model (any decoder
+  reads them) but not the fp32 graphs' codes, and the audio is not bit-equal to theirs. Never picked by ``auto``.
 - ``auto`` (the default): onnx wherever it can run the model (on the CPU, a model that codes each channel as its
   own stream, onnxruntime installed: a base dependency), building the graphs on first use as ``onnx`` does, with
   a one-line notice and a progress bar; torch otherwise (`--device cuda`, a model coding channels jointly, or a
@@ -43,7 +47,7 @@ if TYPE_CHECKING:  # this module imports without torch: the CLI's ONNX path neve
     from codec.frames import FrameCoder
     from codec.models.codec import CodecModel
 
-RUNTIMES = ("auto", "torch", "onnx")
+RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
 FILE_FRAMES_PER_CALL = 100  # frames per graph call when coding files (2 s at 50 Hz): ~2.4x cheaper than one
 NUMBA_PAYS_OFF_SECONDS = 600  # audio below which loading numba's search costs more than it saves (docs/BENCHMARKS.md)
 
@@ -51,8 +55,8 @@ NUMBA_PAYS_OFF_SECONDS = 600  # audio below which loading numba's search costs m
 @runtime_checkable
 class RunnableCodec(Protocol):
     """What the coding paths (coding/compress.py, streaming.py; server/batching.py, serve.py; jobs/batch.py) ask of a
-    model, whichever engine runs it: the torch `CodecModel` (`runtime` "torch") and `OnnxCodec` ("onnx") both
-    implement it. `source` is the model file (its entropy tables sit beside it), or None."""
+    model, whichever engine runs it: the torch `CodecModel` (`runtime` "torch") and `OnnxCodec` ("onnx"; "onnx-int8"
+    for int8 graphs) both implement it. `source` is the model file (its entropy tables sit beside it), or None."""
 
     runtime: str
     name: str
@@ -93,28 +97,38 @@ def cache_root() -> Path:
     return Path(base) / "codec"
 
 
-def onnx_cache_dir(model: CodecModel, root: Path | None = None) -> Path:
+def onnx_cache_dir(model: CodecModel, root: Path | None = None, weights: str = "fp32") -> Path:
     """Where the ONNX graphs of `model` are cached under `root` (default `cache_root()`): one folder per model
-    name, weights id and exporter revision (`codec.runtimes.onnx_runtime.GRAPH_REVISION`)."""
-    return _cache_dir(model.name, model.model_id, root)
+    name, weights id, exporter revision (`codec.runtimes.onnx_runtime.GRAPH_REVISION`) and graph weights."""
+    return _cache_dir(model.name, model.model_id, root, weights)
 
 
-def _cache_dir(name: str, model_id: str, root: Path | None = None) -> Path:
+def _cache_dir(name: str, model_id: str, root: Path | None = None, weights: str = "fp32") -> Path:
     from codec.runtimes.onnx_runtime import GRAPH_REVISION
 
-    return (root or cache_root()) / "onnx" / f"{name}-{model_id}-r{GRAPH_REVISION}"
+    suffix = "" if weights == "fp32" else f"-{weights}"
+    return (root or cache_root()) / "onnx" / f"{name}-{model_id}-r{GRAPH_REVISION}{suffix}"
 
 
 def _stale_cache_dirs(model: CodecModel, root: Path | None = None) -> list[Path]:
     """Folders of this model's graphs written by an older exporter (without the revision in the name, or with an
-    older one)."""
-    current = onnx_cache_dir(model, root)
+    older one), whatever their weights."""
+    from codec.runtimes.onnx_runtime import GRAPH_REVISION
+
     base = f"{model.name}-{model.model_id}"
-    return [
-        p
-        for p in current.parent.glob(f"{base}*")
-        if p != current and (p.name == base or p.name.startswith(base + "-r")) and (p / "manifest.json").is_file()
-    ]
+
+    def stale(name: str) -> bool:  # `base`, or `base-r<N>` / `base-r<N>-<weights>` with N not this revision
+        return name == base or (
+            name.startswith(base + "-r") and name[len(base) + 2 :].split("-")[0] != str(GRAPH_REVISION)
+        )
+
+    folders = onnx_cache_dir(model, root).parent.glob(f"{base}*")
+    return [p for p in folders if stale(p.name) and (p / "manifest.json").is_file()]
+
+
+def graph_weights(runtime: str) -> str:
+    """The graphs' weights a `--runtime` runs: "int8" for onnx-int8, else "fp32"."""
+    return "int8" if runtime == "onnx-int8" else "fp32"
 
 
 def onnxruntime_available() -> bool:
@@ -153,6 +167,7 @@ class OnnxCodec(RateFacts):
                 f"{model.name} (id {model.model_id}, {model.num_levels} levels); delete the folder to export again"
             )
         self.name, self.model_id, self.sample_rate = m["model"], m["model_id"], m["sample_rate"]
+        self.runtime = "onnx-int8" if m.get("weights") == "int8" else "onnx"  # the `--runtime` that runs these graphs
         self.hop_length, self.audio_channels, self.num_groups = m["hop_length"], m["channels"], m["num_groups"]
         self.num_levels, self.codebook_size, self.bits_per_code = (
             m["num_levels"],
@@ -183,7 +198,9 @@ class OnnxCodec(RateFacts):
         self.__dict__.update(state)
 
 
-def cached_onnx_codec(name_or_path: str, *, live: bool = False, threads: int = 1) -> OnnxCodec | None:
+def cached_onnx_codec(
+    name_or_path: str, *, live: bool = False, threads: int = 1, weights: str = "fp32"
+) -> OnnxCodec | None:
     """The `OnnxCodec` of a model (a shipped model's name or a model file) from graphs already in the user's
     cache, found and opened without importing torch; None when there are none of this exporter revision (or no
     onnxruntime, or the file's metadata names no weights hash): the caller then loads the torch model.
@@ -198,7 +215,7 @@ def cached_onnx_codec(name_or_path: str, *, live: bool = False, threads: int = 1
     name, digest = metadata.get("name"), metadata.get("weights_hash", "")
     if not name or len(digest) < 8:
         return None
-    folder = _cache_dir(name, digest[:8])
+    folder = _cache_dir(name, digest[:8], None, weights)
     if not (folder / "manifest.json").is_file():
         return None
     codec = OnnxCodec(None, folder, frames_per_call=1 if live else FILE_FRAMES_PER_CALL, threads=threads)
@@ -208,16 +225,21 @@ def cached_onnx_codec(name_or_path: str, *, live: bool = False, threads: int = 1
 
 
 def export_to_cache(
-    model: CodecModel, root: Path | None = None, *, notice: Callable[[str], None] | None = None, progress: bool = False
+    model: CodecModel,
+    root: Path | None = None,
+    *,
+    notice: Callable[[str], None] | None = None,
+    progress: bool = False,
+    weights: str = "fp32",
 ) -> Path:
-    """The cached ONNX graphs of `model` (under `root`, default `cache_root()`), built now if they are not there yet
-    (atomically: a folder is written beside the final one and renamed, so concurrent processes never see half a
-    model). When it builds, `notice` (if given) gets one line saying so, and `progress` shows a bar over the graphs
-    on stderr."""
+    """The cached ONNX graphs of `model` (under `root`, default `cache_root()`) with `weights` ("fp32" or "int8"),
+    built now if they are not there yet (atomically: a folder is written beside the final one and renamed, so
+    concurrent processes never see half a model). When it builds, `notice` (if given) gets one line saying so, and
+    `progress` shows a bar over the graphs on stderr."""
     from codec.runtimes.export_onnx import export_onnx
     from codec.runtimes.onnx_runtime import load_manifest
 
-    target = onnx_cache_dir(model, root)
+    target = onnx_cache_dir(model, root, weights)
     if (target / "manifest.json").is_file():
         return target
     try:
@@ -230,14 +252,15 @@ def export_to_cache(
         ) from None
     if notice is not None:
         notice(
-            f"first use of {model.name} (id {model.model_id}) on ONNX Runtime: building its graphs into {target} "
+            f"first use of {model.name} (id {model.model_id}) on ONNX Runtime"
+            f"{' with int8 weights' if weights == 'int8' else ''}: building its graphs into {target} "
             "(once; a few seconds)"
         )
     try:
         from tqdm import tqdm
 
         with tqdm(total=4, unit="graph", desc="codec: ONNX graphs", disable=not progress, leave=False) as bar:
-            export_onnx(model, tmp, on_graph=lambda name: bar.update(1))
+            export_onnx(model, tmp, weights=weights, on_graph=lambda name: bar.update(1))
         load_manifest(tmp)
         try:
             tmp.rename(target)
@@ -299,10 +322,13 @@ def with_runtime(
             return model
         return OnnxCodec(model, folder, frames_per_call=per_call, threads=threads)
     if next(model.parameters()).device.type != "cpu":
-        raise CodecError("--runtime onnx runs on the CPU; leave out --device or use --runtime torch")
+        raise CodecError(f"--runtime {runtime} runs on the CPU; leave out --device or use --runtime torch")
     if not onnxruntime_available():
-        raise CodecError("--runtime onnx needs onnxruntime: pip install onnxruntime (or use --runtime torch)")
-    folder = export_to_cache(model, notice=notice, progress=progress)
+        raise CodecError(f"--runtime {runtime} needs onnxruntime: pip install onnxruntime (or use --runtime torch)")
+    if runtime == "onnx-int8" and getattr(model.config, "family", None) != "spectral":
+        raise CodecError(f"--runtime onnx-int8 is for the spectral family's models; {model.name} is not one: "
+                         "use --runtime onnx")  # fmt: skip
+    folder = export_to_cache(model, notice=notice, progress=progress, weights=graph_weights(runtime))
     return OnnxCodec(model, folder, frames_per_call=per_call, threads=threads)
 
 
@@ -325,7 +351,7 @@ def coding_model(
     `live`: for coding as audio arrives (one frame per graph call), not whole files."""
     check_runtime(runtime)
     if runtime != "torch" and str(device) == "cpu":
-        cached = cached_onnx_codec(name, live=live, threads=threads)
+        cached = cached_onnx_codec(name, live=live, threads=threads, weights=graph_weights(runtime))
         if cached is not None:
             return cached
     if load is None:

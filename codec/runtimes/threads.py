@@ -49,10 +49,10 @@ def prepare(threads: int | None) -> None:
 def describe_run(model, threads: int) -> str:
     """`model grvq16k (id 62310a0b), runtime onnx (onnxruntime 1.32.0), 1 thread`: what codes, for --verbose and
     the server's log. `model`: a CodecModel or an OnnxCodec."""
-    if model.runtime == "onnx":
+    if model.runtime != "torch":  # onnx, onnx-int8
         import onnxruntime
 
-        engine = f"onnx (onnxruntime {onnxruntime.__version__}, graphs in {model.onnx_dir})"
+        engine = f"{model.runtime} (onnxruntime {onnxruntime.__version__}, graphs in {model.onnx_dir})"
     else:
         import torch
 
