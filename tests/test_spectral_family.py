@@ -266,9 +266,11 @@ def test_fsq_search_is_rounding_along_each_direction(backend):
         assert len(torch.unique(expected)) == quantizer.codebook_size  # every cell of the grid was visited
 
 
-def test_fsq_training_forward_rounds_and_finds_the_codes_encode_finds(monkeypatch):
-    """The training forward searches FSQ levels by rounding (`FsqSearch`: no scan of the codebook, which took a tenth
-    of a CPU training step) and picks the codes that `encode`'s codebook scan picks, but at near-ties."""
+def test_fsq_forward_and_encode_round_and_find_the_codes_of_a_codebook_scan(monkeypatch):
+    """The training forward and `encode` search FSQ levels by rounding (`FsqSearch`: no scan of the codebook, which
+    took a tenth of a CPU training step and half of an 8 kbps encode) and pick the codes that a scan of every
+    codeword picks (`rvq_search`, every backend), but at near-ties. The search is built once per value of the FSQ
+    parameters (a streaming encode asks for it every frame) and again after they change."""
     import codec.quantization.grvq as grvq
 
     quantizer = _fsq_quantizer(seed=3)
@@ -276,16 +278,27 @@ def test_fsq_training_forward_rounds_and_finds_the_codes_encode_finds(monkeypatc
     quantizer.initialized.fill_(True)
     generator = torch.Generator().manual_seed(4)
     z = torch.randn(4, quantizer.dim, 250, generator=generator) * 3
-    expected = quantizer.eval().encode(z)
-    scans = []
-    original = grvq.rvq_search
+    quantizer.eval()._sync_codebooks()
+    frames = quantizer._frames(z)
+    for backend in available_backends():
+        scanned, _ = rvq_search(frames, quantizer.codebooks, None, backend=backend)  # [N, L, G]
+        expected = quantizer._pack_codes(scanned, z.shape[0])
+        assert (quantizer.encode(z) == expected).float().mean() > 0.99, backend
+    scans, builds = [], []
+    original, build = grvq.rvq_search, grvq.FsqSearch
     monkeypatch.setattr(grvq, "rvq_search", lambda *a, **k: scans.append(1) or original(*a, **k))
+    monkeypatch.setattr(grvq, "FsqSearch", lambda *a: builds.append(1) or build(*a))
     for mode in (quantizer.train, quantizer.eval):
         mode()
         codes = quantizer(z).codes
         assert codes.shape == expected.shape
         assert (codes == expected).float().mean() > 0.99
-    assert not scans
+    assert torch.equal(quantizer.encode(z), quantizer(z).codes)
+    assert torch.equal(quantizer.encode(z[..., :3], 2), quantizer.encode(z)[:, :4, :3])  # a prefix of the levels
+    assert not scans and len(builds) == 1  # only the two-level search is new: the parameters did not change
+    with torch.no_grad():
+        quantizer.fsq_center.add_(0.5)  # a new value (as an optimizer step or a load): built again
+    assert not torch.equal(quantizer.encode(z), expected) and len(builds) == 2
 
 
 def test_fsq_codebooks_stay_synced_after_an_optimizer_step():

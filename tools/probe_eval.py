@@ -1,16 +1,22 @@
 """Quick score of a model on a probe set (the probe30 rows of egs/folder/results/spectral16k_cpu/probe30.tsv).
 
     python tools/probe_eval.py MODEL WAV_SCP
+    python tools/probe_eval.py --build DEV_SPEECH_DIR OUT_DIR     # writes OUT_DIR/wav.scp and OUT_DIR/wav/*.wav
 
 Each clip goes through `model(x)` offline in eval mode (the quantizer's nearest codes: the same audio as the .codes
 path) continuous and at 1, 3 and 8 levels; prints one JSON line {rate: [mean PESQ-WB, mean output level dB]}
 scored with `codec.eval.metrics`. WAV_SCP: `id path` lines (the probe set: 30 evenly spaced dev/speech clips,
 normalised to -20 dBFS, at most 10 s).
+
+`--build` makes that set from `../shared/data/dev/speech`: its audio files (paths holding spaces left out, as the
+recipes' data dirs leave them out) sorted by path, the 30 at `round(linspace(0, n - 1, 30))`, each mixed to mono,
+resampled to 16 kHz (soxr), cut to its first 10 s and scaled to -20 dBFS RMS, written as float WAV.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -40,5 +46,32 @@ def main(model_path: str, scp: str) -> None:
     print(json.dumps(out))
 
 
+def build(dev_speech: str, out_dir: str, clips: int = 30, rate: int = 16000, seconds: float = 10.0) -> None:
+    import soxr
+
+    paths = sorted(
+        os.path.join(root, name)
+        for root, _, names in os.walk(dev_speech)
+        for name in names
+        if name.lower().endswith((".wav", ".flac", ".ogg")) and " " not in os.path.join(root, name)
+    )
+    if not paths:
+        sys.exit(f"probe_eval.py: no audio files under {dev_speech}")
+    os.makedirs(os.path.join(out_dir, "wav"), exist_ok=True)
+    with open(os.path.join(out_dir, "wav.scp"), "w") as scp:
+        for i in np.round(np.linspace(0, len(paths) - 1, clips)).astype(int):
+            x, sr = sf.read(paths[i], dtype="float32")
+            x = x.mean(1) if x.ndim > 1 else x
+            x = soxr.resample(x, sr, rate).astype(np.float32) if sr != rate else x
+            x = x[: int(seconds * rate)]
+            x = x * (10 ** (-20 / 20) / max(float(np.sqrt(np.mean(x**2))), 1e-9))
+            out = os.path.join(out_dir, "wav", f"p{i:04d}.wav")
+            sf.write(out, x.astype(np.float32), rate, subtype="FLOAT")
+            scp.write(f"p{i:04d} {os.path.abspath(out)}\n")
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    if sys.argv[1:2] == ["--build"]:
+        build(*sys.argv[2:4])
+    else:
+        main(*sys.argv[1:3])

@@ -141,6 +141,7 @@ class GroupResidualVQ(nn.Module):
             self.fsq_log_step = nn.Parameter(torch.zeros(G, L, k))
             self.fsq_center = nn.Parameter(torch.zeros(G, L, d))
         self._synced: tuple | None = None
+        self._fsq_searches: dict[int, tuple[tuple, FsqSearch]] = {}  # levels -> (parameter key, search)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -180,6 +181,16 @@ class GroupResidualVQ(nn.Module):
             with torch.no_grad():
                 self.codebooks.copy_(self._gradient_codebooks())
             self._synced = key
+
+    def _fsq_search(self, levels: int) -> FsqSearch:
+        """The rounding search of the first `levels` FSQ levels (codec/quantization/fsq.py), built once per value of
+        the FSQ parameters (their version counters, as `_sync_codebooks`): a streaming encode asks for it every
+        frame, and building it costs a millisecond or two."""
+        key = tuple((t._version, t.data_ptr()) for t in self._parameters_of_codebooks())
+        cached = self._fsq_searches.get(levels)
+        if cached is None or cached[0] != key:
+            cached = self._fsq_searches[levels] = (key, FsqSearch(self, levels))
+        return cached[1]
 
     def _smoothed_sizes(self) -> torch.Tensor:
         """Laplace-smoothed cluster sizes [G, L, K]: the divisor that turns embed_sum into codebooks."""
@@ -225,7 +236,12 @@ class GroupResidualVQ(nn.Module):
     # --- inference --------------------------------------------------------------------------------
     def encode(self, z: torch.Tensor, levels: int | None = None) -> torch.Tensor:
         """Codes [B, levels * G, F] for latent z [B, D, F]."""
-        self._sync_codebooks()
+        self._sync_codebooks()  # the buffer `decode`, export and the tables read follows the parameters too
+        if self.level_type == "fsq":  # rounding (FsqSearch), not a scan of every codeword: the training forward's
+            L = levels or self.num_levels  # search and the ONNX graphs'; codes equal the scan's but at near-ties
+            with torch.no_grad():
+                codes = self._fsq_search(L)(self._frames(z).flatten(1)).view(-1, L, self.num_groups)
+            return self._pack_codes(codes, z.shape[0])
         codes, _ = rvq_search(self._frames(z), self.codebooks, levels, lookup=self.lookup)  # None: every level
         return self._pack_codes(codes, z.shape[0])
 
@@ -276,7 +292,7 @@ class GroupResidualVQ(nn.Module):
             books = self.codebooks
         if self.level_type == "fsq":  # rounding, not a scan of K codewords (a tenth of a CPU training step)
             with torch.no_grad():
-                codes = FsqSearch(self, L)(x.detach().flatten(1)).view(-1, L, self.num_groups)  # [N, L, G]
+                codes = self._fsq_search(L)(x.detach().flatten(1)).view(-1, L, self.num_groups)  # [N, L, G]
         else:
             codes, _ = rvq_search(x.detach(), self.codebooks, L, lookup=self.lookup, backend="torch")  # [N, L, G]
         level_index = torch.arange(L, device=z.device)[None, :, None]
