@@ -954,9 +954,11 @@ def _add_onnx_commands(sub) -> None:
     p = sub.add_parser("export-onnx", help="write the encoder and decoder steps as ONNX graphs with a manifest")
     p.add_argument("model", help="model name (see `codec models`) or model file")
     p.add_argument("out_dir", help="folder for encoder.onnx, decoder.onnx and manifest.json")
+    from codec.runtimes.runtime import WEIGHTS
+
     p.add_argument(
         "--weights",
-        choices=("fp32", "int8"),
+        choices=WEIGHTS,
         default="fp32",
         help="fp32 (default): the model's arithmetic; int8: a spectral model's block weights as 7-bit integers over "
         "8-bit rows (a live frame reads a third of the bytes; codes and audio close to fp32's, not equal; "

@@ -171,12 +171,17 @@ class GroupResidualVQ(nn.Module):
             return self.fsq_center[:, :, None, :] + scaled @ directions.transpose(-1, -2)
         return torch.einsum("glkd,glde->glke", self.basis, self.transform)
 
+    def _codebook_key(self) -> tuple:
+        """What changes whenever the codebook parameters do (an optimizer step, an EMA update or a load bumps their
+        version counters; a move to another device changes their storage)."""
+        return tuple((t._version, t.data_ptr()) for t in self._parameters_of_codebooks())
+
     def _sync_codebooks(self) -> None:
         """simvq and fsq: recompute `codebooks` from their parameters if any changed since the last time (an
         optimizer step, an EMA update or a load bumps their version counters)."""
         if not self._learned_by_gradient:
             return
-        key = tuple((t._version, t.data_ptr()) for t in self._parameters_of_codebooks())
+        key = self._codebook_key()
         if key != self._synced:
             with torch.no_grad():
                 self.codebooks.copy_(self._gradient_codebooks())
@@ -184,9 +189,9 @@ class GroupResidualVQ(nn.Module):
 
     def _fsq_search(self, levels: int) -> FsqSearch:
         """The rounding search of the first `levels` FSQ levels (codec/quantization/fsq.py), built once per value of
-        the FSQ parameters (their version counters, as `_sync_codebooks`): a streaming encode asks for it every
+        the FSQ parameters (`_codebook_key`, as `_sync_codebooks`): a streaming encode asks for it every
         frame, and building it costs a millisecond or two."""
-        key = tuple((t._version, t.data_ptr()) for t in self._parameters_of_codebooks())
+        key = self._codebook_key()
         cached = self._fsq_searches.get(levels)
         if cached is None or cached[0] != key:
             cached = self._fsq_searches[levels] = (key, FsqSearch(self, levels))

@@ -42,6 +42,7 @@ from codec.quantization.fsq import FsqSearch
 from codec.quantization.search import book_terms, dequantize, scores_from
 from codec.rates import levels_or_all
 from codec.runtimes.onnx_runtime import GRAPH_REVISION
+from codec.runtimes.runtime import WEIGHTS
 
 MANIFEST = "manifest.json"
 FORMAT = "codec-onnx"
@@ -119,7 +120,6 @@ def _frame_windows(padded: torch.Tensor, frames: int, step: int, size: int) -> t
 # on every CPU (VNNI or not: no saturating instruction can clip them), and a row's result depends on that row only.
 INT8_WEIGHT_MAX = 63
 INT8_ROW_MAX = 127
-WEIGHTS = ("fp32", "int8")
 
 
 class _MatMulInteger(torch.autograd.Function):

@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # this module imports without torch: the CLI's ONNX path neve
     from codec.models.codec import CodecModel
 
 RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
+WEIGHTS = ("fp32", "int8")  # the ONNX graphs' weights (manifest "weights", `codec export-onnx --weights`)
 FILE_FRAMES_PER_CALL = 100  # frames per graph call when coding files (2 s at 50 Hz): ~2.4x cheaper than one
 NUMBA_PAYS_OFF_SECONDS = 600  # audio below which loading numba's search costs more than it saves (docs/BENCHMARKS.md)
 
@@ -127,7 +128,7 @@ def _stale_cache_dirs(model: CodecModel, root: Path | None = None) -> list[Path]
 
 
 def graph_weights(runtime: str) -> str:
-    """The graphs' weights a `--runtime` runs: "int8" for onnx-int8, else "fp32"."""
+    """The graphs' weights (one of WEIGHTS) a `--runtime` runs: "int8" for onnx-int8, else "fp32"."""
     return "int8" if runtime == "onnx-int8" else "fp32"
 
 
