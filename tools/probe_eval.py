@@ -47,7 +47,7 @@ def main(model_path: str, scp: str) -> None:
 
 
 def build(dev_speech: str, out_dir: str, clips: int = 30, rate: int = 16000, seconds: float = 10.0) -> None:
-    import soxr
+    from codec.audio import read_audio, resample
 
     paths = sorted(
         os.path.join(root, name)
@@ -60,10 +60,8 @@ def build(dev_speech: str, out_dir: str, clips: int = 30, rate: int = 16000, sec
     os.makedirs(os.path.join(out_dir, "wav"), exist_ok=True)
     with open(os.path.join(out_dir, "wav.scp"), "w") as scp:
         for i in np.round(np.linspace(0, len(paths) - 1, clips)).astype(int):
-            x, sr = sf.read(paths[i], dtype="float32")
-            x = x.mean(1) if x.ndim > 1 else x
-            x = soxr.resample(x, sr, rate).astype(np.float32) if sr != rate else x
-            x = x[: int(seconds * rate)]
+            x, sr = read_audio(paths[i])  # [C, T]
+            x = resample(x.mean(0, keepdims=True), sr, rate)[0, : int(seconds * rate)]
             x = x * (10 ** (-20 / 20) / max(float(np.sqrt(np.mean(x**2))), 1e-9))
             out = os.path.join(out_dir, "wav", f"p{i:04d}.wav")
             sf.write(out, x.astype(np.float32), rate, subtype="FLOAT")
